@@ -1,0 +1,3 @@
+from ssl_biases.cli import main
+
+main()

@@ -1,0 +1,171 @@
+"""Datasets read from their real on-disk formats; nothing is ever downloaded.
+
+Every dataset yields ``(PIL.Image RGB, label)`` and has ``classes`` and ``targets``.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.datasets import ImageFolder
+
+from ssl_biases.data.shapes import ShapesDataset
+
+DatasetName = Literal["shapes", "cifar10", "cifar100", "stl10", "imagefolder"]
+DATASETS: tuple[str, ...] = ("shapes", "cifar10", "cifar100", "stl10", "imagefolder")
+
+# Per-dataset channel statistics (RGB, [0, 1] scale).
+NORMALIZE: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
+    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "shapes": ((0.5, 0.5, 0.5), (0.29, 0.29, 0.29)),
+}
+
+_CIFAR_FILES = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]),
+    "cifar100": ("cifar-100-python", ["train"], ["test"]),
+}
+
+
+class ArrayDataset(Dataset):
+    """Images held in memory as a uint8 array ``[N, H, W, 3]`` with integer labels."""
+
+    def __init__(self, images: np.ndarray, labels: Sequence[int], classes: Sequence[str]) -> None:
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"expected uint8 images [N, H, W, 3], got {images.dtype} {images.shape}")
+        self.images = images
+        self.targets = [int(y) for y in labels]
+        self.classes = list(classes)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[index]), self.targets[index]
+
+
+def _missing(path: Path, what: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"dataset not found at '{path}'. {what} Nothing is downloaded at run time: put the files "
+        "there, or point --data.root at the folder that holds them."
+    )
+
+
+def load_cifar(root: str | Path, split: str, variant: str = "cifar10") -> ArrayDataset:
+    """CIFAR-10/100 from the standard python-pickle folder (``cifar-10-batches-py``).
+
+    ``root`` may be the pickle folder itself or its parent.
+    """
+    folder_name, train_files, test_files = _CIFAR_FILES[variant]
+    root = Path(root)
+    folder = root if (root / (train_files[0])).exists() else root / folder_name
+    files = train_files if split == "train" else test_files
+    if not all((folder / f).is_file() for f in files):
+        raise _missing(folder, f"{variant} needs the python version '{folder_name}/' with {files}.")
+    images, labels = [], []
+    for name in files:
+        with open(folder / name, "rb") as handle:
+            entry = pickle.load(handle, encoding="latin1")
+        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+    meta_name = "batches.meta" if variant == "cifar10" else "meta"
+    meta_key = "label_names" if variant == "cifar10" else "fine_label_names"
+    if (folder / meta_name).is_file():
+        with open(folder / meta_name, "rb") as handle:
+            classes = pickle.load(handle, encoding="latin1")[meta_key]
+    else:
+        classes = [str(c) for c in range(max(labels) + 1)]
+    array = np.concatenate(images).transpose(0, 2, 3, 1)  # [N, 32, 32, 3]
+    return ArrayDataset(np.ascontiguousarray(array), labels, classes)
+
+
+def load_stl10(root: str | Path, split: str) -> ArrayDataset:
+    """STL-10 from its binary release (``stl10_binary/{train,test,unlabeled}_X.bin``).
+
+    Split ``"train"`` is ``unlabeled`` + ``train`` (unlabeled images get label -1), as used for
+    pretraining; ``"probe_train"`` is the labelled ``train`` part alone; ``"test"`` the test set.
+    """
+    root = Path(root)
+    folder = root if (root / "test_X.bin").exists() else root / "stl10_binary"
+    parts = {"train": ["unlabeled", "train"], "probe_train": ["train"], "test": ["test"]}[split]
+    images, labels = [], []
+    for part in parts:
+        x_path = folder / f"{part}_X.bin"
+        if not x_path.is_file():
+            raise _missing(folder, f"stl10 needs 'stl10_binary/{part}_X.bin' (the binary release).")
+        raw = np.fromfile(x_path, dtype=np.uint8).reshape(-1, 3, 96, 96)
+        images.append(raw.transpose(0, 3, 2, 1))  # column-major on disk -> [N, 96, 96, 3]
+        y_path = folder / f"{part}_y.bin"
+        if y_path.is_file():
+            labels.extend((np.fromfile(y_path, dtype=np.uint8).astype(np.int64) - 1).tolist())
+        else:
+            labels.extend([-1] * len(raw))
+    names = folder / "class_names.txt"
+    classes = names.read_text().split() if names.is_file() else [str(c) for c in range(10)]
+    return ArrayDataset(np.ascontiguousarray(np.concatenate(images)), labels, classes)
+
+
+def rgb_loader(path: str) -> Image.Image:
+    """Opens an image file as RGB (greyscale, palette and RGBA are converted).
+
+    Raises:
+        ValueError: naming the file, if it cannot be decoded.
+    """
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(
+            f"cannot read image '{path}' ({error}). Remove or replace the file, or set "
+            "--data.skip_corrupt true to skip unreadable images."
+        ) from error
+
+
+def load_imagefolder(root: str | Path, split: str) -> ImageFolder:
+    """Any ``root/<split>/<class>/*.jpg`` tree; ``test`` falls back to ``val``."""
+    root = Path(root)
+    candidates = [root / split] + ([root / "val"] if split == "test" else [])
+    folder = next((c for c in candidates if c.is_dir()), None)
+    if folder is None:
+        raise _missing(
+            candidates[0], f"imagefolder needs '{root}/{split}/<class>/<image files>'."
+        )
+    try:
+        return ImageFolder(str(folder), loader=rgb_loader)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"no images under '{folder}' ({error}). Put images in '{folder}/<class>/'."
+        ) from error
+
+
+def build_dataset(
+    name: str,
+    split: str,
+    root: str | Path | None = None,
+    image_size: int = 32,
+    shapes_size: int = 2000,
+    shapes_num_classes: int = 4,
+    seed: int = 0,
+) -> Dataset:
+    """Builds the ``split`` (``train`` / ``probe_train`` / ``test``) of a dataset by name."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if name == "shapes":
+        shapes_split = "test" if split == "test" else "train"
+        size = shapes_size if split != "test" else max(1, shapes_size // 4)
+        return ShapesDataset(shapes_split, size, image_size, shapes_num_classes, seed)
+    if root is None:
+        raise ValueError(f"dataset {name!r} needs --data.root pointing at its files on disk")
+    if name in ("cifar10", "cifar100"):
+        return load_cifar(root, "test" if split == "test" else "train", name)
+    if name == "stl10":
+        return load_stl10(root, split)
+    return load_imagefolder(root, "test" if split == "test" else "train")

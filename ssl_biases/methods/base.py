@@ -1,0 +1,189 @@
+"""`SSLMethod`: what every self-supervised method shares.
+
+A method subclass supplies only its heads, its loss (:meth:`SSLMethod.ssl_step`) and its views
+(:meth:`SSLMethod.train_views`). The base owns the backbone, the online linear probe, the
+optimizer parameter groups, LR scaling, warm-up + cosine schedule and the logged names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightly.utils.scheduler import CosineWarmupScheduler
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from ssl_biases.data.transforms import Normalization
+
+NO_WEIGHT_DECAY_NAMES = ("pos_embed", "token", "latent")
+
+
+def split_weight_decay(named_params: Iterable[tuple[str, nn.Parameter]]) -> list[dict[str, Any]]:
+    """Two parameter groups: decayed weights, and undecayed norms, biases, tokens, pos-embeds."""
+    decay, no_decay = [], []
+    for name, param in named_params:
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or any(key in name for key in NO_WEIGHT_DECAY_NAMES):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {"params": decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
+
+
+class SSLMethod(pl.LightningModule):
+    """Base LightningModule of the SSL methods.
+
+    Args:
+        backbone: Any registered backbone (``num_features`` and ``forward(x) -> [B, D]``).
+        num_classes: Classes of the online linear probe (the CLI links it to the data).
+        optimizer: Optimizer factory, called with parameter groups; its ``lr`` is the base
+            LR for a global batch of ``reference_batch_size``.
+        scheduler: LR scheduler factory; ``None`` gives linear warm-up then cosine decay,
+            stepped every optimisation step.
+        warmup_fraction: Fraction of the total steps spent in linear warm-up.
+        scale_lr: Scale every group's LR by ``global_batch / reference_batch_size``.
+        reference_batch_size: The batch size the base LR refers to (256).
+        online_probe_lr: LR of the online linear probe (not scaled, no weight decay).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        warmup_fraction: float = 0.05,
+        scale_lr: bool = True,
+        reference_batch_size: int = 256,
+        online_probe_lr: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        if not hasattr(backbone, "num_features"):
+            raise ValueError(
+                f"{type(backbone).__name__} has no `num_features`: use a backbone from "
+                "ssl_biases.backbones (see `ssl-biases backbones`)."
+            )
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
+        self.backbone = backbone
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.online_probe = nn.Linear(backbone.num_features, num_classes)
+        self.val_linear_top1 = MulticlassAccuracy(num_classes=num_classes)
+        self.test_linear_top1 = MulticlassAccuracy(num_classes=num_classes)
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    def ssl_step(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Computes the SSL loss of a batch of views.
+
+        Returns:
+            ``(loss, features)`` where ``features`` ``[B, num_features]`` are the backbone's
+            embeddings of the first view (the online probe trains on them, detached).
+        """
+        raise NotImplementedError
+
+    def train_views(self, image_size: int, norm: Normalization) -> Callable[[Any], list[Tensor]]:
+        """The augmentation that turns one training image into the method's list of views."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------- training
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
+        views, labels = batch
+        loss, features = self.ssl_step(views)
+        probe_loss = self.online_probe_loss(features, labels)
+        batch_size = labels.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/online_probe_loss", probe_loss, batch_size=batch_size)
+        return loss + probe_loss
+
+    def online_probe_loss(self, features: Tensor, labels: Tensor) -> Tensor:
+        """Cross-entropy of the online probe on detached features (labels < 0 are ignored)."""
+        logits = self.online_probe(features.detach())  # [B, C]
+        if (labels >= 0).any():
+            return F.cross_entropy(logits, labels, ignore_index=-1)
+        return logits.sum() * 0.0
+
+    # ----------------------------------------------------------------------- evaluation
+    def _eval_step(self, batch: tuple[Tensor, Tensor], dataloader_idx: int, stage: str) -> dict:
+        images, labels = batch
+        features = self.backbone(images)  # [B, D]
+        if dataloader_idx == 1:
+            metric = self.val_linear_top1 if stage == "val" else self.test_linear_top1
+            metric(self.online_probe(features), labels)
+            self.log(
+                f"{stage}/linear_top1",
+                metric,
+                add_dataloader_idx=False,
+                prog_bar=stage == "val",
+                batch_size=labels.shape[0],
+            )
+        return {"features": features, "labels": labels}
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        return self._eval_step(batch, dataloader_idx, "val")
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        return self._eval_step(batch, dataloader_idx, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        images, labels = batch
+        return {"embeddings": self.backbone(images), "labels": labels}
+
+    # ----------------------------------------------------------------------- optimisation
+    def lr_scale(self) -> float:
+        """``global_batch / reference_batch_size`` (1 when scaling is off)."""
+        if not self.hparams.scale_lr or self._trainer is None:
+            return 1.0
+        datamodule = getattr(self.trainer, "datamodule", None)
+        batch_size = getattr(datamodule, "batch_size", self.hparams.reference_batch_size)
+        world = self.trainer.world_size * self.trainer.accumulate_grad_batches
+        return batch_size * world / self.hparams.reference_batch_size
+
+    def total_steps(self) -> float:
+        """Optimisation steps of the run (``inf`` when only a time budget bounds it)."""
+        return float(self.trainer.estimated_stepping_batches)
+
+    def configure_optimizers(self) -> Any:
+        groups = split_weight_decay(
+            (name, param)
+            for module_name, module in self.named_children()
+            if module_name != "online_probe"
+            for name, param in module.named_parameters(prefix=module_name)
+        )
+        optimizer = self.optimizer_factory(groups)
+        scale = self.lr_scale()
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * scale
+            group["initial_lr"] = group["lr"]
+        optimizer.add_param_group(
+            {
+                "params": list(self.online_probe.parameters()),
+                "lr": self.hparams.online_probe_lr,
+                "initial_lr": self.hparams.online_probe_lr,
+                "weight_decay": 0.0,
+                "name": "online_probe",
+            }
+        )
+        if self.scheduler_factory is not None:
+            scheduler = self.scheduler_factory(optimizer)
+        else:
+            total = self.total_steps()
+            if math.isinf(total):  # a time budget alone: warm up, then hold the LR
+                total = 10**12
+            warmup = int(self.hparams.warmup_fraction * total)
+            scheduler = CosineWarmupScheduler(
+                optimizer, warmup_epochs=warmup, max_epochs=int(total), end_value=0.0
+            )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

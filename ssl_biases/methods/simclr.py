@@ -1,0 +1,66 @@
+"""SimCLR (Chen et al., arXiv 2002.05709): contrast two views against the other images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+from lightly.transforms import SimCLRTransform
+from torch import Tensor, nn
+
+from ssl_biases.data.transforms import Normalization
+from ssl_biases.methods.base import SSLMethod
+
+
+class SimCLR(SSLMethod):
+    """SimCLR with lightly's projection head and NT-Xent loss.
+
+    Negatives are gathered across processes (``gather_distributed=True``), so two ranks with
+    half the batch see the same negatives as one process with the full batch.
+
+    Args:
+        backbone: The backbone to pretrain.
+        projection_hidden_dim: Hidden width of the 2-layer projection head.
+        projection_dim: Output width of the projection head.
+        temperature: NT-Xent temperature.
+        min_scale: Smallest random-resized-crop area fraction of a view.
+        cj_strength: Colour-jitter strength (0.5 is the usual choice for 32 px images).
+        gaussian_blur: Probability of Gaussian blur (off by default at 32 px).
+        **kwargs: Arguments of :class:`~ssl_biases.methods.base.SSLMethod` (optimizer, ...).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        projection_hidden_dim: int = 512,
+        projection_dim: int = 128,
+        temperature: float = 0.2,
+        min_scale: float = 0.08,
+        cj_strength: float = 0.5,
+        gaussian_blur: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(backbone, **kwargs)
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
+        self.projection_head = SimCLRProjectionHead(
+            input_dim=backbone.num_features,
+            hidden_dim=projection_hidden_dim,
+            output_dim=projection_dim,
+        )
+        self.criterion = NTXentLoss(temperature=temperature, gather_distributed=True)
+
+    def train_views(self, image_size: int, norm: Normalization) -> SimCLRTransform:
+        return SimCLRTransform(
+            input_size=image_size,
+            min_scale=self.hparams.min_scale,
+            cj_strength=self.hparams.cj_strength,
+            gaussian_blur=self.hparams.gaussian_blur,
+            normalize=norm.as_lightly(),
+        )
+
+    def ssl_step(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
+        features = self.backbone(torch.cat(views[:2]))  # [2B, D], both views in one pass
+        z0, z1 = self.projection_head(features).chunk(2)  # 2 x [B, projection_dim]
+        return self.criterion(z0, z1), features[: views[0].shape[0]]

@@ -1,0 +1,107 @@
+"""`FrozenFeatureProbe`: the shared machinery of probes that read frozen backbone features.
+
+During validation/test the method returns ``{"features", "labels"}`` for every batch of its two
+probe loaders (index 0: the bank of train images, index 1: the queries). A probe callback
+collects them, gathers them across processes (so DDP gives the single-process number) and
+evaluates once per epoch. Probes never change the backbone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+
+class FrozenFeatureProbe(pl.Callback):
+    """Collects bank and query features during validation and test; subclasses evaluate.
+
+    Args:
+        every_n_epochs: Evaluate at every n-th validation epoch (always in ``validate``/``test``
+            and at the end of training).
+    """
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.every_n_epochs = every_n_epochs
+        self._buffers: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
+
+    def evaluate(
+        self, bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels: Tensor
+    ) -> dict[str, float]:
+        """Metric name (without stage prefix) -> value, from gathered features."""
+        raise NotImplementedError
+
+    def _active(self, trainer: pl.Trainer) -> bool:
+        if trainer.sanity_checking:
+            return False
+        if trainer.state.fn != "fit":  # validate / test: always
+            return True
+        epoch = trainer.current_epoch + 1
+        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        return epoch % self.every_n_epochs == 0 or last or trainer.should_stop
+
+    def _start(self, trainer: pl.Trainer) -> None:
+        self._buffers = {0: ([], []), 1: ([], [])}
+
+    def _collect(self, trainer: pl.Trainer, outputs: Any, dataloader_idx: int) -> None:
+        if not self._active(trainer) or not isinstance(outputs, dict) or "features" not in outputs:
+            return
+        features, labels = self._buffers.setdefault(dataloader_idx, ([], []))
+        features.append(outputs["features"].detach().float())
+        labels.append(outputs["labels"].detach())
+
+    def _gathered(self, pl_module: pl.LightningModule, index: int) -> tuple[Tensor, Tensor]:
+        features, labels = self._buffers.get(index, ([], []))
+        x, y = torch.cat(features), torch.cat(labels)
+        if pl_module.trainer.world_size > 1:
+            x = pl_module.all_gather(x).flatten(0, 1)  # [world * n, D]
+            y = pl_module.all_gather(y).flatten(0, 1)
+        return x, y
+
+    def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if not self._active(trainer) or not self._buffers.get(1, ([], []))[0]:
+            return
+        bank, bank_labels = self._gathered(pl_module, 0)
+        query, query_labels = self._gathered(pl_module, 1)
+        self._buffers = {}
+        for name, value in self.evaluate(bank, bank_labels, query, query_labels).items():
+            pl_module.log(f"{stage}/{name}", value, add_dataloader_idx=False, sync_dist=False)
+
+    # Lightning hooks ---------------------------------------------------------------------
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start(trainer)
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start(trainer)
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._collect(trainer, outputs, dataloader_idx)
+
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._collect(trainer, outputs, dataloader_idx)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._finish(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._finish(trainer, pl_module, "test")
