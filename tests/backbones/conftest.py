@@ -17,12 +17,12 @@ def _tiny_overrides(name: str) -> dict[str, Any]:
     constructor, _ = _resolve(name)
     if constructor is IsotropicNet:
         return {"width": 32, "depth": 2, "num_heads": 2}
-    return {"image_size": 32}
+    return {"image_size": 16}
 
 
 @pytest.fixture
 def make_tiny() -> Callable[..., nn.Module]:
-    """``make_tiny(name, **overrides)``: preset ``name`` at width 32, depth 2 (ResNet: 32 px)."""
+    """``make_tiny(name, **overrides)``: preset ``name`` at width 32, depth 2 (ResNet: 16 px)."""
 
     def make(name: str, **overrides: Any) -> nn.Module:
         torch.manual_seed(0)
