@@ -315,25 +315,22 @@ class MeanAttentionDistance(Metric):
         super().__init__()
         self.grid_size = (int(grid_size[0]), int(grid_size[1]))
         self.num_prefix_tokens = num_prefix_tokens
-        # Sized to the number of heads on the first update.
-        self.add_state("distance_sum", torch.zeros(0, dtype=torch.float64), "sum")
-        self.add_state("count", torch.zeros(0, dtype=torch.float64), "sum")
+        # Scalar zeros broadcast to one entry per head on the first update.
+        self.add_state("distance_sum", torch.zeros((), dtype=torch.float64), "sum")
+        self.add_state("count", torch.zeros((), dtype=torch.float64), "sum")
 
     def update(self, attn: Tensor) -> None:
         """Add one batch of attention ``[B, H, T, T]``."""
         distance_sum, count = attention_distance_sums(
             attn, self.grid_size, self.num_prefix_tokens
         )  # [H], [H]
-        if self.distance_sum.numel() == 0:
-            self.distance_sum = torch.zeros_like(distance_sum)
-            self.count = torch.zeros_like(count)
-        if self.distance_sum.shape != distance_sum.shape:
+        if self.distance_sum.ndim and self.distance_sum.shape != distance_sum.shape:
             raise ValueError(
                 f"got {distance_sum.numel()} heads after {self.distance_sum.numel()}; "
                 "use one MeanAttentionDistance per block"
             )
-        self.distance_sum += distance_sum
-        self.count += count
+        self.distance_sum = self.distance_sum + distance_sum  # [H]
+        self.count = self.count + count  # [H]
 
     def compute(self) -> Tensor:
         """Mean attention distance ``[H]``."""
@@ -361,25 +358,22 @@ class AlignedAttentionMap(Metric):
         super().__init__()
         self.grid_size = (int(grid_size[0]), int(grid_size[1]))
         self.num_prefix_tokens = num_prefix_tokens
-        # Sized to the number of heads on the first update.
-        self.add_state("map_sum", torch.zeros(0, dtype=torch.float64), "sum")
-        self.add_state("count", torch.zeros(0, dtype=torch.float64), "sum")
+        # Scalar zeros broadcast to one map per head on the first update.
+        self.add_state("map_sum", torch.zeros((), dtype=torch.float64), "sum")
+        self.add_state("count", torch.zeros((), dtype=torch.float64), "sum")
 
     def update(self, attn: Tensor) -> None:
         """Add one batch of attention ``[B, H, T, T]``."""
         map_sum, count = aligned_attention_sums(
             attn, self.grid_size, self.num_prefix_tokens
         )  # [H, Ch, Cw], [H]
-        if self.map_sum.numel() == 0:
-            self.map_sum = torch.zeros_like(map_sum)
-            self.count = torch.zeros_like(count)
-        if self.map_sum.shape != map_sum.shape:
+        if self.map_sum.ndim and self.map_sum.shape != map_sum.shape:
             raise ValueError(
                 f"got maps of shape {tuple(map_sum.shape)} after {tuple(self.map_sum.shape)}; "
                 "use one AlignedAttentionMap per block"
             )
-        self.map_sum += map_sum
-        self.count += count
+        self.map_sum = self.map_sum + map_sum  # [H, Ch, Cw]
+        self.count = self.count + count  # [H]
 
     def compute(self) -> Tensor:
         """Aligned map ``[H, 2K_h-1, 2K_w-1]``."""

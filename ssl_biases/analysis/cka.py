@@ -141,10 +141,10 @@ class MinibatchCKA(Metric):
 
     def __init__(self) -> None:
         super().__init__()
-        # Sized to the numbers of layers on the first update.
-        self.add_state("hsic_ab", torch.zeros(0, 0, dtype=torch.float64), "sum")
-        self.add_state("hsic_aa", torch.zeros(0, dtype=torch.float64), "sum")
-        self.add_state("hsic_bb", torch.zeros(0, dtype=torch.float64), "sum")
+        # Scalar zeros broadcast to the numbers of layers on the first update.
+        self.add_state("hsic_ab", torch.zeros((), dtype=torch.float64), "sum")
+        self.add_state("hsic_aa", torch.zeros((), dtype=torch.float64), "sum")
+        self.add_state("hsic_bb", torch.zeros((), dtype=torch.float64), "sum")
 
     def update(self, feats_a: Sequence[Tensor], feats_b: Sequence[Tensor]) -> None:
         """Add one batch: per-layer features ``[n, ...]`` of the same ``n >= 4`` examples.
@@ -167,18 +167,14 @@ class MinibatchCKA(Metric):
         hsic_ab = _hsic_pairs(grams_a, grams_b)  # [L_a, L_b]
         hsic_aa = _hsic_self(grams_a)  # [L_a]
         hsic_bb = hsic_aa if grams_b is grams_a else _hsic_self(grams_b)  # [L_b]
-        if self.hsic_ab.numel() == 0:
-            self.hsic_ab = torch.zeros_like(hsic_ab)
-            self.hsic_aa = torch.zeros_like(hsic_aa)
-            self.hsic_bb = torch.zeros_like(hsic_bb)
-        if self.hsic_ab.shape != hsic_ab.shape:
+        if self.hsic_ab.ndim and self.hsic_ab.shape != hsic_ab.shape:
             raise ValueError(
                 f"got {tuple(hsic_ab.shape)} layer pairs after {tuple(self.hsic_ab.shape)}; "
                 "pass the same layers on every update"
             )
-        self.hsic_ab += hsic_ab
-        self.hsic_aa += hsic_aa
-        self.hsic_bb += hsic_bb
+        self.hsic_ab = self.hsic_ab + hsic_ab  # [L_a, L_b]
+        self.hsic_aa = self.hsic_aa + hsic_aa  # [L_a]
+        self.hsic_bb = self.hsic_bb + hsic_bb  # [L_b]
 
     def compute(self) -> Tensor:
         """CKA matrix ``[L_a, L_b]`` (float64)."""

@@ -173,12 +173,13 @@ def test_metrics_accumulate_like_one_big_batch() -> None:
     distance_metric = MeanAttentionDistance(grid_size=(4, 4), num_prefix_tokens=1)
     map_metric = AlignedAttentionMap(grid_size=(4, 4), num_prefix_tokens=1)
     for chunk in attn.split([1, 2, 3]):
-        distance_metric.update(chunk)
+        batch_value = distance_metric(chunk)  # forward: this batch's value, and accumulate
+        assert torch.allclose(batch_value, mean_attention_distance(chunk, (4, 4), 1))
         map_metric.update(chunk)
     assert torch.allclose(distance_metric.compute(), mean_attention_distance(attn, (4, 4), 1))
     assert torch.allclose(map_metric.compute(), aligned_attention_map(attn, (4, 4), 1))
     distance_metric.reset()
-    assert distance_metric.distance_sum.numel() == 0
+    assert distance_metric.distance_sum.ndim == 0
 
 
 def test_offset_local_heads_finds_planted_head_only() -> None:

@@ -88,8 +88,8 @@ def test_minibatch_cka_matches_naive_accumulation() -> None:
 def test_minibatch_cka_single_batch_equals_linear_cka_and_self_diagonal_is_one() -> None:
     feats = [_randn(16, 5, seed=20), _randn(16, 2, 4, seed=21), _randn(16, 3, seed=22)]
     metric = MinibatchCKA()
-    metric.update(feats, feats)
-    matrix = metric.compute()  # [3, 3]
+    matrix = metric(feats, feats)  # forward: one batch's value, also accumulated
+    assert torch.equal(matrix, metric.compute())  # [3, 3]
     assert torch.allclose(torch.diagonal(matrix), torch.ones(3, dtype=torch.float64))
     assert matrix[0, 1].item() == pytest.approx(linear_cka(feats[0], feats[1]).item(), abs=1e-12)
     assert torch.allclose(matrix, matrix.T)
@@ -109,3 +109,40 @@ def test_too_small_batch_and_mismatched_examples_raise() -> None:
         linear_cka(_randn(3, 5, seed=40), _randn(3, 5, seed=41))
     with pytest.raises(ValueError, match="same examples"):
         MinibatchCKA().update([_randn(8, 5, seed=42)], [_randn(6, 5, seed=43)])
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, feats: list, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
+    try:
+        metric = MinibatchCKA()
+        half = feats[0].shape[0] // world_size
+        for batch in range(2):  # two batches of 8 per rank
+            rows = slice(rank * half + 8 * batch, rank * half + 8 * (batch + 1))
+            metric.update([f[rows] for f in feats], [f[rows] for f in feats[::-1]])
+        torch.save(metric.compute(), f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_minibatch_cka_under_ddp_equals_single_process(tmp_path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    feats = [_randn(32, 6, seed=50), _randn(32, 3, 2, seed=51)]
+    single = MinibatchCKA()
+    for batch in range(4):
+        rows = slice(8 * batch, 8 * (batch + 1))
+        single.update([f[rows] for f in feats], [f[rows] for f in feats[::-1]])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = (2, port, feats, str(tmp_path))
+    mp.start_processes(_ddp_worker, args=args, nprocs=2, start_method="fork")
+    for rank in range(2):
+        synced = torch.load(tmp_path / f"rank{rank}.pt")
+        assert torch.allclose(synced, single.compute(), atol=1e-12)
