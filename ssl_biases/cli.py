@@ -16,7 +16,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 from jsonargparse import lazy_instance
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+)
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -77,7 +82,9 @@ class SSLBiasesCLI(LightningCLI):
         )
         # The image size is stated once, in the data config.
         parser.link_arguments("data.image_size", "model.init_args.backbone.init_args.image_size")
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
+        )
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> pl.Trainer:
         if config.get("enable_progress_bar") is not False:

@@ -40,7 +40,9 @@ class ArrayDataset(Dataset):
 
     def __init__(self, images: np.ndarray, labels: Sequence[int], classes: Sequence[str]) -> None:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"expected uint8 images [N, H, W, 3], got {images.dtype} {images.shape}")
+            raise ValueError(
+                f"expected uint8 images [N, H, W, 3], got {images.dtype} {images.shape}"
+            )
         self.images = images
         self.targets = [int(y) for y in labels]
         self.classes = list(classes)
@@ -135,9 +137,7 @@ def load_imagefolder(root: str | Path, split: str) -> ImageFolder:
     candidates = [root / split] + ([root / "val"] if split == "test" else [])
     folder = next((c for c in candidates if c.is_dir()), None)
     if folder is None:
-        raise _missing(
-            candidates[0], f"imagefolder needs '{root}/{split}/<class>/<image files>'."
-        )
+        raise _missing(candidates[0], f"imagefolder needs '{root}/{split}/<class>/<image files>'.")
     try:
         return ImageFolder(str(folder), loader=rgb_loader)
     except FileNotFoundError as error:

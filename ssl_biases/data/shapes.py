@@ -10,12 +10,39 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
 SHAPE_NAMES = ("circle", "square", "triangle", "cross", "star", "ring", "diamond", "bar")
 
 _SPLIT_OFFSETS = {"train": 0, "test": 1_000_003}
+
+# --- shortcut cue (issue 9, Minderer et al. arXiv 2002.08822) -------------------------------
+SHORTCUT_AMPLITUDE = 40.0  # grating amplitude, in 0-255 grey levels
+SHORTCUT_PERIOD = (0.08, 0.16)  # grating period range, as a fraction of the image side
+
+
+def shortcut_grating(image_size: int, rng: random.Random) -> np.ndarray:
+    """A per-image sinusoidal grating: the planted shortcut of ``shapes(shortcut=True)``.
+
+    Orientation, period and phase are drawn per image. The grating covers the whole image, so
+    every random-resized crop holds it; it is a luminance pattern (equal in R, G and B), so it
+    survives greyscale and hue jitter; its orientation survives rescaling. Two views of one
+    image can therefore be matched by the grating alone, without the shape.
+
+    Returns:
+        ``[H, W]`` float offsets in ``[-SHORTCUT_AMPLITUDE, SHORTCUT_AMPLITUDE]`` grey levels.
+    """
+    theta = rng.uniform(0.0, math.pi)
+    period = image_size * rng.uniform(*SHORTCUT_PERIOD)
+    phase = rng.uniform(0.0, 2 * math.pi)
+    y, x = np.mgrid[0:image_size, 0:image_size].astype(np.float64)  # [H, W] each
+    along = x * math.cos(theta) + y * math.sin(theta)  # [H, W]
+    return SHORTCUT_AMPLITUDE * np.sin(2 * math.pi * along / period + phase)
+
+
+# --- end shortcut cue -------------------------------------------------------------------------
 
 
 def _polygon(
@@ -53,7 +80,9 @@ def draw_shape(
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=colour)
     elif name == "ring":
         width = max(1, round(radius * 0.35))
-        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), outline=colour, width=width)
+        draw.ellipse(
+            (cx - radius, cy - radius, cx + radius, cy + radius), outline=colour, width=width
+        )
     elif name == "square":
         draw.polygon(_polygon(cx, cy, radius, 4, angle), fill=colour)
     elif name == "diamond":
@@ -80,6 +109,8 @@ class ShapesDataset(Dataset):
         image_size: Side of the square RGB images, in pixels.
         num_classes: Number of shape classes (2 to 8), taken from :data:`SHAPE_NAMES` in order.
         seed: Seed of the whole dataset; the same seed gives the same images everywhere.
+        shortcut: Add a per-image grating (:func:`shortcut_grating`) that lets SSL views be
+            matched without the shape; the shapes are those of the clean dataset.
     """
 
     def __init__(
@@ -89,11 +120,14 @@ class ShapesDataset(Dataset):
         image_size: int = 32,
         num_classes: int = 4,
         seed: int = 0,
+        shortcut: bool = False,
     ) -> None:
         if split not in _SPLIT_OFFSETS:
             raise ValueError(f"shapes split must be 'train' or 'test', got {split!r}")
         if not 2 <= num_classes <= len(SHAPE_NAMES):
-            raise ValueError(f"shapes num_classes must be in [2, {len(SHAPE_NAMES)}], got {num_classes}")
+            raise ValueError(
+                f"shapes num_classes must be in [2, {len(SHAPE_NAMES)}], got {num_classes}"
+            )
         if size < 1:
             raise ValueError(f"shapes size must be positive, got {size}")
         self.split = split
@@ -101,7 +135,14 @@ class ShapesDataset(Dataset):
         self.image_size = image_size
         self.num_classes = num_classes
         self.seed = seed
+        self.shortcut = shortcut
         self.classes = list(SHAPE_NAMES[:num_classes])
+
+    def with_shortcut(self, shortcut: bool = True) -> ShapesDataset:
+        """The same images (same shapes and nuisances) with or without the shortcut cue."""
+        return ShapesDataset(
+            self.split, self.size, self.image_size, self.num_classes, self.seed, shortcut
+        )
 
     def __len__(self) -> int:
         return self.size
@@ -132,4 +173,10 @@ class ShapesDataset(Dataset):
         cy = rng.uniform(radius, side - radius)
         angle = rng.uniform(0, 2 * math.pi)
         draw_shape(ImageDraw.Draw(image), self.classes[label], cx, cy, radius, angle, colour)
-        return image.resize((self.image_size, self.image_size), Image.BILINEAR), label
+        image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
+        if self.shortcut:
+            cue_rng = random.Random(rng.getrandbits(64))  # after the shape: clean image unchanged
+            grating = shortcut_grating(self.image_size, cue_rng)  # [H, W]
+            pixels = np.asarray(image, dtype=np.float64) + grating[..., None]  # [H, W, 3]
+            image = Image.fromarray(pixels.round().clip(0, 255).astype(np.uint8))
+        return image, label

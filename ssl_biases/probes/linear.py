@@ -20,7 +20,13 @@ def fit_linear_classifier(
     features: Tensor, labels: Tensor, num_classes: int, l2: float = 1e-4, max_iter: int = 200
 ) -> tuple[Tensor, Tensor]:
     """Fits ``W [C, D]``, ``b [C]`` minimising mean cross-entropy + ``l2 * ||W||^2``."""
-    features = features.double()
+    with torch.inference_mode(False), torch.enable_grad():  # probes run inside validation
+        return _fit_lbfgs(features.double().clone(), labels.clone(), num_classes, l2, max_iter)
+
+
+def _fit_lbfgs(
+    features: Tensor, labels: Tensor, num_classes: int, l2: float, max_iter: int
+) -> tuple[Tensor, Tensor]:
     weight = torch.zeros(num_classes, features.shape[1], dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS(
@@ -33,8 +39,7 @@ def fit_linear_classifier(
         loss.backward()
         return loss
 
-    with torch.enable_grad():
-        optimizer.step(closure)
+    optimizer.step(closure)
     return weight.detach(), bias.detach()
 
 

@@ -1,0 +1,153 @@
+"""End-to-end checks of the `ssl-biases` CLI on tiny generated data."""
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssl_biases.cli import SSLBiasesCLI, cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+
+def tiny_args(backbone_config: str, *extra: str) -> list[str]:
+    return [
+        "--config", str(CONFIGS / "method/simclr.yaml"),
+        "--config", backbone_config,
+        "--config", str(CONFIGS / "data/shapes.yaml"),
+        "--data.shapes_size", "128",
+        "--data.batch_size", "32",
+        "--data.num_workers", "0",
+        "--data.max_probe_train_samples", "64",
+        "--trainer.accelerator", "cpu",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--trainer.log_every_n_steps", "1",
+        *extra,
+    ]  # fmt: skip
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def column(rows: list[dict[str, str]], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if r.get(key)]
+
+
+def test_fit_writes_a_complete_run_directory_and_learns(
+    tmp_path, monkeypatch, tiny_backbone_config
+):
+    monkeypatch.chdir(tmp_path)
+    cli = cli_main(
+        [
+            "fit",
+            *tiny_args(
+                tiny_backbone_config, "--trainer.max_epochs", "6", "--model.optimizer.lr", "0.02"
+            ),
+        ]
+    )
+    run = Path(cli.trainer.log_dir)
+    assert run.parent.parent == Path("runs")
+    assert (run / "config.yaml").is_file()
+    assert list(run.glob("events.out.tfevents.*"))
+    assert (run / "checkpoints/last.ckpt").is_file()
+    assert list((run / "checkpoints").glob("best-*.ckpt"))
+    rows = read_metrics(run)
+    losses = column(rows, "train/loss")
+    assert len(losses) == 24
+    assert sum(losses[-4:]) / 4 < 0.9 * sum(losses[:4]) / 4
+    for key in ("val/knn_top1", "val/knn_top5", "val/linear_top1", "val/offline_linear_top1"):
+        assert 0.0 <= column(rows, key)[-1] <= 1.0
+    checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 24
+    state = cli.model.state_dict()
+    assert all(torch.equal(state[k], checkpoint["state_dict"][k]) for k in state)
+
+
+def test_max_steps_mid_epoch_still_checkpoints_and_validates(
+    tmp_path, monkeypatch, tiny_backbone_config
+):
+    monkeypatch.chdir(tmp_path)
+    cli = cli_main(["fit", *tiny_args(tiny_backbone_config, "--trainer.max_steps", "3")])
+    run = Path(cli.trainer.log_dir)
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 3
+    rows = read_metrics(run)
+    final = [r for r in rows if r.get("val/knn_top1")]
+    assert final and int(final[-1]["step"]) == 3
+    # re-evaluating the checkpoint gives the same probe numbers
+    again = cli_main(
+        [
+            "validate",
+            *tiny_args(tiny_backbone_config),
+            "--ckpt_path",
+            str(run / "checkpoints/last.ckpt"),
+        ]
+    )
+    assert again.trainer.callback_metrics["val/knn_top1"].item() == pytest.approx(
+        float(final[-1]["val/knn_top1"])
+    )
+
+
+def test_validate_without_checkpoint_probes_a_random_backbone(
+    tmp_path, monkeypatch, tiny_backbone_config
+):
+    monkeypatch.chdir(tmp_path)
+    cli = cli_main(["validate", *tiny_args(tiny_backbone_config)])
+    metrics = cli.trainer.callback_metrics
+    assert 0.0 <= metrics["val/knn_top1"].item() <= 1.0
+    assert 0.0 <= metrics["val/offline_linear_top1"].item() <= 1.0
+    assert (Path(cli.trainer.log_dir) / "metrics.csv").is_file()
+
+
+def test_image_size_is_stated_once(tmp_path, monkeypatch, tiny_backbone_config):
+    monkeypatch.chdir(tmp_path)
+    cli = SSLBiasesCLI(args=tiny_args(tiny_backbone_config, "--data.image_size", "24"), run=False)
+    assert cli.model.backbone.image_size == 24
+    assert cli.model.backbone(torch.zeros(1, 3, 24, 24)).shape == (1, 32)
+    assert cli.model.online_probe.out_features == 4  # linked from the data
+
+
+def test_image_size_the_patch_does_not_divide_is_a_clear_error(
+    tmp_path, monkeypatch, tiny_backbone_config
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="patch"):
+        SSLBiasesCLI(args=tiny_args(tiny_backbone_config, "--data.image_size", "30"), run=False)
+
+
+def _config_sets() -> list[list[str]]:
+    method = str(CONFIGS / "method/simclr.yaml")
+    backbone = str(CONFIGS / "backbone/vit_tiny.yaml")
+    data = str(CONFIGS / "data/shapes.yaml")
+    sets = []
+    for path in sorted(CONFIGS.glob("*/*.yaml")):
+        if path.parent.name == "experiment":
+            continue
+        base = {"method": method, "backbone": backbone, "data": data}
+        base[path.parent.name] = str(path)
+        sets.append([x for value in base.values() for x in ("--config", value)])
+    return sets
+
+
+@pytest.mark.parametrize(
+    "args", _config_sets(), ids=lambda a: "+".join(Path(x).stem for x in a[1::2])
+)
+def test_every_config_parses(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", *args, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "class_path" in capsys.readouterr().out
+
+
+def test_lr_is_scaled_by_the_global_batch(tmp_path, monkeypatch, tiny_backbone_config):
+    monkeypatch.chdir(tmp_path)
+    cli = cli_main(["fit", *tiny_args(tiny_backbone_config, "--trainer.max_steps", "1")])
+    groups = {g["name"]: g for g in cli.trainer.optimizers[0].param_groups}
+    assert groups["decay"]["initial_lr"] == pytest.approx(1e-3 * 32 / 256)
+    assert groups["no_decay"]["weight_decay"] == 0.0
+    assert not math.isclose(groups["decay"]["weight_decay"], 0.0)
