@@ -17,6 +17,9 @@ so two are provided and each result should be reported with its protocol:
 - ``episodic_fewshot``: fixed N-way K-shot episodes (meta-learning style): N classes,
   K support and Q query examples per class drawn from one pool, accuracy averaged over
   episodes with a 95% confidence interval ``1.96 * std / sqrt(episodes)``.
+
+``FewShotProbe`` runs the first protocol as a callback during validation and test, with the
+probe bank as the train split and the probe queries as the test split.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+
+from ssl_biases.probes.features import FrozenFeatureProbe
 
 BIAS_FEATURE = 100.0
 """Value of the constant feature appended for the bias (big_vision ``BIAS_CONSTANT``)."""
@@ -285,3 +291,57 @@ def episodic_fewshot(
         )
     values = torch.tensor(accuracies, dtype=torch.float64)  # [E]
     return values.mean().item(), 1.96 * values.std().item() / math.sqrt(episodes)
+
+
+class FewShotProbe(FrozenFeatureProbe):
+    """Logs ``<stage>/fewshot_<K>shot`` (and ``..._std``): all-classes K-shot least squares.
+
+    Protocol (``fewshot_eval``, big_vision ``fewshot_lsr``, arXiv 2106.04560): frozen
+    backbone embeddings; the K-shot support sets are drawn from the probe *bank* (a fixed
+    subset of the train split, ``data.max_probe_train_samples``), one draw per seed, every
+    class; features standardised with support statistics, bias feature 100, targets one-hot
+    in {-1, 1}, ridge ``l2_reg``; top-1 on all probe *queries* (the test split, or its
+    ``data.max_val_samples`` subset), mean (``fewshot_<K>shot``) and sample std
+    (``fewshot_<K>shot_std``) over seeds. Stage ``test`` in ``ssl-biases test``, ``val``
+    during fit (every ``every_n_epochs`` epochs and at the end) and ``validate``.
+
+    A K larger than the rarest class of the bank cannot be drawn: it is skipped with a
+    warning (it is not logged), so raise ``max_probe_train_samples`` to get it.
+
+    Args:
+        shots: The K values.
+        seeds: One support draw per seed.
+        l2_reg: Ridge strength on standardised features.
+        every_n_epochs: Evaluate at every n-th validation epoch during fit.
+    """
+
+    def __init__(
+        self,
+        shots: list[int] | tuple[int, ...] = (1, 5, 10, 25),
+        seeds: list[int] | tuple[int, ...] = (0, 1, 2),
+        l2_reg: float = DEFAULT_L2_REG,
+        every_n_epochs: int = 10,
+    ) -> None:
+        super().__init__(every_n_epochs)
+        if len(shots) == 0 or len(seeds) == 0 or min(shots) < 1:
+            raise ValueError(f"need shots >= 1 and at least one seed, got {shots} and {seeds}")
+        if l2_reg <= 0:
+            raise ValueError(f"l2_reg must be positive, got {l2_reg}")
+        self.shots = tuple(int(k) for k in shots)
+        self.seeds = tuple(int(s) for s in seeds)
+        self.l2_reg = float(l2_reg)
+
+    def evaluate(
+        self, bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels: Tensor
+    ) -> dict[str, float]:
+        rarest = int(torch.unique(bank_labels, return_counts=True)[1].min())
+        shots = [k for k in self.shots if k <= rarest]
+        if len(shots) < len(self.shots):
+            rank_zero_warn(
+                f"few-shot probe: the rarest class of the bank has {rarest} examples, so "
+                f"shots {[k for k in self.shots if k > rarest]} are skipped; raise "
+                "--data.max_probe_train_samples to evaluate them"
+            )
+        if not shots:
+            return {}
+        return fewshot_eval(bank, bank_labels, query, query_labels, shots, self.seeds, self.l2_reg)
