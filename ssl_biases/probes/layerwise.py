@@ -42,7 +42,8 @@ def pool_block_output(output: Tensor, num_prefix_tokens: int) -> Tensor:
         return output.mean(dim=(2, 3))  # [B, C]
     if output.ndim != 3:
         raise ValueError(
-            f"a block output must be tokens [B, T, D] or maps [B, C, h, w], got {tuple(output.shape)}"
+            "a block output must be tokens [B, T, D] or maps [B, C, h, w], "
+            f"got {tuple(output.shape)}"
         )
     if num_prefix_tokens > 0:
         return output[:, 0]  # [B, D]
@@ -80,7 +81,9 @@ def layerwise_knn_top1(
         ``[L]`` float64 top-1 accuracies; ``argmax`` is the best block.
     """
     if len(bank) != len(query) or len(bank) == 0:
-        raise ValueError(f"need the same, non-zero number of blocks, got {len(bank)} and {len(query)}")
+        raise ValueError(
+            f"need the same, non-zero number of blocks, got {len(bank)} and {len(query)}"
+        )
     num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
     accuracies = [
         topk_accuracy(
