@@ -25,14 +25,18 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from ssl_biases.analysis.tensorboard import TensorBoardSummaries
 from ssl_biases.data.datamodule import SSLDataModule
+from ssl_biases.export import CHECKPOINT_KEY as BACKBONE_CONFIG_KEY
 from ssl_biases.methods.base import SSLMethod
+from ssl_biases.probes.embeddings import EmbeddingWriter
 from ssl_biases.probes.knn import KNNProbe
 from ssl_biases.probes.linear import LinearProbe
 
 # Commands beside Lightning's fit/validate/test/predict: name -> "module:function(argv)".
 TOOL_COMMANDS: dict[str, str] = {
     "backbones": "ssl_biases.backbones.summary:main",
+    "export": "ssl_biases.export:main",
 }
 
 
@@ -45,6 +49,22 @@ class ValidationTracker(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self.step = trainer.global_step
+
+
+# --- issue 10 (export): the checkpoint says how its backbone was built --------------------
+class BackboneConfigInCheckpoint(pl.Callback):
+    """Stores ``backbone.config`` (``{"class_path", "init_args"}``) in every checkpoint, so
+    ``ssl-biases export`` works on a checkpoint copied away from its run directory."""
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        config = getattr(getattr(pl_module, "backbone", None), "config", None)
+        if config:
+            checkpoint[BACKBONE_CONFIG_KEY] = config
+
+
+# --- end issue 10 -------------------------------------------------------------------------
 
 
 class SSLBiasesCLI(LightningCLI):
@@ -71,6 +91,8 @@ class SSLBiasesCLI(LightningCLI):
         parser.add_lightning_class_args(KNNProbe, "knn")
         parser.add_lightning_class_args(LinearProbe, "linear_probe")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(TensorBoardSummaries, "tensorboard")  # issue 10
+        parser.add_lightning_class_args(EmbeddingWriter, "embeddings")  # issue 10: predict
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/knn_top1",
@@ -89,7 +111,24 @@ class SSLBiasesCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> pl.Trainer:
         if config.get("enable_progress_bar") is not False:
             callbacks = [*callbacks, RichProgressBar()]
+        callbacks = [*callbacks, BackboneConfigInCheckpoint()]  # issue 10
         return super()._instantiate_trainer(config, callbacks)
+
+    # --- issue 10 (export): remember the backbone's class_path/init_args -----------------
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        backbone_config = config.get("model.init_args.backbone")
+        backbone = getattr(self.model, "backbone", None)
+        if backbone is not None and backbone_config is not None and not hasattr(backbone, "config"):
+            as_dict = backbone_config.as_dict() if hasattr(backbone_config, "as_dict") else None
+            if isinstance(as_dict, dict) and "class_path" in as_dict:
+                backbone.config = {
+                    "class_path": as_dict["class_path"],
+                    "init_args": as_dict.get("init_args", {}),
+                }
+
+    # --- end issue 10 ---------------------------------------------------------------------
 
     def _add_csv_logger(self) -> None:
         """Writes ``metrics.csv`` into the same run directory as the TensorBoard events."""
