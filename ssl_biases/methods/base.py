@@ -2,18 +2,21 @@
 
 A method subclass supplies only its heads, its loss (:meth:`SSLMethod.ssl_step`) and its views
 (:meth:`SSLMethod.train_views`). The base owns the backbone, the online linear probe, the
-optimizer parameter groups, LR scaling, warm-up + cosine schedule and the logged names.
+optimizer parameter groups, LR scaling, warm-up + cosine schedule, the momentum (EMA) teachers
+(:meth:`SSLMethod.momentum_pairs`) and the logged names.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightly.utils.scheduler import CosineWarmupScheduler
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -94,6 +97,73 @@ class SSLMethod(pl.LightningModule):
     def train_views(self, image_size: int, norm: Normalization) -> Callable[[Any], list[Tensor]]:
         """The augmentation that turns one training image into the method's list of views."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ momentum teacher
+    # Methods with an EMA teacher (BYOL, DINO) list their (student, teacher) pairs in
+    # `momentum_pairs` and set `momentum_start`; the base updates every teacher after each
+    # optimisation step with momentum m = cosine_schedule(step, total_steps, momentum_start, 1).
+    momentum_start: float = 0.99
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """``(student, teacher)`` pairs whose teacher is an EMA of the student (none here)."""
+        return []
+
+    @staticmethod
+    def make_teacher(student: nn.Module, fresh: nn.Module | None = None) -> nn.Module:
+        """A frozen copy of ``student`` (``requires_grad=False``), to be updated by EMA only.
+
+        Args:
+            student: The module to copy (``copy.deepcopy``).
+            fresh: For modules ``deepcopy`` cannot copy (torch's old ``weight_norm``, as in
+                lightly's ``DINOProjectionHead``): a newly built module of the same
+                architecture, which gets the student's state.
+        """
+        if fresh is None:
+            teacher = copy.deepcopy(student)
+        else:
+            teacher = fresh
+            teacher.load_state_dict(student.state_dict())
+        deactivate_requires_grad(teacher)
+        return teacher
+
+    def momentum(self, step: int) -> float:
+        """Teacher momentum for the update after optimisation step ``step`` (0-based).
+
+        ``cosine_schedule(step, total_steps, momentum_start, 1.0)`` (BYOL, arXiv 2006.07733):
+        ``momentum_start`` after the first step, 1.0 after the last. The position comes from
+        ``global_step`` and ``trainer.estimated_stepping_batches`` only, so a run resumed from a
+        checkpoint continues the schedule exactly. With only a time budget (infinite total
+        steps) the end is unknown and m stays at ``momentum_start`` for the whole run.
+        """
+        total = self.total_steps() if self._trainer is not None else math.inf
+        if math.isinf(total):
+            return float(self.momentum_start)
+        return cosine_schedule(min(step, int(total) - 1), int(total), self.momentum_start, 1.0)
+
+    @torch.no_grad()
+    def update_teachers(self, m: float) -> None:
+        """``teacher = m * teacher + (1 - m) * student`` for every pair (``update_momentum``)."""
+        for student, teacher in self.momentum_pairs():
+            update_momentum(student, teacher, m)
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Any,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """The optimiser step, then the EMA update of the teachers (before any callback sees
+        the step, so a checkpoint written at this step holds the updated teachers).
+
+        Manual optimisation skips this hook: call
+        ``self.update_teachers(self.momentum(self.global_step - 1))`` after stepping.
+        """
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.momentum_pairs():
+            m = self.momentum(self.global_step)  # Lightning counts this step after the hook
+            self.update_teachers(m)
+            self.log("train/momentum", m)
 
     # ------------------------------------------------------------------------- training
     def forward(self, x: Tensor) -> Tensor:
@@ -186,4 +256,7 @@ class SSLMethod(pl.LightningModule):
             scheduler = CosineWarmupScheduler(
                 optimizer, warmup_epochs=warmup, max_epochs=int(total), end_value=0.0
             )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,74 @@
+"""BERT-style masked modelling for every isotropic backbone (SimMIM, arXiv 2111.09886).
+
+The reconstruction pretext task of Cazenavette & Lucey (arXiv 2105.14077): masked patch
+embeddings are replaced by a learned mask token, *all* tokens go through the backbone (so
+attention, local attention, MLP, conv and pooling mixers all work), and a linear head
+reconstructs the masked patches' pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightly.models.utils import get_at_index, mask_at_index, patchify, unpatchify
+from timm.layers import trunc_normal_
+from torch import Tensor, nn
+
+from ssl_biases.methods.reconstruction import MaskedReconstruction
+
+
+class MaskedModeling(MaskedReconstruction):
+    """Masked patch modelling with a learned mask token and a linear pixel head (SimMIM).
+
+    Before the stem, the masked patches' pixels are set to 0 (the dataset mean), so stems that
+    overlap neighbouring patches (``stem='overlap'`` or ``'conv'``) cannot read a masked patch
+    through its visible neighbours; after the stem, the masked patches' embeddings are
+    replaced by the learned mask token; the position embedding is added to every token inside
+    ``forward_tokens``. The loss is the MSE on the masked patches only (SimMIM uses L1; the
+    paper reports both work about equally).
+
+    The online probe trains on the pooled output of the masked input (computed anyway);
+    probes at validation see unmasked images.
+
+    Args:
+        backbone: An isotropic patch backbone (IsotropicNet, any ``token_mixer``).
+        mask_ratio: Fraction of the patches that are masked (0.6 in SimMIM; BERT uses 0.15).
+        norm_pix_loss: Reconstruct per-patch normalised pixels.
+        min_scale: Smallest random-resized-crop area fraction of the single view.
+        **kwargs: Arguments of :class:`~ssl_biases.methods.base.SSLMethod` (optimizer, ...).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        mask_ratio: float = 0.6,
+        norm_pix_loss: bool = False,
+        min_scale: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            backbone,
+            mask_ratio=mask_ratio,
+            norm_pix_loss=norm_pix_loss,
+            min_scale=min_scale,
+            **kwargs,
+        )
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
+        self.num_prefix_tokens: int = backbone.num_prefix_tokens
+        width = getattr(backbone, "width", backbone.num_features)  # token width after the stem
+        self.mask_token = nn.Parameter(trunc_normal_(torch.zeros(1, 1, width), std=0.02))
+        self.head = nn.Linear(backbone.num_features, self.pixels_per_patch)
+
+    def predict_masked(
+        self, images: Tensor, idx_keep: Tensor, idx_mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        patches = patchify(images, self.patch_size)  # [B, N, p*p*C]
+        hidden = mask_at_index(patches, idx_mask, patches.new_zeros(1, 1, patches.shape[-1]))
+        hidden = unpatchify(hidden, self.patch_size, images.shape[1])  # [B, C, H, W]
+        tokens = self.backbone.embed_patches(hidden)  # [B, N, D]
+        tokens = mask_at_index(tokens, idx_mask, self.mask_token.to(tokens.dtype))  # [B, N, D]
+        encoded = self.backbone.forward_tokens(tokens)  # [B, P+N, D']
+        features = self.backbone.pool_tokens(encoded)  # [B, D']
+        masked_out = get_at_index(encoded[:, self.num_prefix_tokens :], idx_mask)  # [B, M, D']
+        return self.head(masked_out), features  # [B, M, p*p*C], [B, D']

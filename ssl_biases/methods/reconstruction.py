@@ -1,0 +1,166 @@
+"""`MaskedReconstruction`: what MAE and BERT-style masked modelling share.
+
+Both mask a random fraction of the patches of one lightly-augmented view, predict the masked
+patches' pixels and take the mean squared error on the masked patches only (MAE, arXiv
+2111.06377; SimMIM, arXiv 2111.09886). A subclass supplies only :meth:`predict_masked`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightly.models.utils import get_at_index, patchify, random_token_mask, unpatchify
+from lightly.transforms import MAETransform
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ssl_biases.data.transforms import Normalization
+from ssl_biases.methods.base import SSLMethod
+
+PATCH_API = ("embed_patches", "forward_tokens", "pool_tokens", "patch_size", "num_prefix_tokens")
+
+
+class MaskedReconstruction(SSLMethod):
+    """Base of the pixel-reconstruction methods: views, masking, targets, loss and preview.
+
+    Args:
+        backbone: An isotropic patch backbone (``embed_patches``, ``forward_tokens``, ...).
+        mask_ratio: Fraction of the patches that are masked, in (0, 1).
+        norm_pix_loss: Predict each patch's pixels normalised by that patch's mean and
+            variance (MAE's ``norm_pix_loss``) instead of the raw (dataset-normalised) pixels.
+        min_scale: Smallest random-resized-crop area fraction of the single view.
+        **kwargs: Arguments of :class:`~ssl_biases.methods.base.SSLMethod` (optimizer, ...).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        mask_ratio: float = 0.75,
+        norm_pix_loss: bool = False,
+        min_scale: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
+        missing = [name for name in PATCH_API if not hasattr(backbone, name)]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__} reconstructs masked patches, so it needs a patch "
+                f"backbone (ssl_biases.backbones.IsotropicNet, any token_mixer); "
+                f"{type(backbone).__name__} lacks {missing}. Use a contrastive or "
+                "distillation method (simclr, byol, dino) with this backbone."
+            )
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        super().__init__(backbone, **kwargs)
+        self.patch_size: int = backbone.patch_size
+        self.pixels_per_patch = self.patch_size**2 * getattr(backbone, "in_chans", 3)
+
+    # ---------------------------------------------------------------------- subclass hook
+    def predict_masked(
+        self, images: Tensor, idx_keep: Tensor, idx_mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Predicts the pixels of the masked patches.
+
+        Args:
+            images: ``[B, C, H, W]`` normalised images.
+            idx_keep: ``[B, K]`` indices of the visible patches (row-major).
+            idx_mask: ``[B, M]`` indices of the masked patches.
+
+        Returns:
+            ``(predictions [B, M, p*p*C], features [B, num_features])``: the predicted
+            pixels of the masked patches in ``idx_mask`` order, and the pooled encoding the
+            online probe trains on.
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------ views
+    def train_views(self, image_size: int, norm: Normalization) -> MAETransform:
+        """One random-resized crop + flip per image (lightly's ``MAETransform``)."""
+        return MAETransform(
+            input_size=image_size, min_scale=self.hparams.min_scale, normalize=norm.as_lightly()
+        )
+
+    # --------------------------------------------------------------------------- training
+    def mask(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Random ``(idx_keep [B, K], idx_mask [B, M])`` over the patch grid, M = N - K.
+
+        lightly's ``random_token_mask``: K = int(N * (1 - mask_ratio)) patches stay visible.
+        """
+        num_patches = patchify_count(images, self.patch_size)
+        return random_token_mask(
+            (images.shape[0], num_patches),
+            mask_ratio=self.hparams.mask_ratio,
+            mask_class_token=True,  # no class token in the index space: every patch may go
+            device=images.device,
+        )
+
+    def targets(self, images: Tensor, idx_mask: Tensor) -> Tensor:
+        """Pixels of the masked patches ``[B, M, p*p*C]``, per-patch normalised if asked."""
+        target = get_at_index(patchify(images, self.patch_size), idx_mask)  # [B, M, p*p*C]
+        if self.hparams.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)  # [B, M, 1]
+            var = target.var(dim=-1, keepdim=True)  # [B, M, 1]
+            target = (target - mean) / (var + 1.0e-6) ** 0.5
+        return target
+
+    def ssl_step(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
+        images = views[0]  # [B, C, H, W]
+        idx_keep, idx_mask = self.mask(images)  # [B, K], [B, M]
+        prediction, features = self.predict_masked(images, idx_keep, idx_mask)  # [B, M, P]
+        loss = F.mse_loss(prediction, self.targets(images, idx_mask))
+        return loss, features
+
+    # ---------------------------------------------------------------------------- preview
+    @torch.no_grad()
+    def reconstruction_preview(
+        self, images: Tensor, seed: int = 0
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(original, masked input, reconstruction)``, each ``[B, C, H, W]``, for logging.
+
+        The mask is drawn from a CPU generator seeded with ``seed`` (the global RNG is left
+        untouched), so the same images and seed give the same mask on any device. Masked
+        patches are 0 (the dataset mean) in the masked input; the reconstruction shows the
+        visible patches as they are and the predicted masked patches (de-normalised with the
+        true patch statistics under ``norm_pix_loss``, as in MAE's figures). All in the
+        dataset-normalised pixel space of the input.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.random.default_generator.manual_seed(seed)
+                idx_keep, idx_mask = random_token_mask(
+                    (images.shape[0], patchify_count(images, self.patch_size)),
+                    mask_ratio=self.hparams.mask_ratio,
+                    mask_class_token=True,
+                    device="cpu",
+                )
+            idx_keep, idx_mask = idx_keep.to(images.device), idx_mask.to(images.device)
+            prediction, _ = self.predict_masked(images, idx_keep, idx_mask)  # [B, M, P]
+        finally:
+            self.train(was_training)
+        patches = patchify(images, self.patch_size)  # [B, N, P]
+        if self.hparams.norm_pix_loss:
+            true = get_at_index(patches, idx_mask)  # [B, M, P]
+            mean, var = true.mean(-1, keepdim=True), true.var(-1, keepdim=True)
+            prediction = prediction * (var + 1.0e-6) ** 0.5 + mean
+        index = idx_mask[..., None].expand(-1, -1, patches.shape[-1])  # [B, M, P]
+        masked = patches.scatter(1, index, 0.0)  # [B, N, P]
+        reconstruction = patches.scatter(1, index, prediction.to(patches.dtype))  # [B, N, P]
+        channels = images.shape[1]
+        return (
+            images,
+            unpatchify(masked, self.patch_size, channels),  # [B, C, H, W]
+            unpatchify(reconstruction, self.patch_size, channels),  # [B, C, H, W]
+        )
+
+
+def patchify_count(images: Tensor, patch_size: int) -> int:
+    """Number of ``patch_size`` patches of square ``images`` ``[B, C, H, W]``."""
+    height, width = images.shape[-2:]
+    if height != width or height % patch_size:
+        raise ValueError(
+            f"masked reconstruction needs square images with sides divisible by the patch size "
+            f"{patch_size}; got {height}x{width}. Set data.image_size to a multiple of it."
+        )
+    return (height // patch_size) ** 2
