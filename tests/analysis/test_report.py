@@ -48,7 +48,8 @@ def test_analyze_end_to_end_writes_report_figures_and_tensorboard(tmp_path):
     assert bool((offset <= distance + 1e-9).all())  # Jensen: offset <= distance
     assert isinstance(vit_r["attention"]["offset_local_heads"], list)
     # CKA of a model with itself: ones on the diagonal; between two models: [2, 2] in [0, 1].
-    torch.testing.assert_close(block_matrix(vit_r["cka"]).diag(), torch.ones(2, dtype=torch.float64))
+    ones = torch.ones(2, dtype=torch.float64)
+    torch.testing.assert_close(block_matrix(vit_r["cka"]).diag(), ones)
     cross = block_matrix(report["cka_between"]["vit vs bag"])
     assert cross.shape == (2, 2) and bool(((cross > -0.2) & (cross < 1.0 + 1e-9)).all())
     assert list(vit_r["layerwise_knn_top1"]) == ["block0", "block1"]
