@@ -30,13 +30,16 @@ from ssl_biases.data.datamodule import SSLDataModule
 from ssl_biases.export import CHECKPOINT_KEY as BACKBONE_CONFIG_KEY
 from ssl_biases.methods.base import SSLMethod
 from ssl_biases.probes.embeddings import EmbeddingWriter
+from ssl_biases.probes.fewshot import FewShotProbe  # issue 5
 from ssl_biases.probes.knn import KNNProbe
+from ssl_biases.probes.layerwise import LayerwiseKNNProbe  # issue 5
 from ssl_biases.probes.linear import LinearProbe
 
 # Commands beside Lightning's fit/validate/test/predict: name -> "module:function(argv)".
 TOOL_COMMANDS: dict[str, str] = {
     "backbones": "ssl_biases.backbones.summary:main",
     "export": "ssl_biases.export:main",
+    "analyze": "ssl_biases.analysis.report:main",  # issue 5
 }
 
 
@@ -90,6 +93,8 @@ class SSLBiasesCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(KNNProbe, "knn")
         parser.add_lightning_class_args(LinearProbe, "linear_probe")
+        parser.add_lightning_class_args(FewShotProbe, "fewshot")  # issue 5: every 10 epochs
+        parser.add_lightning_class_args(LayerwiseKNNProbe, "layerwise")  # issue 5: opt-in
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(TensorBoardSummaries, "tensorboard")  # issue 10
         parser.add_lightning_class_args(EmbeddingWriter, "embeddings")  # issue 10: predict
