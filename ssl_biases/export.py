@@ -81,9 +81,15 @@ def _config_from_run_dir(ckpt: Path) -> dict[str, Any] | None:
         return None
     config = yaml.safe_load(path.read_text()) or {}
     backbone = (config.get("model") or {}).get("init_args", {}).get("backbone")
-    if isinstance(backbone, dict) and "class_path" in backbone:
-        return {"class_path": backbone["class_path"], "init_args": backbone.get("init_args", {})}
-    return None
+    if not (isinstance(backbone, dict) and "class_path" in backbone):
+        return None
+    init_args = dict(backbone.get("init_args") or {})
+    # The CLI links data.image_size -> the backbone's image_size; config.yaml omits link targets.
+    image_size = (config.get("data") or {}).get("image_size")
+    takes_size = "image_size" in inspect.signature(_import_class(backbone["class_path"])).parameters
+    if image_size is not None and takes_size and "image_size" not in init_args:
+        init_args["image_size"] = image_size
+    return {"class_path": backbone["class_path"], "init_args": init_args}
 
 
 def read_checkpoint(ckpt: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], int]:

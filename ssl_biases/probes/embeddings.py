@@ -80,10 +80,10 @@ class EmbeddingWriter(BasePredictionWriter):
     ) -> None:
         if not self.enabled:
             return
-        if predictions and isinstance(predictions[0], list):  # several predict loaders
-            if len(predictions) > 1:
-                raise ValueError("EmbeddingWriter writes one predict dataloader; got several")
-            predictions, batch_indices = predictions[0], batch_indices[0]
+        # Lightning unwraps the predictions of a single loader, never its batch indices.
+        if len(batch_indices) > 1:
+            raise ValueError("EmbeddingWriter writes one predict dataloader; got several")
+        batch_indices = batch_indices[0] if batch_indices else []
         embeddings = torch.cat([p["embeddings"].detach().float().cpu() for p in predictions])
         labels = torch.cat([p["labels"].detach().long().cpu() for p in predictions])  # [N]
         index = torch.as_tensor([i for batch in batch_indices for i in batch], dtype=torch.long)

@@ -1,0 +1,98 @@
+"""`ssl-biases predict` writes embeddings [N, D], labels [N] and image paths, in dataset order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import Subset
+from torchvision.datasets import ImageFolder
+
+from ssl_biases.cli import cli_main
+from ssl_biases.data.datamodule import TransformedDataset
+from ssl_biases.data.shapes import ShapesDataset
+from ssl_biases.probes.embeddings import dataset_paths
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CLASSES = ("cat", "dog", "emu")
+
+
+def write_imagefolder(root: Path, split: str, per_class: int) -> None:
+    """Tiny ``root/<split>/<class>/<i>.png`` images, each class its own colour."""
+    for label, name in enumerate(CLASSES):
+        folder = root / split / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            colour = (80 * label + 10 * i, 40, 200 - 60 * label)
+            Image.new("RGB", (20, 20), colour).save(folder / f"{i}.png")
+
+
+def test_dataset_paths_look_through_subsets_and_transforms(tmp_path):
+    write_imagefolder(tmp_path, "test", per_class=2)
+    folder = ImageFolder(str(tmp_path / "test"))
+    wrapped = TransformedDataset(Subset(Subset(folder, [5, 3, 1, 0]), [2, 0]), lambda x: x)
+    assert dataset_paths(wrapped) == [folder.samples[1][0], folder.samples[5][0]]
+    assert dataset_paths(ShapesDataset(size=8, image_size=16)) is None
+
+
+def test_predict_writes_embeddings_labels_and_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_imagefolder(tmp_path / "data", "test", per_class=3)
+    write_imagefolder(tmp_path / "data", "train", per_class=1)
+    backbone = tmp_path / "backbone.yaml"
+    backbone.write_text(
+        "model: {init_args: {backbone: {class_path: ssl_biases.backbones.IsotropicNet, "
+        "init_args: {width: 32, depth: 1, num_heads: 2, patch_size: 4, mlp_ratio: 2.0}}}}"
+    )
+    out = tmp_path / "emb"
+    cli = cli_main(
+        [
+            "predict",
+            "--config",
+            str(CONFIGS / "method/simclr.yaml"),
+            "--config",
+            str(backbone),
+            "--data.dataset",
+            "imagefolder",
+            "--data.root",
+            str(tmp_path / "data"),
+            "--data.image_size",
+            "16",
+            "--data.probe_batch_size",
+            "4",
+            "--data.num_workers",
+            "0",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--embeddings.output_dir",
+            str(out),
+        ]  # fmt: skip
+    )
+    embeddings = np.load(out / "embeddings.npy")
+    labels = np.load(out / "labels.npy")
+    paths = (out / "paths.txt").read_text().splitlines()
+    assert embeddings.shape == (9, 32) and embeddings.dtype == np.float32
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert [Path(p).parent.name for p in paths] == [c for c in CLASSES for _ in range(3)]
+    assert [Path(p).name for p in paths[:3]] == ["0.png", "1.png", "2.png"]
+
+    dataset = cli.datamodule.probe_dataset("test")  # row i is dataset item i
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])  # [9, 3, 16, 16]
+    with torch.no_grad():
+        expected = cli.model.backbone.eval()(images).numpy()
+    np.testing.assert_allclose(embeddings, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_several_predict_loaders_are_refused():
+    from ssl_biases.probes.embeddings import EmbeddingWriter
+
+    batch = {"embeddings": torch.zeros(1, 2), "labels": torch.zeros(1)}
+    with pytest.raises(ValueError, match="one predict dataloader"):
+        EmbeddingWriter(output_dir="unused").write_on_epoch_end(
+            None, None, [[batch], [batch]], [[[0]], [[1]]]
+        )
