@@ -10,9 +10,10 @@ TensorBoard events and ``metrics.csv``.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning.pytorch as pl
 from jsonargparse import lazy_instance
@@ -24,16 +25,26 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ssl_biases.analysis.tensorboard import TensorBoardSummaries
 from ssl_biases.data.datamodule import SSLDataModule
 from ssl_biases.export import CHECKPOINT_KEY as BACKBONE_CONFIG_KEY
+from ssl_biases.faults import (
+    AtomicCheckpointIO,
+    NaNGuard,
+    PreemptionCheckpoint,
+    RandomState,
+    SkippedImageCounter,
+)
 from ssl_biases.methods.base import SSLMethod
 from ssl_biases.probes.embeddings import EmbeddingWriter
 from ssl_biases.probes.fewshot import FewShotProbe  # issue 5
 from ssl_biases.probes.knn import KNNProbe
 from ssl_biases.probes.layerwise import LayerwiseKNNProbe  # issue 5
 from ssl_biases.probes.linear import LinearProbe
+from ssl_biases.run_dir import RunStatus, check_checkpoint_fits, mark_completed, resumable_version
 
 # Commands beside Lightning's fit/validate/test/predict: name -> "module:function(argv)".
 TOOL_COMMANDS: dict[str, str] = {
@@ -70,6 +81,39 @@ class BackboneConfigInCheckpoint(pl.Callback):
 # --- end issue 10 -------------------------------------------------------------------------
 
 
+# --- issue 8 (reliability): errors about an unknown class list the known ones -------------
+def known_names_hint(message: str) -> str:
+    """The known backbone classes or methods, for a parser error about an unknown class."""
+    if not any(key in message for key in ("class_path", "import path", "has no attribute")):
+        return ""
+    if "backbone" in message:
+        import ssl_biases.backbones as package
+
+        kind, extra = "backbones", " (registry presets: `ssl-biases backbones`)"
+    elif "model" in message or "ssl_biases.methods" in message:
+        import ssl_biases.methods as package
+
+        kind, extra = "methods", ""
+    else:
+        return ""
+    names = [
+        f"{package.__name__}.{name}"
+        for name in package.__all__
+        if isinstance(getattr(package, name), type) and name != "SSLMethod"
+    ]
+    return f"\nKnown {kind}: {', '.join(names)}{extra}."
+
+
+class SSLBiasesArgumentParser(LightningArgumentParser):
+    """The CLI's parser: an unknown method or backbone class gets the list of known ones."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        super().error(message + known_names_hint(message), ex)
+
+
+# --- end issue 8 --------------------------------------------------------------------------
+
+
 class SSLBiasesCLI(LightningCLI):
     """LightningCLI with the project's defaults: probes, checkpoints, TensorBoard + CSV."""
 
@@ -79,6 +123,7 @@ class SSLBiasesCLI(LightningCLI):
             SSLDataModule,
             subclass_mode_model=True,
             seed_everything_default=0,
+            parser_class=SSLBiasesArgumentParser,  # issue 8
             trainer_defaults={
                 "logger": lazy_instance(
                     TensorBoardLogger, save_dir="runs", name="ssl", default_hp_metric=False
@@ -98,6 +143,7 @@ class SSLBiasesCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(TensorBoardSummaries, "tensorboard")  # issue 10
         parser.add_lightning_class_args(EmbeddingWriter, "embeddings")  # issue 10: predict
+        parser.add_lightning_class_args(NaNGuard, "nan_guard")  # issue 8
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/knn_top1",
@@ -117,7 +163,64 @@ class SSLBiasesCLI(LightningCLI):
         if config.get("enable_progress_bar") is not False:
             callbacks = [*callbacks, RichProgressBar()]
         callbacks = [*callbacks, BackboneConfigInCheckpoint()]  # issue 10
+        # issue 8: pre-emption checkpoint, exact resume, run status, atomic checkpoint files
+        callbacks = [
+            *callbacks,
+            PreemptionCheckpoint(),
+            RandomState(),
+            RunStatus(),
+            SkippedImageCounter(),
+        ]
+        plugins = config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            config = {**config, "plugins": [*plugins, AtomicCheckpointIO()]}
         return super()._instantiate_trainer(config, callbacks)
+
+    # --- issue 8 (reliability): resume into the same run directory ------------------------
+    def before_instantiate_classes(self) -> None:
+        """``fit --ckpt_path last`` continues the run directory that holds ``last.ckpt``.
+
+        With the logger's version unset, that is the newest ``version_<n>`` of the logger's
+        ``save_dir/name`` with a ``checkpoints/last.ckpt`` (none: a fresh run). Name the version
+        (``--trainer.logger.init_args.version``) when several runs share the name at once.
+        The resumed run's config is saved beside the first one as ``config.resume<k>.yaml``.
+        """
+        if self.subcommand != "fit" or self.config["fit"].get("ckpt_path") != "last":
+            return
+        init_args = getattr(self.config["fit"].get("trainer.logger"), "init_args", None)
+        if init_args is None or init_args.get("save_dir") is None:
+            return
+        name = init_args.get("name") or ""
+        if init_args.get("version") is None:
+            found = resumable_version(init_args.save_dir, name)
+            if found is None:
+                return
+            init_args.version = found
+        version = init_args.version
+        run_dir = Path(init_args.save_dir) / name
+        run_dir = run_dir / (version if isinstance(version, str) else f"version_{version}")
+        if (run_dir / "config.yaml").is_file():
+            count = len(list(run_dir.glob("config*.yaml")))
+            self.save_config_kwargs = {
+                **self.save_config_kwargs,
+                "config_filename": f"config.resume{count}.yaml",
+            }
+
+    def _check_checkpoint(self) -> None:
+        """A checkpoint of another architecture fails here, naming the shapes that differ."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if ckpt_path is None or ckpt_path in ("best", "hpc"):
+            return
+        if ckpt_path == "last":
+            log_dir = self.trainer.log_dir
+            path = Path(log_dir) / "checkpoints" / "last.ckpt" if log_dir else None
+        else:
+            path = Path(ckpt_path)
+        if path is not None and path.is_file():
+            check_checkpoint_fits(self.model, path)
+
+    # --- end issue 8 ----------------------------------------------------------------------
 
     # --- issue 10 (export): remember the backbone's class_path/init_args -----------------
     def instantiate_classes(self) -> None:
@@ -145,12 +248,15 @@ class SSLBiasesCLI(LightningCLI):
         trainer.callbacks.append(ValidationTracker())
 
     def before_fit(self) -> None:
+        self._check_checkpoint()  # issue 8
         self._add_csv_logger()
 
     def before_validate(self) -> None:
+        self._check_checkpoint()  # issue 8
         self._add_csv_logger()
 
     def before_test(self) -> None:
+        self._check_checkpoint()  # issue 8
         self._add_csv_logger()
 
     def after_fit(self) -> None:
@@ -164,6 +270,7 @@ class SSLBiasesCLI(LightningCLI):
         tracker = next(cb for cb in trainer.callbacks if isinstance(cb, ValidationTracker))
         if tracker.step != trainer.global_step:
             trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
+        mark_completed(trainer)  # issue 8: only now is the run directory a finished run
         if trainer.is_global_zero:
             print(f"Run directory: {trainer.log_dir}")
 
@@ -180,7 +287,11 @@ def main(args: list[str] | None = None) -> None:
         module_name, function_name = TOOL_COMMANDS[argv[0]].split(":")
         getattr(importlib.import_module(module_name), function_name)(argv[1:])
         return
-    cli_main(args)  # None: LightningCLI reads sys.argv itself
+    try:
+        cli_main(args)  # None: LightningCLI reads sys.argv itself
+    except SIGTERMException as stop:  # issue 8: pre-empted after saving; exit 128 + signal
+        code = stop.code if isinstance(stop.code, int) and stop.code else 128 + signal.SIGTERM
+        sys.exit(code)
 
 
 if __name__ == "__main__":

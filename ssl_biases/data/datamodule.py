@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ssl_biases.data.datasets import NORMALIZE, DatasetName, build_dataset
+from ssl_biases.data.sampler import ResumableSampler, SeededViews
 from ssl_biases.data.transforms import Normalization, probe_transform
 
 ViewTransform = Callable[[Any], Any]
@@ -62,6 +64,8 @@ class SSLDataModule(pl.LightningDataModule):
         shapes_size: Train-split size of ``shapes`` (its test split is a quarter of it).
         shapes_num_classes: Number of shape classes in ``shapes``.
         seed: Seed of the subsets and of ``shapes``.
+        skip_corrupt: Skip (replace by the next readable image, warn and count in
+            ``data/skipped_images``) unreadable image files instead of failing on them.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class SSLDataModule(pl.LightningDataModule):
         shapes_size: int = 2000,
         shapes_num_classes: int = 4,
         seed: int = 0,
+        skip_corrupt: bool = False,
     ) -> None:
         super().__init__()
         if image_size < 8:
@@ -100,7 +105,13 @@ class SSLDataModule(pl.LightningDataModule):
             "shapes_size": shapes_size,
             "shapes_num_classes": shapes_num_classes,
             "seed": seed,
+            "skip_corrupt": skip_corrupt,
         }
+        # issue 8: the training order and augmentations are drawn from this seed (the run's
+        # seed_everything, else data.seed) and (epoch, index) alone, so a resume is exact.
+        self.order_seed = int(os.environ.get("PL_GLOBAL_SEED", seed))
+        self._train_sampler: ResumableSampler | None = None
+        self._resume_position: tuple[int, int] | None = None
         self.norm = Normalization(*NORMALIZE[dataset])
         self.train_views: ViewTransform | None = None
         self._datasets: dict[str, Dataset] = {}
@@ -134,7 +145,7 @@ class SSLDataModule(pl.LightningDataModule):
                 f"batch_size {self.batch_size} is larger than the training set ({len(dataset)} "
                 "images): lower --data.batch_size or use more data."
             )
-        return TransformedDataset(dataset, self.train_views)
+        return SeededViews(dataset, self.train_views, self.order_seed)
 
     def probe_dataset(self, split: str) -> Dataset:
         """Unaugmented ``(tensor, label)`` images for probes: ``probe_train`` or ``test``."""
@@ -157,7 +168,49 @@ class SSLDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset(), self.batch_size, train=True)
+        dataset = self.train_dataset()
+        sampler = ResumableSampler(dataset, seed=self.order_seed)
+        if self._resume_position is not None:  # continue the checkpoint's epoch (issue 8)
+            epoch, batches_done = self._resume_position
+            if batches_done >= len(sampler) // self.batch_size:  # it ended with that epoch
+                epoch, batches_done = epoch + 1, 0
+            sampler.resume(epoch, batches_done * self.batch_size)
+            self._resume_position = None
+        self._train_sampler = sampler
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.order_seed),  # leaves the global RNG
+        )
+
+    # --- issue 8 (reliability): exact resume of the data order; skipped images -----------
+    def state_dict(self) -> dict[str, Any]:
+        """The training order's position, saved in every checkpoint for an exact resume."""
+        state: dict[str, Any] = {"order_seed": self.order_seed}
+        trainer = self.trainer
+        if self._train_sampler is not None and trainer is not None:
+            state["epoch"] = self._train_sampler.epoch
+            # batches handed to training in this epoch (not those the loader fetched ahead)
+            state["batches_done"] = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.order_seed = int(state_dict.get("order_seed", self.order_seed))
+        if "epoch" in state_dict:
+            self._resume_position = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
+
+    @property
+    def skipped_images(self) -> int:
+        """Unreadable images skipped so far (``skip_corrupt``), over all loader workers."""
+        counters = [getattr(d, "skipped", None) for d in self._datasets.values()]
+        return sum(c.value for c in counters if c is not None)
+
+    # --- end issue 8 ----------------------------------------------------------------------
 
     def probe_dataloaders(self) -> list[DataLoader]:
         """``[bank loader, query loader]`` of unaugmented images."""

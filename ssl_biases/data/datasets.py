@@ -5,6 +5,8 @@ Every dataset yields ``(PIL.Image RGB, label)`` and has ``classes`` and ``target
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -131,7 +133,40 @@ def rgb_loader(path: str) -> Image.Image:
         ) from error
 
 
-def load_imagefolder(root: str | Path, split: str) -> ImageFolder:
+# --- issue 8 (reliability): unreadable images fail naming the file, or are skipped ---------
+log = logging.getLogger(__name__)
+
+
+class CheckedImageFolder(ImageFolder):
+    """``ImageFolder`` whose unreadable images raise naming the file, or are skipped.
+
+    With ``skip_corrupt`` an unreadable image is replaced by the next readable one of the
+    folder (so batches keep their size), a warning names the file, and the replacement is
+    counted in :attr:`skipped` (a process-shared counter, so DataLoader workers add to it).
+    """
+
+    def __init__(self, root: str, skip_corrupt: bool = False) -> None:
+        super().__init__(root, loader=rgb_loader)
+        self.skip_corrupt = skip_corrupt
+        self.skipped = multiprocessing.Value("l", 0)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        for offset in range(len(self)):
+            try:
+                return super().__getitem__((index + offset) % len(self))
+            except ValueError as error:  # rgb_loader's message names the file
+                if not self.skip_corrupt:
+                    raise
+                with self.skipped.get_lock():
+                    self.skipped.value += 1
+                log.warning("skipped an unreadable image (data.skip_corrupt=true): %s", error)
+        raise ValueError(f"no readable image under '{self.root}': check the files")
+
+
+# --- end issue 8 ----------------------------------------------------------------------------
+
+
+def load_imagefolder(root: str | Path, split: str, skip_corrupt: bool = False) -> ImageFolder:
     """Any ``root/<split>/<class>/*.jpg`` tree; ``test`` falls back to ``val``."""
     root = Path(root)
     candidates = [root / split] + ([root / "val"] if split == "test" else [])
@@ -139,7 +174,7 @@ def load_imagefolder(root: str | Path, split: str) -> ImageFolder:
     if folder is None:
         raise _missing(candidates[0], f"imagefolder needs '{root}/{split}/<class>/<image files>'.")
     try:
-        return ImageFolder(str(folder), loader=rgb_loader)
+        return CheckedImageFolder(str(folder), skip_corrupt=skip_corrupt)
     except FileNotFoundError as error:
         raise FileNotFoundError(
             f"no images under '{folder}' ({error}). Put images in '{folder}/<class>/'."
@@ -154,6 +189,7 @@ def build_dataset(
     shapes_size: int = 2000,
     shapes_num_classes: int = 4,
     seed: int = 0,
+    skip_corrupt: bool = False,
 ) -> Dataset:
     """Builds the ``split`` (``train`` / ``probe_train`` / ``test``) of a dataset by name."""
     if name not in DATASETS:
@@ -168,4 +204,4 @@ def build_dataset(
         return load_cifar(root, "test" if split == "test" else "train", name)
     if name == "stl10":
         return load_stl10(root, split)
-    return load_imagefolder(root, "test" if split == "test" else "train")
+    return load_imagefolder(root, "test" if split == "test" else "train", skip_corrupt)

@@ -1,0 +1,321 @@
+"""Surviving faults: atomic checkpoints, pre-emption, non-finite losses, exact resume.
+
+The CLI adds all of these to every run (``docs/reliability.md`` lists each case, what happens
+and the test that checks it):
+
+* :class:`AtomicCheckpointIO` writes a checkpoint next to its target and renames it into
+  place, so a kill while saving leaves the previous ``last.ckpt`` intact.
+* :class:`PreemptionCheckpoint` turns SIGTERM (Lightning's handler) and SIGINT into: finish
+  the current batch, save ``checkpoints/last.ckpt``, exit with status ``128 + signal``.
+* :class:`NaNGuard` stops on a NaN/Inf loss before the weights are updated, naming the step
+  and the last good checkpoint, or (``skip=True``) drops that batch's update and counts it.
+* :class:`RandomState` stores the global random generators in every checkpoint and restores
+  them when training resumes (masking and drop-path draw from them).
+* :class:`SkippedImageCounter` logs ``data/skipped_images`` (``data.skip_corrupt``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from torch import Tensor
+
+
+# ------------------------------------------------------------------------- atomic checkpoints
+def _write_file(handle: io.BufferedWriter, data: memoryview) -> None:
+    """Writes ``data`` to ``handle`` (a seam for tests that simulate a crash mid-write)."""
+    handle.write(data)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file in the target's folder, then renamed over it.
+
+    Lightning's ``TorchCheckpointIO`` stages the file in the system temp folder and moves it;
+    when that is another filesystem (a node-local ``/tmp`` and a network run folder) the move
+    is a copy that a kill can cut short. Here the temporary file sits next to the target, is
+    flushed to disk (``fsync``) and replaces it with ``os.replace`` (atomic on POSIX), so the
+    target is always either the previous complete checkpoint or the new one.
+
+    Attributes:
+        last_saved: ``(path, global_step)`` of the last checkpoint this process completed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_saved: tuple[str, int] | None = None
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        if not _is_local_file_protocol(path):  # remote storage: fsspec's own transaction
+            super().save_checkpoint(checkpoint, path, storage_options)
+        else:
+            if storage_options is not None:
+                raise TypeError(f"{type(self).__name__} does not take storage_options")
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)
+            partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+            try:
+                with open(partial, "wb") as handle:
+                    _write_file(handle, buffer.getbuffer())
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(partial, target)
+            finally:
+                partial.unlink(missing_ok=True)
+            _fsync_folder(target.parent)
+        self.last_saved = (str(path), int(checkpoint.get("global_step", -1)))
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Makes a rename in ``folder`` durable (best effort; not every OS allows it)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def last_good_checkpoint(trainer: pl.Trainer) -> str:
+    """The newest checkpoint this run wrote or resumed from, as ``"path (step N)"``."""
+    checkpoint_io = trainer.strategy.checkpoint_io
+    if isinstance(checkpoint_io, AtomicCheckpointIO) and checkpoint_io.last_saved is not None:
+        path, step = checkpoint_io.last_saved
+        return f"{path} (step {step})"
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+    path = path or trainer.ckpt_path or ""
+    return path if path else "none (no checkpoint was saved yet)"
+
+
+# ------------------------------------------------------------------------------ pre-emption
+class Preempted(SIGTERMException):
+    """Training stopped on a signal after saving a checkpoint; exit status ``128 + signum``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+class PreemptionCheckpoint(pl.Callback):
+    """On SIGTERM or SIGINT: finish the batch, save ``last.ckpt``, exit with ``128 + signal``.
+
+    SIGTERM is Lightning's own signal handling (it raises ``SIGTERMException`` after the batch,
+    on every rank); SIGINT (Ctrl-C) is caught here the same way instead of interrupting the
+    step half-way. A second Ctrl-C interrupts at once, without a checkpoint.
+
+    Args:
+        filename: Checkpoint name in the run's ``checkpoints/`` folder (``--ckpt_path last``
+            resumes from ``last.ckpt``).
+    """
+
+    def __init__(self, filename: str = "last.ckpt") -> None:
+        self.filename = filename
+        self.requested: int | None = None
+        self._previous_sigint: Any = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or self._previous_sigint is not None:
+            return
+        self.requested = None
+        try:
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous_sigint = None
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        requested = self.requested is not None
+        if trainer.world_size > 1:  # every rank stops at the same batch
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+        if requested:
+            raise Preempted(self.requested or signal.SIGINT)
+
+    def checkpoint_path(self, trainer: pl.Trainer) -> Path:
+        callback = trainer.checkpoint_callback
+        folder = getattr(callback, "dirpath", None)
+        if folder is None:
+            folder = Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+        return Path(folder) / self.filename
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        path = self.checkpoint_path(trainer)
+        trainer.save_checkpoint(str(path))
+        if trainer.is_global_zero:
+            print(
+                f"Stopped by a signal at step {trainer.global_step}; saved {path}. Resume with "
+                "the same command plus --ckpt_path last (see docs/reliability.md)."
+            )
+
+
+# ------------------------------------------------------------------------- non-finite loss
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or Inf."""
+
+
+class NaNGuard(pl.Callback):
+    """Stops on a NaN/Inf training loss before it reaches the weights, or skips the batch.
+
+    The check runs after the backward pass and before the optimiser step (agreed across DDP
+    ranks). By default the run stops with :class:`NonFiniteLossError` naming the step and
+    the last good checkpoint; with ``skip=True`` the step's gradients are dropped (the
+    optimiser leaves every weight and its state untouched; the LR schedule still advances),
+    the batch is counted in ``train/skipped_batches`` and training goes on, unless
+    ``max_consecutive_skips`` batches in a row were bad (a diverged model), which stops it.
+
+    Args:
+        skip: Skip non-finite batches instead of stopping.
+        max_consecutive_skips: Stop anyway after this many non-finite batches in a row.
+    """
+
+    def __init__(self, skip: bool = False, max_consecutive_skips: int = 10) -> None:
+        if max_consecutive_skips < 1:
+            raise ValueError(f"max_consecutive_skips must be >= 1, got {max_consecutive_skips}")
+        self.skip = skip
+        self.max_consecutive_skips = max_consecutive_skips
+        self.skipped = 0
+        self._consecutive = 0
+        self._bad_loss: float | None = None
+        self._batch_idx = 0
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._batch_idx = batch_idx
+
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor
+    ) -> None:
+        if not bool(torch.isfinite(loss.detach()).all()):
+            self._bad_loss = float(loss.detach().float().sum())
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
+    ) -> None:
+        bad = trainer.strategy.reduce_boolean_decision(self._bad_loss is not None, all=False)
+        value, self._bad_loss = self._bad_loss, None
+        if not bad:
+            self._consecutive = 0
+            return
+        where = (
+            f"the training loss is {value if value is not None else 'non-finite on another rank'}"
+            f" at step {trainer.global_step} (epoch {trainer.current_epoch}, batch "
+            f"{self._batch_idx})"
+        )
+        self._consecutive += 1
+        if not self.skip or self._consecutive > self.max_consecutive_skips:
+            reason = f" after {self._consecutive - 1} skipped batches in a row" if self.skip else ""
+            raise NonFiniteLossError(
+                f"{where}{reason}; training stopped before updating the weights. Last good "
+                f"checkpoint: {last_good_checkpoint(trainer)}. Resume from it with --ckpt_path "
+                "last and a lower learning rate (or gradient clipping, --trainer."
+                "gradient_clip_val), or skip such batches with --nan_guard.skip true."
+            )
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                param.grad = None  # the optimiser skips parameters without a gradient
+        self.skipped += 1
+        rank_zero_warn(f"NaNGuard: {where}; skipped this batch ({self.skipped} so far).")
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if self.skip:
+            pl_module.log("train/skipped_batches", float(self.skipped))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped": self.skipped}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.skipped = int(state_dict.get("skipped", 0))
+
+
+# ---------------------------------------------------------------------- exact-resume state
+class RandomState(pl.Callback):
+    """Saves the global torch/numpy/python generators in checkpoints; restores on resume.
+
+    They are restored at ``on_train_start`` (after the sanity check), so the steps after a
+    resume draw the same random numbers (MAE masks, drop-path) as the uninterrupted run.
+    The data order and augmentations do not use them (see ``ssl_biases.data.sampler``).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, keys.tolist(), position, has_gauss, gauss],
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        state, self._pending = self._pending, None
+        if not state:
+            return
+        torch.set_rng_state(state["torch"])
+        kind, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class SkippedImageCounter(pl.Callback):
+    """Logs ``data/skipped_images`` once unreadable images were skipped (``skip_corrupt``)."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        count = getattr(trainer.datamodule, "skipped_images", 0)
+        if count:
+            pl_module.log("data/skipped_images", float(count))

@@ -1,0 +1,141 @@
+"""Run directories: a status file, resuming into the same directory, checkpoint checks.
+
+Every ``runs/<name>/version_<n>/`` holds ``status.json``. Its ``status`` is ``running`` from
+the first training step, ``failed`` (with the error) or ``interrupted`` (a signal; a
+checkpoint was saved) when the run stops early, and ``completed`` only after the final
+checkpoint and validation. A folder without ``"status": "completed"`` is never a finished run:
+a killed process (SIGKILL, power loss) leaves ``running``; an error before training leaves
+``failed`` or no status at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import nn
+
+STATUS_FILE = "status.json"
+COMPLETED = "completed"
+
+
+def write_run_status(run_dir: str | Path, status: str, **fields: Any) -> None:
+    """Writes ``run_dir/status.json`` atomically (temporary file + ``os.replace``)."""
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}
+    partial = folder / f".{STATUS_FILE}.partial-{os.getpid()}"
+    partial.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    os.replace(partial, folder / STATUS_FILE)
+
+
+def read_run_status(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's status record, or ``None`` if it has none (it never started training)."""
+    path = Path(run_dir) / STATUS_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def is_completed(run_dir: str | Path) -> bool:
+    """True only for a run that finished training, its last checkpoint and validation."""
+    record = read_run_status(run_dir)
+    return record is not None and record.get("status") == COMPLETED
+
+
+class RunStatus(pl.Callback):
+    """Keeps ``status.json`` of the run directory: running, failed, interrupted.
+
+    ``completed`` is written by the CLI after the final checkpoint and validation
+    (:func:`mark_completed`).
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and trainer.log_dir is not None:
+            write_run_status(
+                trainer.log_dir,
+                "running",
+                global_step=trainer.global_step,
+                resumed_from=trainer.ckpt_path,
+                pid=os.getpid(),
+            )
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        log_dir = trainer.log_dir
+        if not trainer.is_global_zero or log_dir is None or not Path(log_dir).is_dir():
+            return  # never create a run directory only to say that it failed
+        interrupted = isinstance(exception, (SIGTERMException, KeyboardInterrupt))
+        write_run_status(
+            log_dir,
+            "interrupted" if interrupted else "failed",
+            global_step=trainer.global_step,
+            error=f"{type(exception).__name__}: {exception}",
+        )
+
+
+def mark_completed(trainer: pl.Trainer) -> None:
+    """Writes ``"status": "completed"`` into the run directory (rank zero)."""
+    if trainer.is_global_zero and trainer.log_dir is not None:
+        callback = trainer.checkpoint_callback
+        write_run_status(
+            trainer.log_dir,
+            COMPLETED,
+            global_step=trainer.global_step,
+            best_checkpoint=getattr(callback, "best_model_path", None) or None,
+        )
+
+
+def resumable_version(save_dir: str | Path, name: str) -> int | None:
+    """The newest ``version_<n>`` under ``save_dir/name`` holding ``checkpoints/last.ckpt``."""
+    folder = Path(save_dir) / name
+    versions = []
+    for child in folder.glob("version_*"):
+        match = re.fullmatch(r"version_(\d+)", child.name)
+        if match and (child / "checkpoints" / "last.ckpt").is_file():
+            versions.append(int(match.group(1)))
+    return max(versions) if versions else None
+
+
+def check_checkpoint_fits(model: nn.Module, path: str | Path) -> None:
+    """Raises a ``ValueError`` listing the tensors whose shapes or names differ.
+
+    Loads the checkpoint's ``state_dict`` memory-mapped, so only its header is read.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as error:
+        raise ValueError(
+            f"cannot read checkpoint '{path}' ({type(error).__name__}: {error}); pass a "
+            "checkpoint written by ssl-biases (runs/<name>/version_<n>/checkpoints/*.ckpt)."
+        ) from error
+    saved: dict[str, Any] = checkpoint.get("state_dict", {})
+    current = model.state_dict()
+    differ = [
+        f"{key}: checkpoint {tuple(saved[key].shape)} vs model {tuple(current[key].shape)}"
+        for key in sorted(saved.keys() & current.keys())
+        if tuple(saved[key].shape) != tuple(current[key].shape)
+    ]
+    missing = sorted(current.keys() - saved.keys())
+    unexpected = sorted(saved.keys() - current.keys())
+    if not (differ or missing or unexpected):
+        return
+    lines = [f"checkpoint '{path}' was written by another architecture than this config's:"]
+    if differ:
+        lines.append(f"  shapes differ ({len(differ)}): " + "; ".join(differ[:8]))
+    if missing:
+        lines.append(f"  not in the checkpoint ({len(missing)}): " + ", ".join(missing[:8]))
+    if unexpected:
+        lines.append(f"  only in the checkpoint ({len(unexpected)}): " + ", ".join(unexpected[:8]))
+    config = Path(path).parent.parent / "config.yaml"
+    hint = f"--config {config}" if config.is_file() else "the config it was trained with"
+    lines.append(f"Use {hint} (the method, backbone and image size must match).")
+    raise ValueError("\n".join(lines))
