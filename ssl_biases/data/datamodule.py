@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ssl_biases.data.datasets import NORMALIZE, DatasetName, build_dataset
 from ssl_biases.data.sampler import ResumableSampler, SeededViews
+from ssl_biases.data.shapes import ShapesDataset
 from ssl_biases.data.transforms import Normalization, probe_transform
 
 ViewTransform = Callable[[Any], Any]
@@ -63,6 +64,9 @@ class SSLDataModule(pl.LightningDataModule):
         max_val_samples: Evaluate probes on a fixed subset of the test split.
         shapes_size: Train-split size of ``shapes`` (its test split is a quarter of it).
         shapes_num_classes: Number of shape classes in ``shapes``.
+        shapes_shortcut: Plant a per-image shortcut cue (a grating, see
+            :func:`~ssl_biases.data.shapes.shortcut_grating`) in the *pretraining* images of
+            ``shapes``; the probe bank and queries stay clean (Minderer et al. arXiv 2002.08822).
         seed: Seed of the subsets and of ``shapes``.
         skip_corrupt: Skip (replace by the next readable image, warn and count in
             ``data/skipped_images``) unreadable image files instead of failing on them.
@@ -82,12 +86,19 @@ class SSLDataModule(pl.LightningDataModule):
         max_val_samples: int | None = None,
         shapes_size: int = 2000,
         shapes_num_classes: int = 4,
+        shapes_shortcut: bool = False,
         seed: int = 0,
         skip_corrupt: bool = False,
     ) -> None:
         super().__init__()
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
+        if shapes_shortcut and dataset != "shapes":
+            raise ValueError(
+                f"shapes_shortcut plants its cue in `shapes` only, not in {dataset!r}: "
+                "set --data.dataset shapes or --data.shapes_shortcut false."
+            )
+        self.shapes_shortcut = shapes_shortcut
         self.dataset_name = dataset
         self.root = root
         self.image_size = image_size
@@ -139,7 +150,13 @@ class SSLDataModule(pl.LightningDataModule):
 
     def train_dataset(self) -> Dataset:
         """The pretraining dataset (a fixed subset when ``max_train_samples`` is set)."""
-        dataset = fixed_subset(self.raw_dataset("train"), self.max_train_samples, self.seed)
+        if self.shapes_shortcut:  # issue 9: the cue is planted in the pretraining images only
+            shapes = build_dataset("shapes", "train", **self._build_kwargs)
+            assert isinstance(shapes, ShapesDataset)
+            raw = shapes.with_shortcut()
+        else:
+            raw = self.raw_dataset("train")
+        dataset = fixed_subset(raw, self.max_train_samples, self.seed)
         if len(dataset) < self.batch_size:
             raise ValueError(
                 f"batch_size {self.batch_size} is larger than the training set ({len(dataset)} "

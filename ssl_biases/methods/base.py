@@ -23,6 +23,12 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_biases.data.transforms import Normalization
+from ssl_biases.methods.lens import (  # issue 9
+    Lens,
+    configure_lens_optimizers,
+    lens_eval_features,
+    lens_training_step,
+)
 
 NO_WEIGHT_DECAY_NAMES = ("pos_embed", "token", "latent")
 
@@ -57,6 +63,9 @@ class SSLMethod(pl.LightningModule):
         scale_lr: Scale every group's LR by ``global_batch / reference_batch_size``.
         reference_batch_size: The batch size the base LR refers to (256).
         online_probe_lr: LR of the online linear probe (not scaled, no weight decay).
+        lens: An adversarial :class:`~ssl_biases.methods.lens.Lens` (arXiv 2002.08822) that
+            every view passes through; training then uses manual optimisation with two
+            optimizers, and probes also report lensed and concatenated features.
     """
 
     def __init__(
@@ -69,6 +78,7 @@ class SSLMethod(pl.LightningModule):
         scale_lr: bool = True,
         reference_batch_size: int = 256,
         online_probe_lr: float = 1e-3,
+        lens: Lens | None = None,
     ) -> None:
         super().__init__()
         if not hasattr(backbone, "num_features"):
@@ -76,8 +86,11 @@ class SSLMethod(pl.LightningModule):
                 f"{type(backbone).__name__} has no `num_features`: use a backbone from "
                 "ssl_biases.backbones (see `ssl-biases backbones`)."
             )
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         self.backbone = backbone
+        # issue 9: the lens trains against the SSL loss, in manual optimisation (lens.py)
+        self.lens = lens
+        self.automatic_optimization = lens is None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.online_probe = nn.Linear(backbone.num_features, num_classes)
@@ -170,6 +183,8 @@ class SSLMethod(pl.LightningModule):
         return self.backbone(x)
 
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
+        if self.lens is not None:  # issue 9
+            return lens_training_step(self, batch)
         views, labels = batch
         loss, features = self.ssl_step(views)
         probe_loss = self.online_probe_loss(features, labels)
@@ -186,7 +201,9 @@ class SSLMethod(pl.LightningModule):
         return logits.sum() * 0.0
 
     # ----------------------------------------------------------------------- evaluation
-    def _eval_step(self, batch: tuple[Tensor, Tensor], dataloader_idx: int, stage: str) -> dict:
+    def _eval_step(
+        self, batch: tuple[Tensor, Tensor], dataloader_idx: int, stage: str, batch_idx: int = 0
+    ) -> dict:
         images, labels = batch
         features = self.backbone(images)  # [B, D]
         if dataloader_idx == 1:
@@ -199,13 +216,16 @@ class SSLMethod(pl.LightningModule):
                 prog_bar=stage == "val",
                 batch_size=labels.shape[0],
             )
-        return {"features": features, "labels": labels}
+        outputs = {"features": features, "labels": labels}
+        if self.lens is not None:  # issue 9: also `features_lensed`, `features_concat`
+            outputs.update(lens_eval_features(self, images, features, batch_idx, dataloader_idx))
+        return outputs
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        return self._eval_step(batch, dataloader_idx, "val")
+        return self._eval_step(batch, dataloader_idx, "val", batch_idx)
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        return self._eval_step(batch, dataloader_idx, "test")
+        return self._eval_step(batch, dataloader_idx, "test", batch_idx)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
         images, labels = batch
@@ -229,7 +249,7 @@ class SSLMethod(pl.LightningModule):
         groups = split_weight_decay(
             (name, param)
             for module_name, module in self.named_children()
-            if module_name != "online_probe"
+            if module_name not in ("online_probe", "lens")  # the lens has its own optimizer
             for name, param in module.named_parameters(prefix=module_name)
         )
         optimizer = self.optimizer_factory(groups)
@@ -256,7 +276,10 @@ class SSLMethod(pl.LightningModule):
             scheduler = CosineWarmupScheduler(
                 optimizer, warmup_epochs=warmup, max_epochs=int(total), end_value=0.0
             )
-        return {
+        main = {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+        if self.lens is not None:  # issue 9: a second optimizer for the lens
+            return configure_lens_optimizers(self, main)
+        return main

@@ -4,6 +4,10 @@ During validation/test the method returns ``{"features", "labels"}`` for every b
 probe loaders (index 0: the bank of train images, index 1: the queries). A probe callback
 collects them, gathers them across processes (so DDP gives the single-process number) and
 evaluates once per epoch. Probes never change the backbone.
+
+Extra feature sets a method returns as ``features_<name>`` (e.g. ``features_lensed`` and
+``features_concat`` with an adversarial lens, arXiv 2002.08822) are probed the same way and
+logged with the suffix ``_<name>`` (``val/knn_top1_lensed``); the default names are unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class FrozenFeatureProbe(pl.Callback):
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         self.every_n_epochs = every_n_epochs
         self._buffers: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
+        self._extra: dict[str, dict[int, tuple[list[Tensor], list[Tensor]]]] = {}  # by suffix
 
     def evaluate(
         self, bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels: Tensor
@@ -46,6 +51,7 @@ class FrozenFeatureProbe(pl.Callback):
 
     def _start(self, trainer: pl.Trainer) -> None:
         self._buffers = {0: ([], []), 1: ([], [])}
+        self._extra = {}
 
     def _collect(self, trainer: pl.Trainer, outputs: Any, dataloader_idx: int) -> None:
         if not self._active(trainer) or not isinstance(outputs, dict) or "features" not in outputs:
@@ -53,9 +59,20 @@ class FrozenFeatureProbe(pl.Callback):
         features, labels = self._buffers.setdefault(dataloader_idx, ([], []))
         features.append(outputs["features"].detach().float())
         labels.append(outputs["labels"].detach())
+        for key, value in outputs.items():  # extra feature sets: `features_<name>`
+            if key.startswith("features_"):
+                suffix = key[len("features") :]
+                extra = self._extra.setdefault(suffix, {}).setdefault(dataloader_idx, ([], []))
+                extra[0].append(value.detach().float())
+                extra[1].append(outputs["labels"].detach())
 
-    def _gathered(self, pl_module: pl.LightningModule, index: int) -> tuple[Tensor, Tensor]:
-        features, labels = self._buffers.get(index, ([], []))
+    def _gathered(
+        self,
+        pl_module: pl.LightningModule,
+        index: int,
+        buffers: dict[int, tuple[list[Tensor], list[Tensor]]] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        features, labels = (self._buffers if buffers is None else buffers).get(index, ([], []))
         x, y = torch.cat(features), torch.cat(labels)
         if pl_module.trainer.world_size > 1:
             x = pl_module.all_gather(x).flatten(0, 1)  # [world * n, D]
@@ -65,11 +82,15 @@ class FrozenFeatureProbe(pl.Callback):
     def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not self._active(trainer) or not self._buffers.get(1, ([], []))[0]:
             return
-        bank, bank_labels = self._gathered(pl_module, 0)
-        query, query_labels = self._gathered(pl_module, 1)
-        self._buffers = {}
-        for name, value in self.evaluate(bank, bank_labels, query, query_labels).items():
-            pl_module.log(f"{stage}/{name}", value, add_dataloader_idx=False, sync_dist=False)
+        feature_sets = {"": self._buffers, **self._extra}
+        self._buffers, self._extra = {}, {}
+        for suffix, buffers in feature_sets.items():
+            bank, bank_labels = self._gathered(pl_module, 0, buffers)
+            query, query_labels = self._gathered(pl_module, 1, buffers)
+            for name, value in self.evaluate(bank, bank_labels, query, query_labels).items():
+                pl_module.log(
+                    f"{stage}/{name}{suffix}", value, add_dataloader_idx=False, sync_dist=False
+                )
 
     # Lightning hooks ---------------------------------------------------------------------
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
