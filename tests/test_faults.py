@@ -1,0 +1,212 @@
+"""Faults survived: pre-emption signals, half-written checkpoints, NaN/Inf losses, determinism."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from ssl_biases import faults
+from ssl_biases.cli import SSLBiasesCLI, cli_main, main
+from ssl_biases.faults import AtomicCheckpointIO, NaNGuard, NonFiniteLossError
+from ssl_biases.run_dir import is_completed, read_run_status
+
+ROOT = Path(__file__).resolve().parents[1]
+TOTAL_STEPS = 12  # 2 epochs of shapes_size 48 / batch_size 8
+
+
+def fit_args(folder: Path, *extra: str) -> list[str]:
+    backbone = folder / "backbone.yaml"
+    backbone.write_text(
+        "model: {init_args: {backbone: {class_path: ssl_biases.backbones.IsotropicNet, "
+        "init_args: {width: 32, depth: 1, num_heads: 2, patch_size: 4}}}}\n"
+    )
+    return [
+        "fit",
+        f"--config={ROOT / 'configs' / 'method' / 'simclr.yaml'}",
+        f"--config={backbone}",
+        f"--config={ROOT / 'configs' / 'data' / 'shapes.yaml'}",
+        "--model.init_args.projection_hidden_dim=64",
+        "--model.init_args.projection_dim=32",
+        "--data.shapes_size=48",
+        "--data.image_size=16",
+        "--data.batch_size=8",
+        "--data.num_workers=0",
+        "--data.max_probe_train_samples=16",
+        "--trainer.max_epochs=2",
+        "--trainer.limit_val_batches=0",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--checkpoint.monitor=null",
+        "--checkpoint.every_n_train_steps=2",
+        *extra,
+    ]
+
+
+def train_losses(run_dir: Path) -> dict[int, list[float]]:
+    losses: dict[int, list[float]] = {}
+    with open(run_dir / "metrics.csv") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("train/loss"):
+                losses.setdefault(int(row["step"]), []).append(float(row["train/loss"]))
+    return losses
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[float]]:
+    """Per-step losses of the uninterrupted run (seed 0)."""
+    folder = tmp_path_factory.mktemp("reference")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        cli_main(fit_args(folder))
+    finally:
+        os.chdir(cwd)
+    run = folder / "runs" / "ssl" / "version_0"
+    assert is_completed(run)
+    return train_losses(run)
+
+
+# ------------------------------------------------------------------------------ determinism
+def test_same_seed_gives_the_same_metrics(reference, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli_main(fit_args(tmp_path))
+    assert train_losses(tmp_path / "runs" / "ssl" / "version_0") == reference
+    cli_main(fit_args(tmp_path, "--seed_everything=1"))
+    other = train_losses(tmp_path / "runs" / "ssl" / "version_1")
+    assert other[0] != reference[0]  # the seed matters: initialisation, order, views
+
+
+# ------------------------------------------------------------------------------ pre-emption
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_and_the_resume_is_exact(
+    signum, reference, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "ssl" / "version_0"
+    first = run / "checkpoints" / "last.ckpt"
+
+    def send_signal_after_first_checkpoint() -> None:
+        deadline = time.monotonic() + 120
+        while not first.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=send_signal_after_first_checkpoint, daemon=True).start()
+    with pytest.raises(SystemExit) as stop:
+        main(fit_args(tmp_path))
+    assert stop.value.code == 128 + signum
+    status = read_run_status(run)
+    assert status["status"] == "interrupted"
+    saved = torch.load(first, map_location="cpu", weights_only=False)["global_step"]
+    assert saved == status["global_step"] and 0 < saved < TOTAL_STEPS
+
+    cli_main([*fit_args(tmp_path), "--ckpt_path=last"])
+    assert is_completed(run)
+    resumed = train_losses(run)
+    assert min(resumed) <= saved and max(resumed) == TOTAL_STEPS - 1
+    for step, values in resumed.items():
+        assert values == [reference[step][0]] * len(values), f"step {step}"
+
+
+# ------------------------------------------------------------------------ atomic checkpoints
+def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    checkpoint_io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint_io.save_checkpoint({"global_step": 4, "w": torch.arange(1000.0)}, path)
+
+    def write_half_then_die(handle, data) -> None:
+        handle.write(data[: len(data) // 2])
+        handle.flush()
+        raise KeyboardInterrupt  # the process is killed half-way through the write
+
+    monkeypatch.setattr(faults, "_write_file", write_half_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint_io.save_checkpoint({"global_step": 6, "w": torch.zeros(1000)}, path)
+    loaded = torch.load(path, weights_only=False)
+    assert loaded["global_step"] == 4 and torch.equal(loaded["w"], torch.arange(1000.0))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+    assert checkpoint_io.last_saved == (str(path), 4)
+
+
+def test_the_cli_writes_checkpoints_atomically(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = SSLBiasesCLI(args=fit_args(tmp_path)[1:], run=False)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+# --------------------------------------------------------------------------- NaN / Inf loss
+class NaNAtSteps(pl.Callback):
+    """Makes the backbone output NaN at the given global steps; records the weights."""
+
+    def __init__(self, steps: set[int]) -> None:
+        self.steps = steps
+        self.before: dict[int, torch.Tensor] = {}
+        self.after: dict[int, torch.Tensor] = {}
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        def poison(module, inputs, output):
+            return output * float("nan") if trainer.global_step in self.steps else output
+
+        pl_module.backbone.register_forward_hook(poison)
+
+    def _weights(self, pl_module: pl.LightningModule) -> torch.Tensor:
+        return torch.cat([p.detach().flatten() for p in pl_module.parameters()]).clone()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.before[trainer.global_step] = self._weights(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.after[trainer.global_step - 1] = self._weights(pl_module)
+
+
+def fit_with_nan(folder: Path, steps: set[int], *extra: str) -> tuple[SSLBiasesCLI, NaNAtSteps]:
+    cli = SSLBiasesCLI(args=fit_args(folder, *extra)[1:], run=False)
+    poison = NaNAtSteps(steps)
+    cli.trainer.callbacks.append(poison)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return cli, poison
+
+
+def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(NonFiniteLossError) as error:
+        fit_with_nan(tmp_path, {5})
+    message = str(error.value)
+    assert "loss is nan at step 5 " in message
+    last = tmp_path / "runs" / "ssl" / "version_0" / "checkpoints" / "last.ckpt"
+    assert f"{Path('runs/ssl/version_0/checkpoints/last.ckpt')} (step 4)" in message
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+    assert read_run_status(last.parent.parent)["status"] == "failed"
+
+
+def test_nan_guard_skip_drops_the_update_and_counts_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli, poison = fit_with_nan(tmp_path, {3, 7}, "--nan_guard.skip=true")
+    guard = next(cb for cb in cli.trainer.callbacks if isinstance(cb, NaNGuard))
+    assert guard.skipped == 2 and cli.trainer.global_step == TOTAL_STEPS
+    assert cli.trainer.callback_metrics["train/skipped_batches"] == 2
+    for step in (3, 7):  # the poisoned steps left every weight as it was
+        assert torch.equal(poison.before[step], poison.after[step])
+    assert not torch.equal(poison.before[4], poison.after[4])  # the others trained
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+
+
+def test_nan_guard_skip_gives_up_on_a_diverged_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(NonFiniteLossError, match="after 2 skipped batches in a row"):
+        fit_with_nan(
+            tmp_path,
+            set(range(3, 12)),
+            "--nan_guard.skip=true",
+            "--nan_guard.max_consecutive_skips=2",
+        )
