@@ -406,7 +406,7 @@ def _data_parser() -> ArgumentParser:
 
 def run_analysis(
     ckpts: list[str],
-    data: SSLDataModule,
+    data: dict[str, Any],
     output: str | Path,
     labels: list[str] | None = None,
     tensorboard: str | Path | None = None,
@@ -415,9 +415,20 @@ def run_analysis(
 ) -> dict[str, Any]:
     """Analyse checkpoints on ``data``'s probe loaders; write the report and figures.
 
+    Args:
+        ckpts: checkpoints written by ``ssl-biases fit``.
+        data: ``SSLDataModule`` arguments (recorded in the report as ``data.init_args``).
+        output: folder for ``report.json`` and the PNG figures.
+        labels: one name per checkpoint (default: the method's class name, else the file stem).
+        tensorboard: folder for TensorBoard events of the figures (none when ``None``).
+        shots: few-shot K values.
+        seeds: few-shot seeds.
+
     Returns:
         The report (also written to ``output/report.json``).
     """
+    data_args = dict(data)
+    data = SSLDataModule(**data_args)
     if labels and len(labels) != len(ckpts):
         raise ValueError(f"give one --label per --ckpt, got {len(labels)} for {len(ckpts)}")
     backbones, meta = {}, {}
@@ -443,6 +454,7 @@ def run_analysis(
         "image_size": data.image_size,
         "bank_size": len(bank_loader.dataset),
         "query_size": len(query_loader.dataset),
+        "init_args": data_args,
     }
     report["protocol"] = {
         "knn": "weighted kNN, cosine, k=20, T=0.07; bank = probe bank, queries = test split",
@@ -500,10 +512,9 @@ def main(argv: list[str] | None = None) -> None:
         data_argv = [f"--data={json.dumps(section)}", *data_argv]
     data_parser = _data_parser()
     config = data_parser.parse_args(data_argv)
-    data = data_parser.instantiate_classes(config).data
     report = run_analysis(
         args.ckpt,
-        data,
+        config.data.as_dict(),
         args.output,
         args.label,
         args.tensorboard,
