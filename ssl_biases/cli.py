@@ -44,13 +44,20 @@ from ssl_biases.probes.fewshot import FewShotProbe  # issue 5
 from ssl_biases.probes.knn import KNNProbe
 from ssl_biases.probes.layerwise import LayerwiseKNNProbe  # issue 5
 from ssl_biases.probes.linear import LinearProbe
-from ssl_biases.run_dir import RunStatus, check_checkpoint_fits, mark_completed, resumable_version
+from ssl_biases.run_dir import (
+    RunStatus,
+    check_checkpoint_fits,
+    mark_completed,
+    read_checkpoint,
+    resumable_version,
+)
 
 # Commands beside Lightning's fit/validate/test/predict: name -> "module:function(argv)".
 TOOL_COMMANDS: dict[str, str] = {
     "backbones": "ssl_biases.backbones.summary:main",
     "export": "ssl_biases.export:main",
     "analyze": "ssl_biases.analysis.report:main",  # issue 5
+    "sweep": "ssl_biases.experiments.sweep:main",  # issue 6
 }
 
 
@@ -178,6 +185,14 @@ class SSLBiasesCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
     # --- issue 8 (reliability): resume into the same run directory ------------------------
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parses, then fails clearly on a ``--ckpt_path`` file that is no checkpoint."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if isinstance(ckpt_path, str) and Path(ckpt_path).is_file():
+            read_checkpoint(ckpt_path)
+
     def before_instantiate_classes(self) -> None:
         """``fit --ckpt_path last`` continues the run directory that holds ``last.ckpt``.
 

@@ -105,19 +105,28 @@ def resumable_version(save_dir: str | Path, name: str) -> int | None:
     return max(versions) if versions else None
 
 
-def check_checkpoint_fits(model: nn.Module, path: str | Path) -> None:
-    """Raises a ``ValueError`` listing the tensors whose shapes or names differ.
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Loads a checkpoint memory-mapped (tensors are read lazily) as Lightning will.
 
-    Loads the checkpoint's ``state_dict`` memory-mapped, so only its header is read.
+    Raises:
+        ValueError: naming the file, if it is not a readable checkpoint.
     """
     try:
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as error:
+        message = str(error).splitlines()[0][:200]
         raise ValueError(
-            f"cannot read checkpoint '{path}' ({type(error).__name__}: {error}); pass a "
+            f"cannot read checkpoint '{path}' ({type(error).__name__}: {message}); pass a "
             "checkpoint written by ssl-biases (runs/<name>/version_<n>/checkpoints/*.ckpt)."
         ) from error
-    saved: dict[str, Any] = checkpoint.get("state_dict", {})
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"'{path}' holds no `state_dict`: it is not a Lightning checkpoint")
+    return checkpoint
+
+
+def check_checkpoint_fits(model: nn.Module, path: str | Path) -> None:
+    """Raises a ``ValueError`` listing the tensors whose shapes or names differ."""
+    saved: dict[str, Any] = read_checkpoint(path)["state_dict"]
     current = model.state_dict()
     differ = [
         f"{key}: checkpoint {tuple(saved[key].shape)} vs model {tuple(current[key].shape)}"
