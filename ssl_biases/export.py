@@ -235,7 +235,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ckpt", required=True, help="a checkpoint written by `ssl-biases fit`")
     parser.add_argument("--output", required=True, help="folder to write the export into")
     args = parser.parse_args(argv)
-    output = export_checkpoint(args.ckpt, args.output)
+    try:
+        output = export_checkpoint(args.ckpt, args.output)
+    except (FileNotFoundError, ValueError) as err:
+        parser.exit(2, f"ssl-biases export: error: {err}\n")
     meta = read_meta(output)
     name = meta["registry_name"] or meta["class_path"]
     print(f"Exported {name} (num_features={meta['num_features']}) to {output}")

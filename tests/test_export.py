@@ -116,6 +116,9 @@ def test_config_yaml_of_the_run_is_the_fallback_and_its_absence_an_error(tiny_ru
         export_checkpoint(in_run, tmp_path / "out2")
     with pytest.raises(FileNotFoundError, match="not found"):
         export_checkpoint(tmp_path / "missing.ckpt", tmp_path / "out3")
+    with pytest.raises(SystemExit) as exit_info:  # the command: a message, no traceback
+        main(["export", "--ckpt", str(in_run), "--output", str(tmp_path / "out4")])
+    assert exit_info.value.code == 2
 
 
 def test_timm_backbone_loads_into_timm_create_model_directly(tmp_path):

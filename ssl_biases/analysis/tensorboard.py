@@ -26,7 +26,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torch.nn import functional as F
 from torchvision.utils import make_grid
@@ -190,11 +190,14 @@ class TensorBoardSummaries(pl.Callback):
         logger = self._logger(trainer)
         if not self.views or self._views_logged or logger is None:
             return
+        self._views_logged = True
+        self._guarded("views", self._log_views, logger, trainer, batch)
+
+    def _log_views(self, logger: TensorBoardLogger, trainer: pl.Trainer, batch: Any) -> None:
         views = batch[0] if isinstance(batch, (tuple, list)) else batch
         views = [views] if isinstance(views, Tensor) else list(views)
         grid = views_grid(views, self.num_images, *self._norm(trainer))
         logger.experiment.add_image("views/train", grid, trainer.global_step)
-        self._views_logged = True
 
     # --------------------------------------------------------------------- validation
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -226,36 +229,60 @@ class TensorBoardSummaries(pl.Callback):
         logger = self._logger(trainer)
         if logger is None or trainer.sanity_checking or self._fixed is None:
             return
-        step = trainer.global_step
-        images = self._fixed.to(pl_module.device)  # [n, C, H, W]
-        shown = denormalize(images, *self._norm(trainer))  # [n, C, H, W] in [0, 1]
         backbone = getattr(pl_module, "backbone", None)
-        with torch.no_grad():
-            if self.attention and getattr(backbone, "has_attention", False):
-                prefix = int(getattr(backbone, "num_prefix_tokens", 0))
-                for i, attn in enumerate(backbone.attention_maps(images)):  # [n, heads, T, T]
-                    grid = attention_grid(shown, attention_heatmaps(attn, prefix))
-                    logger.experiment.add_image(f"attention/block_{i}", grid, step)
-            if self.reconstructions and hasattr(pl_module, "reconstruction_preview"):
-                triplet = pl_module.reconstruction_preview(images)  # 3 x [n, C, H, W]
-                tiles = torch.stack([denormalize(t, *self._norm(trainer)) for t in triplet], 1)
-                grid = make_grid(tiles.flatten(0, 1), nrow=3, padding=2, pad_value=1.0)
-                logger.experiment.add_image("reconstruction/preview", grid, step)
+        if self.attention and getattr(backbone, "has_attention", False):
+            self._guarded("attention", self._log_attention, logger, trainer, backbone)
+        if self.reconstructions and hasattr(pl_module, "reconstruction_preview"):
+            self._guarded("reconstructions", self._log_reconstructions, logger, trainer, pl_module)
+        step = trainer.global_step
         if self.projector and self._samples.get("features") and step not in self._projected_steps:
-            labels = torch.cat(self._samples["labels"])  # [n]
-            names = self._class_names(trainer)
-            metadata = [
-                names[y] if names and 0 <= y < len(names) else str(y) for y in labels.tolist()
-            ]
-            logger.experiment.add_embedding(
-                torch.cat(self._samples["features"]),  # [n, D]
-                metadata=metadata,
-                label_img=denormalize(torch.cat(self._samples["images"]), *self._norm(trainer)),
-                global_step=step,
-                tag="probe_queries",
-            )
             self._projected_steps.add(step)
+            self._guarded("projector", self._log_projector, logger, trainer)
         self._samples = {}
+
+    @torch.no_grad()
+    def _log_attention(self, logger: TensorBoardLogger, trainer: pl.Trainer, backbone: Any) -> None:
+        images = self._fixed.to(next(backbone.parameters()).device)  # [n, C, H, W]
+        shown = denormalize(images, *self._norm(trainer))  # [n, C, H, W] in [0, 1]
+        prefix = int(getattr(backbone, "num_prefix_tokens", 0))
+        for i, attn in enumerate(backbone.attention_maps(images)):  # [n, heads, T, T]
+            grid = attention_grid(shown, attention_heatmaps(attn, prefix))
+            logger.experiment.add_image(f"attention/block_{i}", grid, trainer.global_step)
+
+    @torch.no_grad()
+    def _log_reconstructions(
+        self, logger: TensorBoardLogger, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
+        triplet = pl_module.reconstruction_preview(
+            self._fixed.to(pl_module.device)
+        )  # 3 x [n, C, H, W]
+        tiles = torch.stack([denormalize(t, *self._norm(trainer)) for t in triplet], 1)
+        grid = make_grid(tiles.flatten(0, 1), nrow=3, padding=2, pad_value=1.0)
+        logger.experiment.add_image("reconstruction/preview", grid, trainer.global_step)
+
+    def _log_projector(self, logger: TensorBoardLogger, trainer: pl.Trainer) -> None:
+        labels = torch.cat(self._samples["labels"])  # [n]
+        names = self._class_names(trainer)
+        metadata = [names[y] if names and 0 <= y < len(names) else str(y) for y in labels.tolist()]
+        logger.experiment.add_embedding(
+            torch.cat(self._samples["features"]),  # [n, D]
+            metadata=metadata,
+            label_img=denormalize(torch.cat(self._samples["images"]), *self._norm(trainer)),
+            global_step=trainer.global_step,
+            tag="probe_queries",
+        )
+
+    def _guarded(self, part: str, log: Any, *args: Any) -> None:
+        """Run one summary; on an error, warn once and switch that part off (a picture must
+        never stop a training run)."""
+        try:
+            log(*args)
+        except Exception as err:  # noqa: BLE001
+            setattr(self, part, False)
+            rank_zero_warn(
+                f"TensorBoard {part} summary failed and is now off ({type(err).__name__}: {err}); "
+                f"turn it off with --tensorboard.{part} false"
+            )
 
     # ------------------------------------------------------------------------ hparams
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -175,6 +175,22 @@ def test_reconstructions_are_logged_and_every_part_has_a_switch(tmp_path):
         TensorBoardSummaries(num_images=0)
 
 
+def test_a_failing_summary_warns_and_switches_itself_off_instead_of_stopping_training(tmp_path):
+    class Broken(MaskedToy):
+        def reconstruction_preview(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            raise RuntimeError("decoder exploded")
+
+    logger = TensorBoardLogger(str(tmp_path), name="broken", version=0)
+    trainer = pl.Trainer(logger=logger, accelerator="cpu", enable_progress_bar=False)
+    callback = TensorBoardSummaries(projector=False, attention=False, num_images=2)
+    callback.on_validation_batch_end(
+        trainer, Broken(), None, (torch.rand(2, 3, 16, 16), None), 0, 1
+    )
+    with pytest.warns(UserWarning, match="reconstructions summary failed.*decoder exploded"):
+        callback.on_validation_epoch_end(trainer, Broken())
+    assert callback.reconstructions is False
+
+
 def test_no_tensorboard_logger_means_no_work():
     trainer = pl.Trainer(logger=False, accelerator="cpu", enable_progress_bar=False)
     callback = TensorBoardSummaries()
