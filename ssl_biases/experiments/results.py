@@ -1,0 +1,226 @@
+"""Collect a sweep's finished cells into ``results.csv``, a markdown table and plots.
+
+A finished cell has ``done.json``; its metrics are the last logged value of every ``val/*``,
+``test/*`` and ``train/loss`` column over the ``metrics.csv`` files of its ``version_<n>/``
+run directories (a resumed cell has several). Groups of cells that differ only in the
+``seed`` axis are summarised as mean ± sample standard deviation (``n`` seeds; ± is left out
+for one seed).
+
+The experiment's ``report`` section chooses the headline table and plot::
+
+    report:
+      metric: val/knn_top1   # the headline number
+      rows: token_mixer      # pivot rows
+      columns: [method, pos_embed]
+      panel: method          # plot: one panel per method,
+      x: token_mixer         #   token mixers along x,
+      hue: pos_embed         #   one bar per position embedding
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ssl_biases.experiments.grid import SEED_AXIS, Experiment
+
+METRIC_PREFIXES = ("val/", "test/")
+EXTRA_METRICS = ("train/loss",)
+
+
+def final_metrics(run_dir: Path) -> dict[str, float]:
+    """Last logged value of each metric over the cell's ``version_<n>/metrics.csv`` files."""
+    metrics: dict[str, float] = {}
+    versions = sorted(run_dir.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
+    for path in versions:
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                for key, value in row.items():
+                    keep = key.startswith(METRIC_PREFIXES) or key in EXTRA_METRICS
+                    if keep and value not in ("", None):
+                        metrics[key] = float(value)
+    return metrics
+
+
+def collect_results(experiment: Experiment) -> list[dict[str, Any]]:
+    """One row per finished cell: ``cell_id``, the axis labels, ``wall_s`` and final metrics."""
+    rows = []
+    for cell in experiment.cells():
+        run_dir = experiment.output_dir / cell.cell_id
+        done = run_dir / "done.json"
+        if not done.is_file():
+            continue
+        record = json.loads(done.read_text())
+        rows.append(
+            {"cell_id": cell.cell_id, **cell.values, "wall_s": round(record.get("wall_s", 0.0), 1)}
+            | final_metrics(run_dir)
+        )
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """Rows to CSV; the columns are the union of the rows' keys, in first-seen order."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def format_mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
+    """``"41.2 ± 0.3"`` (``"41.2"`` for one value); ``"–"`` when there is none."""
+    if not values:
+        return "–"
+    mean, std = mean_std(values)
+    text = f"{mean * scale:.{digits}f}"
+    return text if len(values) < 2 else f"{text} ± {std * scale:.{digits}f}"
+
+
+def group_over_seeds(
+    rows: list[dict[str, Any]], axes: list[str], metric: str
+) -> dict[tuple[str, ...], list[float]]:
+    """``{(label per non-seed axis): [metric per seed]}``, skipping rows without the metric."""
+    keys = [a for a in axes if a != SEED_AXIS]
+    groups: dict[tuple[str, ...], list[float]] = defaultdict(list)
+    for row in rows:
+        if metric in row:
+            groups[tuple(str(row[a]) for a in keys)].append(float(row[metric]))
+    return dict(groups)
+
+
+def summary_table(rows: list[dict[str, Any]], axes: list[str], metrics: list[str]) -> str:
+    """Markdown table: one line per group of seeds, ``mean ± std`` (in %) per metric."""
+    keys = [a for a in axes if a != SEED_AXIS]
+    grouped = {m: group_over_seeds(rows, axes, m) for m in metrics}
+    groups = sorted({g for per_metric in grouped.values() for g in per_metric})
+    header = [*keys, "seeds", *metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group in groups:
+        seeds = max(len(grouped[m].get(group, [])) for m in metrics)
+        cells = [format_mean_std(grouped[m].get(group, [])) for m in metrics]
+        lines.append("| " + " | ".join([*group, str(seeds), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def pivot_table(
+    rows: list[dict[str, Any]],
+    experiment: Experiment,
+    metric: str,
+    row_axis: str,
+    column_axes: list[str],
+) -> str:
+    """Markdown pivot of ``metric`` (mean ± std over seeds, %): ``row_axis`` x ``column_axes``."""
+    labels = {name: [v.label for v in values] for name, values in experiment.axes}
+    values: dict[tuple[str, tuple[str, ...]], list[float]] = defaultdict(list)
+    for row in rows:
+        if metric in row:
+            column = tuple(str(row[a]) for a in column_axes)
+            values[(str(row[row_axis]), column)].append(float(row[metric]))
+    columns = [()]
+    for axis in column_axes:
+        columns = [(*c, label) for c in columns for label in labels[axis]]
+    header = [row_axis, *(" / ".join(c) for c in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label in labels[row_axis]:
+        cells = [format_mean_std(values.get((label, c), [])) for c in columns]
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def plot_metric(
+    rows: list[dict[str, Any]],
+    experiment: Experiment,
+    metric: str,
+    x: str,
+    hue: str | None,
+    panel: str | None,
+    path: Path,
+) -> None:
+    """Grouped bars of ``metric`` (mean, std error bars over seeds): x axis, hue, panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {name: [v.label for v in values] for name, values in experiment.axes}
+    panels = labels[panel] if panel else [None]
+    hues = labels[hue] if hue else [None]
+    fig, axs = plt.subplots(
+        1, len(panels), figsize=(3.2 * len(panels), 3.0), sharey=True, squeeze=False
+    )
+    width = 0.8 / len(hues)
+    for ax, panel_label in zip(axs[0], panels):
+        for h, hue_label in enumerate(hues):
+            means, stds = [], []
+            for x_label in labels[x]:
+                values = [
+                    float(r[metric])
+                    for r in rows
+                    if metric in r
+                    and str(r[x]) == x_label
+                    and (panel is None or str(r[panel]) == panel_label)
+                    and (hue is None or str(r[hue]) == hue_label)
+                ]
+                mean, std = mean_std(values) if values else (math.nan, 0.0)
+                means.append(100 * mean)
+                stds.append(100 * std)
+            positions = [i + (h - (len(hues) - 1) / 2) * width for i in range(len(labels[x]))]
+            ax.bar(positions, means, width, yerr=stds, label=hue_label, capsize=2)
+        ax.set_xticks(range(len(labels[x])), labels[x], rotation=30, ha="right", fontsize=8)
+        if panel_label is not None:
+            ax.set_title(f"{panel}={panel_label}", fontsize=9)
+    axs[0][0].set_ylabel(f"{metric} (%)")
+    if hue is not None:
+        axs[0][-1].legend(title=hue, fontsize=7, title_fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(experiment: Experiment, rows: list[dict[str, Any]]) -> list[Path]:
+    """Writes ``results.csv``, ``results.md`` and ``<metric>.png`` into the output directory."""
+    out = experiment.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "results.csv", out / "results.md"]
+    write_csv(rows, paths[0])
+    report = experiment.report
+    metric = report.get("metric", "val/knn_top1")
+    metrics = [m for m in report.get("metrics", [metric]) if any(m in r for r in rows)] or [metric]
+    axes = experiment.axis_names
+    total = len(experiment.cells())
+    text = [f"# {experiment.name}: {len(rows)} of {total} cells finished", ""]
+    if rows and report.get("rows"):
+        columns = list(report.get("columns") or [])
+        text += [
+            f"## {metric} (%)",
+            "",
+            pivot_table(rows, experiment, metric, report["rows"], columns),
+            "",
+        ]
+    text += [
+        "## All metrics (%, mean ± std over seeds)",
+        "",
+        summary_table(rows, axes, metrics),
+        "",
+    ]
+    paths[1].write_text("\n".join(text))
+    if rows and report.get("x"):
+        png = out / f"{metric.replace('/', '_')}.png"
+        plot_metric(
+            rows, experiment, metric, report["x"], report.get("hue"), report.get("panel"), png
+        )
+        paths.append(png)
+    return paths

@@ -1,0 +1,248 @@
+"""``ssl-biases sweep EXPERIMENT.yaml``: run a grid of ``fit`` runs, resumably, then collect.
+
+Every cell (see :mod:`ssl_biases.experiments.grid`) is an ordinary ``ssl-biases fit`` in its own
+process, so one cell that crashes does not take the sweep with it. A cell's directory is
+``<output_dir>/<cell id>/`` and holds ``cell.yaml`` (the cell and its command), ``fit.log``,
+Lightning's ``version_<n>/`` run directories (resolved ``config.yaml``, ``checkpoints/``,
+TensorBoard events, ``metrics.csv``) and, written only after the fit exited cleanly,
+``done.json`` (final metrics). On a re-run, cells with ``done.json`` are skipped and a cell
+with a ``last.ckpt`` but no ``done.json`` resumes from it (``--ckpt_path``).
+
+Launchers: ``local`` runs the cells one after another in this process (the default);
+``submitit`` submits them as one Slurm job array through submitit's ``AutoExecutor``
+(``--cluster local`` / ``debug`` run that path on one machine). With ``tasks_per_node`` =
+``gpus_per_node`` > 1 every cell is a multi-GPU DDP run: Lightning reads the Slurm task
+environment that each task's fit inherits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ssl_biases.experiments.grid import (
+    Cell,
+    Experiment,
+    check_configs,
+    format_cli_value,
+    load_experiment,
+    select_cells,
+)
+from ssl_biases.experiments.results import collect_results, write_report
+
+DONE_FILE = "done.json"
+"""Completion marker of a cell, written only after its fit exited with status 0."""
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest ``version_*/checkpoints/last.ckpt`` under a cell directory, if any."""
+    checkpoints = list(run_dir.glob("version_*/checkpoints/last.ckpt"))
+    return max(checkpoints, key=lambda p: p.stat().st_mtime) if checkpoints else None
+
+
+def logger_config(run_dir: Path) -> dict[str, Any]:
+    """Trainer logger config that puts Lightning's ``version_<n>/`` inside the cell directory."""
+    return {
+        "trainer": {
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": str(run_dir), "name": "", "default_hp_metric": False},
+            }
+        }
+    }
+
+
+def fit_command(
+    cell: Cell, run_dir: Path, extra_args: list[str], ckpt_path: Path | None = None
+) -> list[str]:
+    """The ``python -m ssl_biases fit ...`` command line of a cell."""
+    command = [sys.executable, "-m", "ssl_biases", "fit"]
+    for config in cell.configs:
+        command += ["--config", config]
+    command += ["--config", str(run_dir / "logger.yaml")]
+    for key, value in cell.args:
+        command += [f"--{key}", format_cli_value(value)]
+    command += extra_args
+    if ckpt_path is not None:
+        command += ["--ckpt_path", str(ckpt_path)]
+    return command
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0"))) == 0
+
+
+def run_cell(
+    cell: Cell, run_dir: str | Path, extra_args: list[str] | None = None
+) -> dict[str, Any]:
+    """Runs one cell unless it is done; resumes from its ``last.ckpt`` when one exists.
+
+    Returns:
+        ``{"cell_id", "status"}`` with status ``done`` (already finished), ``finished``,
+        or ``failed`` (then ``returncode`` and ``log``).
+    """
+    run_dir = Path(run_dir)
+    done = run_dir / DONE_FILE
+    if done.is_file():
+        return {"cell_id": cell.cell_id, "status": "done"}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "logger.yaml").write_text(yaml.safe_dump(logger_config(run_dir)))
+    ckpt = last_checkpoint(run_dir)
+    command = fit_command(cell, run_dir, list(extra_args or []), ckpt)
+    (run_dir / "cell.yaml").write_text(
+        yaml.safe_dump(
+            {"cell_id": cell.cell_id, "values": cell.values, "command": command}, sort_keys=False
+        )
+    )
+    start = time.time()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(run_dir / "fit.log", "a") as log:
+        log.write(f"\n$ {' '.join(command)}\n")
+        log.flush()
+        returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    wall = time.time() - start
+    if returncode != 0:
+        return {
+            "cell_id": cell.cell_id,
+            "status": "failed",
+            "returncode": returncode,
+            "log": str(run_dir / "fit.log"),
+        }
+    if _is_rank_zero():
+        record = {"cell_id": cell.cell_id, "values": cell.values, "wall_s": wall}
+        record["resumed_from"] = str(ckpt) if ckpt is not None else None
+        done.write_text(json.dumps(record, indent=2))
+    return {"cell_id": cell.cell_id, "status": "finished", "wall_s": wall}
+
+
+def run_local(
+    experiment: Experiment, cells: list[Cell], extra_args: list[str]
+) -> list[dict[str, Any]]:
+    """Runs the cells one after another in this process."""
+    outcomes = []
+    for index, cell in enumerate(cells):
+        outcome = run_cell(cell, experiment.output_dir / cell.cell_id, extra_args)
+        outcomes.append(outcome)
+        detail = f"{outcome.get('wall_s', 0):.0f}s" if "wall_s" in outcome else ""
+        if outcome["status"] == "failed":
+            detail = f"exit {outcome['returncode']}, see {outcome['log']}"
+        print(
+            f"[{index + 1}/{len(cells)}] {cell.cell_id}: {outcome['status']} {detail}", flush=True
+        )
+    return outcomes
+
+
+def run_submitit(
+    experiment: Experiment,
+    cells: list[Cell],
+    extra_args: list[str],
+    cluster: str | None,
+    parameters: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Submits the cells as one job array with ``submitit.AutoExecutor`` and waits for them.
+
+    Args:
+        cluster: ``slurm``, ``local`` (subprocesses on this machine), ``debug`` (in this
+            process) or ``None`` (submitit picks Slurm when available).
+        parameters: ``AutoExecutor.update_parameters`` keywords, e.g. ``timeout_min``,
+            ``gpus_per_node``, ``tasks_per_node``, ``nodes``, ``slurm_partition``,
+            ``slurm_array_parallelism``.
+    """
+    import submitit
+
+    todo = [c for c in cells if not (experiment.output_dir / c.cell_id / DONE_FILE).is_file()]
+    outcomes = [{"cell_id": c.cell_id, "status": "done"} for c in cells if c not in todo]
+    if not todo:
+        return outcomes
+    executor = submitit.AutoExecutor(folder=experiment.output_dir / "submitit", cluster=cluster)
+    executor.update_parameters(**{"name": experiment.name, **parameters})
+    jobs = executor.map_array(
+        run_cell,
+        todo,
+        [experiment.output_dir / c.cell_id for c in todo],
+        [extra_args] * len(todo),
+    )
+    print(f"submitted {len(jobs)} cells ({jobs[0].job_id} ...)", flush=True)
+    for cell, job in zip(todo, jobs):
+        try:
+            result = job.result()
+            outcome = result[0] if isinstance(result, list) else result  # one per task
+        except Exception as error:  # a job that died (timeout, node failure): report, go on
+            outcome = {"cell_id": cell.cell_id, "status": "failed", "error": repr(error)}
+        outcomes.append(outcome)
+        print(f"{cell.cell_id}: {outcome['status']}", flush=True)
+    return outcomes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ssl-biases sweep",
+        description="Run the grid of an experiment YAML (resumable) and collect its results.",
+        epilog="Arguments after `--` are appended to every cell's fit command line.",
+    )
+    parser.add_argument(
+        "experiment", help="experiment YAML, e.g. configs/experiment/bias_cifar10_small.yaml"
+    )
+    parser.add_argument("--output-dir", help="override the experiment's output_dir")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="AXIS=LABEL[,LABEL]",
+        help="run only matching cells (repeatable)",
+    )
+    parser.add_argument("--launcher", choices=["local", "submitit"], default="local")
+    parser.add_argument(
+        "--cluster",
+        choices=["slurm", "local", "debug"],
+        default=None,
+        help="submitit cluster (default: the experiment's launcher.cluster, else auto)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the cells' commands only")
+    parser.add_argument("--collect-only", action="store_true", help="only rebuild the results")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``ssl-biases sweep``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra_args: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, extra_args = argv[:split], argv[split + 1 :]
+    args = build_parser().parse_args(argv)
+    experiment = load_experiment(args.experiment, args.output_dir)
+    cells = select_cells(experiment.cells(), args.only)
+    if not args.collect_only:
+        check_configs(cells)
+        if args.dry_run:
+            for cell in cells:
+                run_dir = experiment.output_dir / cell.cell_id
+                print(cell.cell_id, " ".join(fit_command(cell, run_dir, extra_args)))
+            return
+        print(f"{experiment.name}: {len(cells)} cells -> {experiment.output_dir}", flush=True)
+        if args.launcher == "local":
+            outcomes = run_local(experiment, cells, extra_args)
+        else:
+            parameters = dict(experiment.launcher)
+            cluster = args.cluster or parameters.pop("cluster", None)
+            parameters.pop("cluster", None)
+            outcomes = run_submitit(experiment, cells, extra_args, cluster, parameters)
+    rows = collect_results(experiment)
+    paths = write_report(experiment, rows)
+    print(f"collected {len(rows)} finished cells: " + ", ".join(str(p) for p in paths), flush=True)
+    if not args.collect_only and any(o["status"] == "failed" for o in outcomes):
+        failed = [o["cell_id"] for o in outcomes if o["status"] == "failed"]
+        raise SystemExit(f"{len(failed)} cells failed: {failed}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Experiment files -> grid cells."""
+
+from pathlib import Path
+
+import pytest
+
+from ssl_biases.experiments.grid import (
+    cell_id,
+    check_configs,
+    format_cli_value,
+    load_experiment,
+    select_cells,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+EXPERIMENT = """
+name: toy
+configs: [base.yaml, "{axes}", backbone.yaml]
+args: {data.batch_size: 32, trainer.max_epochs: 1}
+axes:
+  - name: method
+    values:
+      simclr: {configs: [simclr.yaml]}
+      byol: {configs: [byol.yaml], args: {model.init_args.momentum_start: 0.9}}
+  - name: token_mixer
+    key: model.init_args.backbone.init_args.token_mixer
+    values: [attention, mlp, conv]
+  - name: seed
+    key: seed_everything
+    values: [0, 1]
+"""
+
+
+@pytest.fixture
+def toy(tmp_path):
+    path = tmp_path / "toy.yaml"
+    path.write_text(EXPERIMENT)
+    return load_experiment(path)
+
+
+def test_cells_are_the_product_of_the_axes_first_axis_slowest(toy):
+    cells = toy.cells()
+    assert len(cells) == 2 * 3 * 2
+    assert [c.values["method"] for c in cells[:6]] == ["simclr"] * 6
+    assert cells[0].cell_id == "method-simclr_token_mixer-attention_seed-0"
+    assert cells[1].cell_id == "method-simclr_token_mixer-attention_seed-1"
+    assert len({c.cell_id for c in cells}) == 12
+    assert toy.output_dir == Path("runs/toy")
+
+
+def test_axis_configs_stack_at_the_placeholder_and_args_follow_fixed_args(toy):
+    cell = toy.cells()[-1]  # byol, conv, seed 1
+    assert cell.configs == ("base.yaml", "byol.yaml", "backbone.yaml")
+    assert cell.args == (
+        ("data.batch_size", 32),
+        ("trainer.max_epochs", 1),
+        ("model.init_args.momentum_start", 0.9),
+        ("model.init_args.backbone.init_args.token_mixer", "conv"),
+        ("seed_everything", 1),
+    )
+
+
+def test_select_cells_filters_by_axis_labels(toy):
+    chosen = select_cells(toy.cells(), ["method=byol", "token_mixer=mlp,conv"])
+    assert [c.cell_id for c in chosen] == [
+        "method-byol_token_mixer-mlp_seed-0",
+        "method-byol_token_mixer-mlp_seed-1",
+        "method-byol_token_mixer-conv_seed-0",
+        "method-byol_token_mixer-conv_seed-1",
+    ]
+    with pytest.raises(ValueError, match="unknown axes"):
+        select_cells(toy.cells(), ["mixer=mlp"])
+    with pytest.raises(ValueError, match="axis=label"):
+        select_cells(toy.cells(), ["method"])
+
+
+def test_cell_ids_and_cli_values_are_safe():
+    assert cell_id({"lr": "1e-3", "crop": "[0.4, 1.0]"}) == "lr-1e-3_crop-.0.4.1.0."
+    assert [format_cli_value(v) for v in ["gap", 2, 0.5, None, True, [1, 2]]] == [
+        "gap", "2", "0.5", "null", "true", "[1, 2]",
+    ]  # fmt: skip
+
+
+def test_invalid_experiments_raise_with_a_hint(tmp_path, toy):
+    with pytest.raises(FileNotFoundError, match="configs/experiment"):
+        load_experiment(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("axes: [{name: mixer, values: [mlp]}]")
+    with pytest.raises(ValueError, match="give it a `key`"):
+        load_experiment(bad)
+    bad.write_text("axes: [{name: a, key: k, values: [1]}]\nseeds: [0]")
+    with pytest.raises(ValueError, match="unknown top-level keys"):
+        load_experiment(bad)
+    with pytest.raises(FileNotFoundError, match="simclr.yaml"):
+        check_configs(toy.cells())
+
+
+@pytest.mark.parametrize("name", ["bias_cifar10_small", "bias_cifar10_gpu"])
+def test_shipped_study_configs_have_the_full_grid(name, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    experiment = load_experiment(ROOT / f"configs/experiment/{name}.yaml")
+    cells = experiment.cells()
+    check_configs(cells)
+    assert experiment.axis_names[:3] == ["method", "token_mixer", "pos_embed"]
+    assert {c.values["token_mixer"] for c in cells} == {
+        "attention",
+        "local_attention",
+        "mlp",
+        "conv",
+    }
+    assert {c.values["method"] for c in cells} == {"simclr", "byol", "dino", "masked"}
+    assert len({c.cell_id for c in cells}) == len(cells) >= 32

@@ -1,0 +1,83 @@
+"""Collecting finished cells into results.csv, markdown tables and plots."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from ssl_biases.experiments.grid import load_experiment
+from ssl_biases.experiments.results import (
+    collect_results,
+    final_metrics,
+    format_mean_std,
+    mean_std,
+    write_report,
+)
+
+EXPERIMENT = """
+name: toy
+axes:
+  - {name: method, key: model.class_path, values: [simclr, byol]}
+  - {name: token_mixer, key: mixer, values: [attention, mlp]}
+  - {name: seed, key: seed_everything, values: [0, 1]}
+report:
+  {metric: val/knn_top1, rows: token_mixer, columns: [method], panel: method, x: token_mixer}
+"""
+
+
+def write_metrics(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["epoch", "step", "train/loss", "val/knn_top1"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_final_metrics_take_the_last_value_over_resumed_versions(tmp_path):
+    write_metrics(tmp_path / "version_0/metrics.csv", [
+        {"epoch": 0, "step": 9, "train/loss": 3.0, "val/knn_top1": ""},
+        {"epoch": 0, "step": 9, "train/loss": "", "val/knn_top1": 0.2},
+    ])  # fmt: skip
+    write_metrics(tmp_path / "version_1/metrics.csv", [
+        {"epoch": 1, "step": 19, "train/loss": 2.5, "val/knn_top1": ""},
+    ])  # fmt: skip
+    assert final_metrics(tmp_path) == {"train/loss": 2.5, "val/knn_top1": 0.2}
+
+
+def test_mean_std_is_the_sample_std():
+    assert mean_std([0.2, 0.4]) == pytest.approx((0.3, math.sqrt(0.02)))
+    assert format_mean_std([0.2, 0.4]) == "30.0 ± 14.1"
+    assert format_mean_std([0.25]) == "25.0"
+    assert format_mean_std([]) == "–"
+
+
+def test_report_averages_over_seeds_and_marks_missing_cells(tmp_path):
+    path = tmp_path / "toy.yaml"
+    path.write_text(EXPERIMENT)
+    experiment = load_experiment(path, output_dir=tmp_path / "out")
+    knn = {"simclr": {"attention": [0.5, 0.6], "mlp": [0.3, 0.3]}, "byol": {"attention": [0.4]}}
+    for cell in experiment.cells():
+        v = cell.values
+        values = knn.get(v["method"], {}).get(v["token_mixer"], [])
+        if int(v["seed"]) >= len(values):
+            continue  # unfinished cell: no done.json
+        run_dir = experiment.output_dir / cell.cell_id
+        write_metrics(run_dir / "version_0/metrics.csv", [
+            {"epoch": 0, "step": 1, "train/loss": 1.0, "val/knn_top1": values[int(v["seed"])]},
+        ])  # fmt: skip
+        (run_dir / "done.json").write_text(json.dumps({"wall_s": 12.0}))
+    (experiment.output_dir / "method-byol_token_mixer-mlp_seed-0").mkdir()  # started, not done
+
+    rows = collect_results(experiment)
+    assert len(rows) == 5
+    paths = write_report(experiment, rows)
+    with open(paths[0]) as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["cell_id"] for r in table][0] == "method-simclr_token_mixer-attention_seed-0"
+    assert float(table[0]["val/knn_top1"]) == 0.5
+    text = paths[1].read_text()
+    assert "5 of 8 cells finished" in text
+    assert "| attention | 55.0 ± 7.1 | 40.0 |" in text
+    assert "| mlp | 30.0 ± 0.0 | – |" in text
+    assert paths[2].name == "val_knn_top1.png" and paths[2].stat().st_size > 1000
