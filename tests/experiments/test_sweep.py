@@ -1,0 +1,103 @@
+"""The sweep runner end to end on tiny generated data: failures, skipping, resuming, submitit."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ssl_biases.experiments.grid import load_experiment
+from ssl_biases.experiments.sweep import fit_command, last_checkpoint, main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_experiment(path: Path) -> Path:
+    spec = {
+        "name": "tiny",
+        "configs": [
+            str(ROOT / "configs/method/simclr.yaml"),
+            str(ROOT / "configs/data/shapes.yaml"),
+        ],
+        "args": {
+            "model.init_args.backbone.class_path": "ssl_biases.backbones.IsotropicNet",
+            "model.init_args.backbone.init_args.width": 32,
+            "model.init_args.backbone.init_args.depth": 1,
+            "model.init_args.backbone.init_args.num_heads": 2,
+            "model.init_args.backbone.init_args.pool": "gap",
+            "data.image_size": 16,
+            "data.shapes_size": 64,
+            "data.batch_size": 32,
+            "data.num_workers": 0,
+            "data.max_probe_train_samples": 32,
+            "trainer.accelerator": "cpu",
+            "trainer.max_epochs": 1,
+            "trainer.enable_progress_bar": False,
+            "trainer.enable_model_summary": False,
+        },
+        "axes": [
+            {
+                "name": "token_mixer",
+                "key": "model.init_args.backbone.init_args.token_mixer",
+                "values": ["conv", "nope"],
+            }
+        ],
+        "report": {"metric": "val/knn_top1", "rows": "token_mixer", "x": "token_mixer"},
+    }
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A 2-cell sweep, run once: the ``conv`` cell trains, the ``nope`` cell fails."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    experiment = tiny_experiment(tmp / "tiny.yaml")
+    out = tmp / "out"
+    with pytest.raises(SystemExit, match="1 cells failed"):
+        main([str(experiment), "--output-dir", str(out)])
+    return experiment, out
+
+
+def test_a_failed_cell_does_not_stop_the_others(sweep):
+    _, out = sweep
+    good, bad = out / "token_mixer-conv", out / "token_mixer-nope"
+    assert json.loads((good / "done.json").read_text())["resumed_from"] is None
+    assert last_checkpoint(good) == good / "version_0/checkpoints/last.ckpt"
+    assert (good / "version_0/config.yaml").is_file()
+    assert not (bad / "done.json").exists()
+    assert "nope" in (bad / "fit.log").read_text()
+    results = (out / "results.csv").read_text().splitlines()
+    assert len(results) == 2 and results[1].startswith("token_mixer-conv,conv,")
+    knn = float(dict(zip(results[0].split(","), results[1].split(",")))["val/knn_top1"])
+    assert 0.0 <= knn <= 1.0
+    assert "1 of 2 cells finished" in (out / "results.md").read_text()
+
+
+def test_unfinished_cell_resumes_from_last_ckpt_through_submitit_and_done_cells_are_skipped(sweep):
+    experiment, out = sweep
+    good = out / "token_mixer-conv"
+    (good / "done.json").unlink()  # as if the process died after its last checkpoint
+    only = ["--only", "token_mixer=conv", "--output-dir", str(out)]
+    main([str(experiment), *only, "--launcher", "submitit", "--cluster", "debug"])
+    done = json.loads((good / "done.json").read_text())
+    assert done["resumed_from"] == str(good / "version_0/checkpoints/last.ckpt")
+    assert list((out / "submitit").iterdir())  # submitit's job folder
+    log = (good / "fit.log").read_text()
+    assert log.count("\n$ ") == 2 and "--ckpt_path" in log.split("\n$ ")[2]
+
+    main([str(experiment), *only])  # finished: skipped, no new command in the log
+    assert (good / "fit.log").read_text() == log
+
+
+def test_fit_command_stacks_configs_then_args_then_extra_args(tmp_path):
+    experiment = load_experiment(tiny_experiment(tmp_path / "tiny.yaml"))
+    cell = experiment.cells()[0]
+    command = fit_command(
+        cell, tmp_path / "cell", ["--trainer.max_epochs", "2"], tmp_path / "a.ckpt"
+    )
+    assert command[1:4] == ["-m", "ssl_biases", "fit"]
+    configs = [command[i + 1] for i, token in enumerate(command) if token == "--config"]
+    assert configs[-1] == str(tmp_path / "cell/logger.yaml") and len(configs) == 3
+    assert command[command.index("--trainer.enable_progress_bar") + 1] == "false"
+    assert command[-4:] == ["--trainer.max_epochs", "2", "--ckpt_path", str(tmp_path / "a.ckpt")]
