@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ssl_biases.data.datasets import NORMALIZE, DatasetName, build_dataset
+from ssl_biases.data.datasets import NORMALIZE, DatasetName, build_dataset, decode_to_memory
 from ssl_biases.data.sampler import ResumableSampler, SeededViews
 from ssl_biases.data.shapes import ShapesDataset
 from ssl_biases.data.transforms import Normalization, probe_transform
@@ -70,6 +70,10 @@ class SSLDataModule(pl.LightningDataModule):
         seed: Seed of the subsets and of ``shapes``.
         skip_corrupt: Skip (replace by the next readable image, warn and count in
             ``data/skipped_images``) unreadable image files instead of failing on them.
+        cache: Decode every image file once into an in-memory uint8 array (issue 7; for
+            small datasets of same-size images such as the CIFAR-10 JPEG tree; see
+            docs/performance.md). Datasets read from arrays (cifar, stl10, shapes) are in
+            memory already.
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class SSLDataModule(pl.LightningDataModule):
         shapes_shortcut: bool = False,
         seed: int = 0,
         skip_corrupt: bool = False,
+        cache: bool = False,
     ) -> None:
         super().__init__()
         if image_size < 8:
@@ -106,6 +111,7 @@ class SSLDataModule(pl.LightningDataModule):
         self.probe_batch_size = probe_batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.cache = cache  # issue 7
         self.max_train_samples = max_train_samples
         self.max_probe_train_samples = max_probe_train_samples
         self.max_val_samples = max_val_samples
@@ -130,7 +136,10 @@ class SSLDataModule(pl.LightningDataModule):
     def raw_dataset(self, split: str) -> Dataset:
         """The untransformed ``(PIL image, label)`` dataset of a split, built once."""
         if split not in self._datasets:
-            self._datasets[split] = build_dataset(self.dataset_name, split, **self._build_kwargs)
+            dataset = build_dataset(self.dataset_name, split, **self._build_kwargs)
+            if self.cache:  # issue 7: decode once, index an array afterwards
+                dataset = decode_to_memory(dataset, self.num_workers)
+            self._datasets[split] = dataset
         return self._datasets[split]
 
     @property

@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
 from ssl_biases.data.shapes import ShapesDataset
@@ -179,6 +179,56 @@ def load_imagefolder(root: str | Path, split: str, skip_corrupt: bool = False) -
         raise FileNotFoundError(
             f"no images under '{folder}' ({error}). Put images in '{folder}/<class>/'."
         ) from error
+
+
+# --- issue 7 (performance): decode a small dataset once into an in-memory uint8 array -------
+def _stack_uint8(batch: list[tuple[Image.Image, int]]) -> tuple[np.ndarray, list[int]]:
+    """Collates ``(PIL image, label)`` pairs into ``uint8 [b, H, W, 3]`` and labels."""
+    arrays = [np.asarray(image.convert("RGB"), dtype=np.uint8) for image, _ in batch]
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError(
+            f"--data.cache needs images of one size, found {sorted({a.shape for a in arrays})}: "
+            "set --data.cache false (or resize the images on disk)."
+        )
+    return np.stack(arrays), [int(label) for _, label in batch]  # [b, H, W, 3]
+
+
+def decode_to_memory(dataset: Dataset, num_workers: int = 0, batch_size: int = 256) -> ArrayDataset:
+    """Decodes every image of ``dataset`` once into an :class:`ArrayDataset` (``uint8``).
+
+    For datasets of small images stored as files (CIFAR-10 JPEGs: 50,000 images, 147 MiB as
+    uint8): later epochs index an array instead of opening and decoding a file per image.
+    Decoding runs in ``num_workers`` processes. ``ArrayDataset`` inputs are returned as they are.
+
+    Raises:
+        ValueError: if the images do not all have the same size.
+    """
+    if isinstance(dataset, ArrayDataset):
+        return dataset
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_stack_uint8
+    )
+    images: np.ndarray | None = None
+    labels: list[int] = []
+    for batch, batch_labels in loader:
+        if images is None:
+            images = np.empty((len(dataset), *batch.shape[1:]), dtype=np.uint8)  # [N, H, W, 3]
+        elif batch.shape[1:] != images.shape[1:]:
+            raise ValueError(
+                f"--data.cache needs images of one size, found {images.shape[1:3]} and "
+                f"{batch.shape[1:3]}: set --data.cache false (or resize the images on disk)."
+            )
+        images[len(labels) : len(labels) + len(batch)] = batch
+        labels.extend(batch_labels)
+    if images is None:
+        raise ValueError("cannot cache an empty dataset: check --data.root")
+    cached = ArrayDataset(images, labels, getattr(dataset, "classes", sorted(set(labels))))
+    if hasattr(dataset, "skipped"):  # keep the skip_corrupt counter of the files it came from
+        cached.skipped = dataset.skipped
+    return cached
+
+
+# --- end issue 7 ------------------------------------------------------------------------------
 
 
 def build_dataset(

@@ -22,48 +22,55 @@ def knn_scores(
     k: int = 20,
     temperature: float = 0.07,
     chunk_size: int = 1024,
+    bank_chunk_size: int = 8192,
 ) -> Tensor:
-    """Class scores of a weighted kNN vote, computed in blocks of queries and bank items.
+    """Class scores of a weighted kNN vote, computed in blocks of bank items and queries.
 
-    For each chunk of queries the bank is scanned in chunks too, keeping a running top-k
-    (merge of the current best ``k`` with the new block), so no ``[chunk, N]`` similarity
-    matrix is ever built: peak extra memory is ``O(chunk_size * (chunk_size + k))``, whatever
-    the bank size ``N`` (benchmarks/knn_probe.py measures it).
+    The bank is scanned in blocks of ``bank_chunk_size`` items (each normalised once); every
+    chunk of ``chunk_size`` queries takes its top ``k`` in the block, merged into a running
+    top ``k`` per query. No ``[Q, N]`` or ``[chunk, N]`` similarity matrix is ever built: peak
+    extra memory is ``O(chunk_size * bank_chunk_size + Q * k)``, whatever the bank size ``N``
+    (benchmarks/knn_probe.py measures it). Blocks much narrower than a few thousand items make
+    ``topk`` slow on CPU, hence the separate bank block size.
 
     Args:
         query: ``[Q, D]`` query features (normalised here).
-        bank: ``[N, D]`` bank features (normalised here, one chunk at a time).
+        bank: ``[N, D]`` bank features (normalised here, one block at a time).
         bank_labels: ``[N]`` integer labels in ``[0, num_classes)``.
         num_classes: Number of classes.
         k: Neighbours per query (clipped to the bank size).
         temperature: Softmax temperature of the vote weights.
-        chunk_size: Queries per chunk and bank items per block.
+        chunk_size: Queries per chunk.
+        bank_chunk_size: Bank items per block.
 
     Returns:
         ``[Q, num_classes]`` summed vote weights.
     """
     if bank.shape[0] == 0:
         raise ValueError("the kNN bank is empty: the probe train split has no images")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    num_bank = bank.shape[0]
+    if chunk_size < 1 or bank_chunk_size < 1:
+        raise ValueError(f"chunk sizes must be >= 1, got {chunk_size} and {bank_chunk_size}")
+    num_bank, num_query = bank.shape[0], query.shape[0]
     k = min(k, num_bank)
-    bank_labels = bank_labels.to(bank.device)
-    scores = query.new_zeros(query.shape[0], num_classes, dtype=torch.float32)  # [Q, C]
-    for start in range(0, query.shape[0], chunk_size):
-        q = F.normalize(query[start : start + chunk_size].float(), dim=1)  # [c, D]
-        best_sim = q.new_empty(q.shape[0], 0)  # [c, <=k]
-        best_idx = torch.empty(q.shape[0], 0, dtype=torch.long, device=q.device)  # [c, <=k]
-        for bank_start in range(0, num_bank, chunk_size):
-            block = F.normalize(bank[bank_start : bank_start + chunk_size].float(), dim=1)  # [b, D]
-            sim = torch.cat([best_sim, q @ block.T], dim=1)  # [c, <=k + b]
-            ids = torch.arange(bank_start, bank_start + block.shape[0], device=q.device)  # [b]
-            idx = torch.cat([best_idx, ids.expand(q.shape[0], -1)], dim=1)  # [c, <=k + b]
-            best_sim, pos = sim.topk(min(k, sim.shape[1]), dim=1, sorted=False)  # [c, k]
-            best_idx = idx.gather(1, pos)  # [c, k]
-        weights = (best_sim / temperature).exp()  # [c, k]
-        scores[start : start + q.shape[0]].scatter_add_(1, bank_labels[best_idx], weights)
-    return scores
+    best_sim = query.new_empty(num_query, 0, dtype=torch.float32)  # [Q, <=k]
+    best_idx = torch.empty(num_query, 0, dtype=torch.long, device=query.device)  # [Q, <=k]
+    for bank_start in range(0, num_bank, bank_chunk_size):
+        block = bank[bank_start : bank_start + bank_chunk_size].float()  # [b, D]
+        block = F.normalize(block, dim=1).T.contiguous()  # [D, b], normalised once per block
+        block_sim, block_idx = [], []
+        for start in range(0, num_query, chunk_size):
+            q = F.normalize(query[start : start + chunk_size].float(), dim=1)  # [c, D]
+            sim, pos = (q @ block).topk(min(k, block.shape[1]), dim=1, sorted=False)  # [c, <=k]
+            block_sim.append(sim)
+            block_idx.append(pos + bank_start)
+        # merge with the best so far: [Q, <=2k] values, never a [Q, N] or [c, N] matrix
+        sim = torch.cat([best_sim, torch.cat(block_sim)], dim=1)  # [Q, <=2k]
+        idx = torch.cat([best_idx, torch.cat(block_idx)], dim=1)  # [Q, <=2k]
+        best_sim, pos = sim.topk(min(k, sim.shape[1]), dim=1, sorted=False)  # [Q, <=k]
+        best_idx = idx.gather(1, pos)  # [Q, <=k]
+    weights = (best_sim / temperature).exp()  # [Q, k]
+    scores = torch.zeros(num_query, num_classes, device=query.device)  # [Q, C]
+    return scores.scatter_add_(1, bank_labels.to(best_idx.device)[best_idx], weights)
 
 
 def topk_accuracy(scores: Tensor, labels: Tensor, k: int) -> float:
@@ -79,8 +86,9 @@ class KNNProbe(FrozenFeatureProbe):
     Args:
         k: Neighbours per query.
         temperature: Vote temperature.
-        chunk_size: Queries per chunk and bank items per block (bounds memory).
+        chunk_size: Queries per chunk (bounds memory with ``bank_chunk_size``).
         every_n_epochs: Evaluate at every n-th validation epoch.
+        bank_chunk_size: Bank items per similarity block.
     """
 
     def __init__(
@@ -89,18 +97,27 @@ class KNNProbe(FrozenFeatureProbe):
         temperature: float = 0.07,
         chunk_size: int = 1024,
         every_n_epochs: int = 1,
+        bank_chunk_size: int = 8192,
     ) -> None:
         super().__init__(every_n_epochs)
         self.k = k
         self.temperature = temperature
         self.chunk_size = chunk_size
+        self.bank_chunk_size = bank_chunk_size
 
     def evaluate(
         self, bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels: Tensor
     ) -> dict[str, float]:
         num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
         scores = knn_scores(
-            query, bank, bank_labels, num_classes, self.k, self.temperature, self.chunk_size
+            query,
+            bank,
+            bank_labels,
+            num_classes,
+            self.k,
+            self.temperature,
+            self.chunk_size,
+            self.bank_chunk_size,
         )
         return {
             "knn_top1": topk_accuracy(scores, query_labels, 1),
