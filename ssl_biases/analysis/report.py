@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import inspect
 import itertools
 import json
 import re
@@ -62,6 +63,11 @@ from ssl_biases.probes.layerwise import layerwise_knn_top1, pool_block_output
 from ssl_biases.probes.linear import LinearProbe
 
 REPORT_FILE = "report.json"
+OFFSET_LOCAL_RULE = {
+    name: param.default
+    for name, param in inspect.signature(offset_local_heads).parameters.items()
+    if param.default is not inspect.Parameter.empty
+}  # the documented thresholds of `offset_local_heads`, recorded in the report
 FIGURES = (
     "attention_distance.png",
     "offset_heads_<label>.png",
@@ -213,7 +219,7 @@ def analyze_backbones(
             "layerwise_knn_top1": {f"block{i}": float(v) for i, v in enumerate(layerwise)},
             "layerwise_best_block": int(layerwise.argmax()),
         }
-        patch_size = int(getattr(bb, "patch_size", 4))
+        patch_size = int(getattr(bb, "patch_size", 4))  # 4 px for backbones without patches
         shuffles = {
             "patch": PatchShuffle(patch_size, seed=shuffle_seed),
             "pixel": PixelShuffle(seed=shuffle_seed),
@@ -246,11 +252,7 @@ def analyze_backbones(
                     f"block{i}": {f"head{j}": c for j, c in enumerate(row)}
                     for i, row in enumerate(center.tolist())
                 },
-                "offset_local_rule": {
-                    "max_distance": 0.3,
-                    "min_offset": 0.05,
-                    "min_directionality": 0.5,
-                },
+                "offset_local_rule": OFFSET_LOCAL_RULE,
                 "offset_local_heads": [
                     {
                         "block": i,

@@ -47,6 +47,8 @@ def test_analyze_end_to_end_writes_report_figures_and_tensorboard(tmp_path):
     offset = block_matrix(vit_r["attention"]["offset"])
     assert bool((offset <= distance + 1e-9).all())  # Jensen: offset <= distance
     assert isinstance(vit_r["attention"]["offset_local_heads"], list)
+    rule = {"max_distance": 0.3, "min_offset": 0.05, "min_directionality": 0.5}
+    assert vit_r["attention"]["offset_local_rule"] == rule
     # CKA of a model with itself: ones on the diagonal; between two models: [2, 2] in [0, 1].
     ones = torch.ones(2, dtype=torch.float64)
     torch.testing.assert_close(block_matrix(vit_r["cka"]).diag(), ones)
