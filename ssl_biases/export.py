@@ -151,9 +151,11 @@ def export_backbone(
         if _takes_img_size(model):
             kwargs["img_size"] = init_args.get("image_size", 224)
         timm_meta = {"model_name": init_args["model_name"], "kwargs": kwargs}
+    _load_into(model.model if timm_meta else model, state, config)  # the weights must fit
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    # clone: safetensors refuses tensors that share memory (tied weights, views)
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
     save_file(tensors, str(output / WEIGHTS_FILE), metadata={"format": FORMAT})
     meta = {
         "format": FORMAT,
@@ -172,6 +174,15 @@ def export_backbone(
 def _takes_img_size(model: nn.Module) -> bool:
     """Whether the wrapped timm model takes ``img_size`` (ViT/Mixer-like models; not CNNs)."""
     return "img_size" in inspect.signature(type(model.model).__init__).parameters
+
+
+def _load_into(module: nn.Module, state: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            f"the weights do not fit {config['class_path']}({config.get('init_args', {})}): {err}"
+        ) from err
 
 
 def _build(config: dict[str, Any]) -> nn.Module:
@@ -214,14 +225,7 @@ def load_backbone(directory: str | Path, map_location: str | torch.device = "cpu
     meta = read_meta(directory)
     backbone = _build(meta)
     state = load_file(str(Path(directory) / meta.get("weights", WEIGHTS_FILE)), device="cpu")
-    target = backbone.model if "timm" in meta else backbone
-    try:
-        target.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(
-            f"the weights in {directory} do not fit {meta['class_path']}({meta['init_args']}): "
-            f"{err}"
-        ) from err
+    _load_into(backbone.model if "timm" in meta else backbone, state, meta)
     return backbone.to(map_location).eval()
 
 
