@@ -15,7 +15,7 @@ import torch
 
 from ssl_biases import faults
 from ssl_biases.cli import SSLBiasesCLI, cli_main, main
-from ssl_biases.faults import AtomicCheckpointIO, NaNGuard, NonFiniteLossError
+from ssl_biases.faults import AtomicCheckpointIO, NaNGuard, NonFiniteLossError, RandomState
 from ssl_biases.run_dir import is_completed, read_run_status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ def test_same_seed_gives_the_same_metrics(reference, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ pre-emption
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_saves_a_checkpoint_and_the_resume_is_exact(
     signum, reference, tmp_path, monkeypatch
 ):
@@ -210,3 +210,20 @@ def test_nan_guard_skip_gives_up_on_a_diverged_model(tmp_path, monkeypatch):
             "--nan_guard.skip=true",
             "--nan_guard.max_consecutive_skips=2",
         )
+
+
+# ------------------------------------------------------------------------- random state
+def test_random_state_is_restored_when_training_resumes():
+    import random
+
+    import numpy as np
+
+    callback = RandomState()
+    saved = callback.state_dict()
+    expected = (torch.rand(3), np.random.rand(), random.random())
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)  # the resumed process
+    restored = RandomState()
+    restored.load_state_dict(saved)
+    restored.on_train_start(None, None)  # type: ignore[arg-type]
+    assert torch.equal(torch.rand(3), expected[0])
+    assert (np.random.rand(), random.random()) == expected[1:]

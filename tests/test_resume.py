@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ssl_biases.cli import cli_main
-from ssl_biases.run_dir import read_run_status
+from ssl_biases.run_dir import read_run_status, resumable_version
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 6  # shapes_size 48 / batch_size 8
@@ -140,3 +140,14 @@ def test_sigkill_then_resume_matches_uninterrupted_run(method, tmp_path, monkeyp
     resumed_moments = [s["exp_avg"] for s in final["optimizer_states"][0]["state"].values()]
     assert all(torch.equal(a, b) for a, b in zip(moments, resumed_moments, strict=True))
     assert final["lr_schedulers"] == expected["lr_schedulers"]
+
+
+def test_ckpt_path_last_picks_the_newest_run_with_a_last_checkpoint(tmp_path):
+    for version, has_last in ((0, True), (2, True), (3, False), (10, False)):
+        folder = tmp_path / "ssl" / f"version_{version}" / "checkpoints"
+        folder.mkdir(parents=True)
+        if has_last:
+            (folder / "last.ckpt").write_bytes(b"")
+    (tmp_path / "ssl" / "notes").mkdir()
+    assert resumable_version(tmp_path, "ssl") == 2
+    assert resumable_version(tmp_path, "other") is None
