@@ -282,11 +282,15 @@ def figure_attention_distance(report: dict[str, Any]) -> Figure | None:
     if not models:
         return None
     fig, ax = _fig()
+    top, depth = 0.8, 1
     for n, (a, m) in enumerate(models.items()):
         dist = block_matrix(m["attention"]["mean_distance"])  # [L, H]
         blocks = torch.arange(dist.shape[0], dtype=torch.float64)[:, None].expand_as(dist)
         shift = (n - (len(models) - 1) / 2) * 0.15
         ax.scatter((blocks + shift).flatten(), dist.flatten(), s=18, label=a, alpha=0.8)
+        top, depth = max(top, 1.1 * float(dist.nan_to_num(0.0).max())), max(depth, dist.shape[0])
+    ax.set_xticks(range(depth))
+    ax.set_ylim(0.0, top)  # 0: attention on the query itself; ~0.52-0.59: uniform
     ax.set(xlabel="block", ylabel="mean attention distance (image side)")
     ax.set_title("Attention distance per block and head")
     ax.legend()
@@ -336,6 +340,8 @@ def figure_layerwise(report: dict[str, Any]) -> Figure:
         (line,) = ax.plot(range(len(curve)), curve, marker="o", label=a)
         best = m["layerwise_best_block"]
         ax.scatter([best], [curve[best]], s=120, facecolors="none", edgecolors=line.get_color())
+    depth = max(len(m["layerwise_knn_top1"]) for m in report["models"].values())
+    ax.set_xticks(range(depth))
     ax.set(xlabel="block", ylabel="kNN top-1 (k=20, T=0.07)", title="Layer-wise kNN")
     ax.legend()
     return fig
