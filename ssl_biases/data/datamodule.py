@@ -196,11 +196,11 @@ class SSLDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset()
         sampler = ResumableSampler(dataset, seed=self.order_seed)
+        if self.trainer is not None:  # a reloaded loader starts at the current epoch
+            sampler.set_epoch(self.trainer.current_epoch)
         if self._resume_position is not None:  # continue the checkpoint's epoch (issue 8)
             epoch, batches_done = self._resume_position
-            if batches_done >= len(sampler) // self.batch_size:  # it ended with that epoch
-                epoch, batches_done = epoch + 1, 0
-            sampler.resume(epoch, batches_done * self.batch_size)
+            sampler.resume(epoch, min(batches_done * self.batch_size, sampler.num_samples))
             self._resume_position = None
         self._train_sampler = sampler
         return DataLoader(
@@ -220,9 +220,12 @@ class SSLDataModule(pl.LightningDataModule):
         state: dict[str, Any] = {"order_seed": self.order_seed}
         trainer = self.trainer
         if self._train_sampler is not None and trainer is not None:
-            state["epoch"] = self._train_sampler.epoch
             # batches handed to training in this epoch (not those the loader fetched ahead)
-            state["batches_done"] = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+            if done >= trainer.num_training_batches:  # the epoch is over: resume at the next
+                state["epoch"], state["batches_done"] = self._train_sampler.epoch + 1, 0
+            else:
+                state["epoch"], state["batches_done"] = self._train_sampler.epoch, done
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
