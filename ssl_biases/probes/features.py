@@ -19,6 +19,16 @@ import torch
 from torch import Tensor
 
 
+def _dataset_length(trainer: pl.Trainer, index: int) -> int | None:
+    """Items in the dataset of the current validation/test loader ``index`` (issue 6)."""
+    loaders = trainer.test_dataloaders if trainer.testing else trainer.val_dataloaders
+    loader = loaders[index] if isinstance(loaders, (list, tuple)) else loaders
+    try:
+        return len(loader.dataset)
+    except (AttributeError, TypeError):
+        return None
+
+
 class FrozenFeatureProbe(pl.Callback):
     """Collects bank and query features during validation and test; subclasses evaluate.
 
@@ -75,8 +85,15 @@ class FrozenFeatureProbe(pl.Callback):
         features, labels = (self._buffers if buffers is None else buffers).get(index, ([], []))
         x, y = torch.cat(features), torch.cat(labels)
         if pl_module.trainer.world_size > 1:
-            x = pl_module.all_gather(x).flatten(0, 1)  # [world * n, D]
-            y = pl_module.all_gather(y).flatten(0, 1)
+            # DDP (issue 6): DistributedSampler(shuffle=False) gives rank r the items r, r + W,
+            # ... of the dataset padded by repeating its head; interleave the ranks back into
+            # dataset order and drop the padding, so order-dependent probes (few-shot support
+            # draws) and duplicates give the single-process numbers.
+            x = pl_module.all_gather(x).transpose(0, 1).flatten(0, 1)  # [n * world, D]
+            y = pl_module.all_gather(y).transpose(0, 1).flatten(0, 1)  # [n * world]
+            total = _dataset_length(pl_module.trainer, index)
+            if total is not None:
+                x, y = x[:total], y[:total]
         return x, y
 
     def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

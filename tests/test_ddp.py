@@ -1,0 +1,148 @@
+"""DDP on CPU: 2 gloo ranks with half the batch each == 1 process with the full batch.
+
+Two processes are started once (``torch.multiprocessing.spawn``, torchrun-style environment)
+and do everything the tests compare: for SimCLR (negatives gathered across ranks), BYOL and
+DINO (centre all-reduced) one training step on the rank's half batch with BatchNorm
+synchronised by :class:`AnyDeviceSyncBatchNorm`, gradients averaged as DDP averages them;
+then a Lightning ``Trainer(strategy="ddp", devices=2)`` validation with the kNN and few-shot
+probes. The single-process references run in the test process.
+
+Tolerance: losses, gradients and DINO's centre to ``rtol=1e-4, atol=1e-5`` (float32
+reductions in a different order); probe metrics exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import Tensor
+
+from ssl_biases.backbones import IsotropicNet
+from ssl_biases.data.datamodule import SSLDataModule
+from ssl_biases.experiments.sync_batchnorm import AnyDeviceSyncBatchNorm, CPUSyncBatchNorm
+from ssl_biases.methods import BYOL, DINO, SimCLR
+from ssl_biases.methods.base import SSLMethod
+from ssl_biases.probes.fewshot import FewShotProbe
+from ssl_biases.probes.knn import KNNProbe
+
+WORLD = 2
+BATCH = 8  # full batch; each rank gets BATCH // WORLD
+METHODS = ("simclr", "byol", "dino")
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def make_method(name: str) -> SSLMethod:
+    torch.manual_seed(0)
+    backbone = IsotropicNet(image_size=16, patch_size=4, width=32, depth=1, num_heads=2, pool="gap")
+    small = {"projection_hidden_dim": 32, "projection_dim": 16}
+    if name == "simclr":
+        model = SimCLR(backbone, **small)
+    elif name == "byol":
+        model = BYOL(backbone, **small, prediction_hidden_dim=32)
+    else:
+        model = DINO(backbone, hidden_dim=32, bottleneck_dim=16, output_dim=64, n_local_views=0)
+        model.total_steps = lambda: 100.0  # the teacher-temperature schedule needs a length
+    return AnyDeviceSyncBatchNorm().apply(model)
+
+
+def make_views() -> list[Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return [torch.randn(BATCH, 3, 16, 16, generator=generator) for _ in range(2)]
+
+
+def train_step(name: str, rank: int, world: int) -> dict[str, Tensor]:
+    """One step on this rank's slice; loss and gradients averaged over ranks as DDP does."""
+    model = make_method(name).train()
+    part = BATCH // world
+    views = [v[rank * part : (rank + 1) * part] for v in make_views()]
+    loss, _ = model.ssl_step(views)
+    loss.backward()
+    out = {"loss": loss.detach().clone()}
+    for key, param in model.named_parameters():
+        if param.grad is not None:
+            out[f"grad/{key}"] = param.grad.clone()
+    out |= {f"buffer/{k}": b.clone() for k, b in model.named_buffers() if "running" in k}
+    if name == "dino":
+        out["center"] = model.criterion.center.clone()
+    if world > 1:
+        for key, value in out.items():
+            if key == "loss" or key.startswith("grad/"):
+                dist.all_reduce(value)
+                value /= world
+    return out
+
+
+def probe_metrics(devices: int) -> dict[str, float]:
+    """Validate a fixed (random) SimCLR with the kNN and few-shot probes."""
+    data = SSLDataModule(
+        dataset="shapes", image_size=16, shapes_size=76, shapes_num_classes=3, probe_batch_size=5,
+        num_workers=0, max_probe_train_samples=41, seed=0,
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+        callbacks=[KNNProbe(k=5), FewShotProbe(shots=(1, 3), seeds=(0, 1), every_n_epochs=1)],
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    per_loader = trainer.validate(make_method("simclr"), datamodule=data, verbose=False)
+    return {k: float(v) for metrics in per_loader for k, v in metrics.items()}
+
+
+def worker(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD), NODE_RANK="0",
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    results = {name: train_step(name, rank, WORLD) for name in METHODS}
+    results["probes"] = probe_metrics(devices=WORLD)
+    if rank == 0:
+        torch.save(results, Path(out_dir) / "ddp.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory) -> dict:
+    out_dir = tmp_path_factory.mktemp("ddp")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(worker, args=(port, str(out_dir)), nprocs=WORLD, join=True)
+    return torch.load(out_dir / "ddp.pt")
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_two_ranks_give_the_full_batch_loss_and_gradients(name, ddp_results):
+    reference = train_step(name, rank=0, world=1)
+    ddp = ddp_results[name]
+    assert set(ddp) == set(reference)
+    assert any(k.startswith("grad/backbone") for k in ddp)
+    bad = {
+        key: (ddp[key] - value).abs().max().item()
+        for key, value in reference.items()
+        if not torch.allclose(ddp[key], value, rtol=RTOL, atol=ATOL)
+    }
+    assert not bad, f"max abs differences: {bad}"
+
+
+def test_batchnorm_heads_are_synchronised(ddp_results):
+    model = make_method("simclr")
+    assert any(isinstance(m, CPUSyncBatchNorm) for m in model.modules())
+    assert any(k.startswith("buffer/") for k in ddp_results["simclr"])  # running stats compared
+
+
+def test_probes_give_the_single_process_metrics(ddp_results):
+    reference = probe_metrics(devices=1)
+    ddp = ddp_results["probes"]
+    assert {"val/knn_top1", "val/fewshot_1shot", "val/fewshot_3shot"} <= set(reference)
+    for key in ("val/knn_top1", "val/knn_top5", "val/fewshot_1shot", "val/fewshot_3shot"):
+        assert ddp[key] == pytest.approx(reference[key], abs=1e-6), key
