@@ -118,6 +118,33 @@ def test_signal_saves_a_checkpoint_and_the_resume_is_exact(
         assert values == [reference[step][0]] * len(values), f"step {step}"
 
 
+class CrashAtStep(pl.Callback):
+    """Raises at the start of a given step: a crash with only the checkpoints left on disk."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_from_an_epoch_end_checkpoint_is_exact(reference, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # One loader worker (the reference had none): the views depend on (seed, epoch, index) only.
+    worker = "--data.num_workers=1"
+    cli = SSLBiasesCLI(args=fit_args(tmp_path, worker)[1:], run=False)
+    cli.trainer.callbacks.append(CrashAtStep(7))  # last.ckpt: step 6, the end of epoch 0
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    run = tmp_path / "runs" / "ssl" / "version_0"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    cli_main([*fit_args(tmp_path, worker), "--ckpt_path=last"])
+    resumed = train_losses(run)
+    assert sorted(resumed) == list(range(6, TOTAL_STEPS))
+    assert all(resumed[step] == reference[step] for step in resumed)
+
+
 # ------------------------------------------------------------------------ atomic checkpoints
 def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
     checkpoint_io = AtomicCheckpointIO()
