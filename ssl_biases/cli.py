@@ -91,7 +91,8 @@ class BackboneConfigInCheckpoint(pl.Callback):
 # --- issue 8 (reliability): errors about an unknown class list the known ones -------------
 def known_names_hint(message: str) -> str:
     """The known backbone classes or methods, for a parser error about an unknown class."""
-    if not any(key in message for key in ("class_path", "import path", "has no attribute")):
+    unknown = ("has no attribute", "Expected a dot import path", "No module named")
+    if not any(key in message for key in unknown):
         return ""
     if "backbone" in message:
         import ssl_biases.backbones as package
