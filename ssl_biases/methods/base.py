@@ -66,6 +66,9 @@ class SSLMethod(pl.LightningModule):
         lens: An adversarial :class:`~ssl_biases.methods.lens.Lens` (arXiv 2002.08822) that
             every view passes through; training then uses manual optimisation with two
             optimizers, and probes also report lensed and concatenated features.
+        compile: Compile the backbone with ``torch.compile`` (opt-in, issue 7; in place, so
+            parameter names and checkpoints do not change). Pays off on a GPU for long runs;
+            the first steps are slow while it compiles (see docs/performance.md).
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class SSLMethod(pl.LightningModule):
         reference_batch_size: int = 256,
         online_probe_lr: float = 1e-3,
         lens: Lens | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if not hasattr(backbone, "num_features"):
@@ -148,7 +152,7 @@ class SSLMethod(pl.LightningModule):
         checkpoint continues the schedule exactly. With only a time budget (infinite total
         steps) the end is unknown and m stays at ``momentum_start`` for the whole run.
         """
-        total = self.total_steps() if self._trainer is not None else math.inf
+        total = self.total_steps()
         if math.isinf(total):
             return float(self.momentum_start)
         return cosine_schedule(min(step, int(total) - 1), int(total), self.momentum_start, 1.0)
@@ -177,6 +181,15 @@ class SSLMethod(pl.LightningModule):
             m = self.momentum(self.global_step)  # Lightning counts this step after the hook
             self.update_teachers(m)
             self.log("train/momentum", m)
+
+    # --- issue 7 (performance): opt-in torch.compile of the backbone ----------------------
+    def configure_model(self) -> None:
+        """Compiles the backbone in place when ``compile`` is set (Lightning calls this once)."""
+        if self.hparams.get("compile", False) and not getattr(self, "_backbone_compiled", False):
+            self.backbone.compile()  # nn.Module.compile: state_dict keys stay the same
+            self._backbone_compiled = True
+
+    # --- end issue 7 ------------------------------------------------------------------------
 
     # ------------------------------------------------------------------------- training
     def forward(self, x: Tensor) -> Tensor:
@@ -242,7 +255,10 @@ class SSLMethod(pl.LightningModule):
         return batch_size * world / self.hparams.reference_batch_size
 
     def total_steps(self) -> float:
-        """Optimisation steps of the run (``inf`` when only a time budget bounds it)."""
+        """Optimisation steps of the run (``inf`` when only a time budget bounds it, or when no
+        trainer is attached)."""
+        if self._trainer is None:
+            return math.inf
         return float(self.trainer.estimated_stepping_batches)
 
     def configure_optimizers(self) -> Any:

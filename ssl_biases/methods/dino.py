@@ -35,8 +35,11 @@ class DINO(SSLMethod):
     outputs (momentum ``center_momentum``), updated inside every loss call. lightly 1.6
     computes the batch centre with ``dist.all_reduce`` (sum, divided by the world size)
     whenever ``torch.distributed`` is initialised, so the centre is the same on every rank.
-    The last layer of the head gets no gradient during the first ``freeze_last_layer`` epochs
-    (lightly's ``cancel_last_layer_gradients``).
+    The centre is a buffer of ``criterion``, so it is saved in and restored from checkpoints.
+    With only a time budget (infinite total steps) the momentum stays at ``momentum_start``
+    and the teacher temperature is ``teacher_temp`` from the start (no known end to warm up
+    against). The last layer of the head gets no gradient during the first
+    ``freeze_last_layer`` epochs (lightly's ``cancel_last_layer_gradients``).
 
     Args:
         backbone: The backbone to pretrain.
@@ -118,6 +121,12 @@ class DINO(SSLMethod):
         if n_local_views > 0 and image_size is not None:
             self._check_local_crop(self.local_size(image_size))
 
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [
+            (self.backbone, self.teacher_backbone),
+            (self.projection_head, self.teacher_projection_head),
+        ]
+
     # ------------------------------------------------------------------------------ views
     def local_size(self, image_size: int) -> int:
         """Side of the local crops: ``local_crop_size`` or half the image, a patch multiple."""
@@ -159,10 +168,10 @@ class DINO(SSLMethod):
     def teacher_temperature(self, step: int) -> float:
         """Linear warm-up ``warmup_teacher_temp -> teacher_temp`` over the warm-up steps."""
         start, end = self.hparams.warmup_teacher_temp, self.hparams.teacher_temp
-        total = self.total_steps() if self._trainer is not None else math.inf
-        warmup = self.hparams.teacher_temp_warmup_fraction * total
-        if math.isinf(warmup):  # time budget only: no known end, so no warm-up
+        total = self.total_steps()
+        if math.isinf(total):  # time budget only: no known end, so no warm-up
             return float(end)
+        warmup = self.hparams.teacher_temp_warmup_fraction * total
         if step >= warmup:
             return float(end)
         return float(start + (end - start) * step / warmup)

@@ -1,0 +1,90 @@
+"""The momentum teachers of `SSLMethod`: frozen copies, EMA after each step, cosine schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from lightly.utils.scheduler import cosine_schedule
+from lightning.pytorch import Callback, Trainer
+from torch.utils.data import DataLoader, TensorDataset
+
+from ssl_biases.methods import BYOL, SimCLR
+
+
+class RecordParams(Callback):
+    """Stores student and teacher parameters before and after every training batch."""
+
+    def __init__(self) -> None:
+        self.before: list[list[torch.Tensor]] = []
+        self.after: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
+        self.teacher_grads: list[bool] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.before.append([p.detach().clone() for p in pl_module.teacher_backbone.parameters()])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        student = [p.detach().clone() for p in pl_module.backbone.parameters()]
+        teacher = [p.detach().clone() for p in pl_module.teacher_backbone.parameters()]
+        self.after.append((student, teacher))
+        self.teacher_grads.append(
+            any(p.grad is not None for p in pl_module.teacher_backbone.parameters())
+        )
+
+
+def test_teacher_is_frozen_and_becomes_the_ema_of_the_student_after_each_step(
+    fixed_images, tiny_net
+) -> None:
+    model = BYOL(tiny_net(), projection_hidden_dim=32, prediction_hidden_dim=32,
+                 projection_dim=16, momentum_start=0.5, num_classes=2)  # fmt: skip
+    assert all(not p.requires_grad for p in model.teacher_backbone.parameters())
+    assert all(not p.requires_grad for p in model.teacher_projection_head.parameters())
+    images = fixed_images(12)
+    loader = DataLoader(
+        TensorDataset(images, images.flip(-1), torch.zeros(12, dtype=torch.long)),
+        batch_size=4,
+        collate_fn=lambda items: ([torch.stack([i[0] for i in items]),
+                                   torch.stack([i[1] for i in items])],
+                                  torch.stack([i[2] for i in items])),
+    )  # fmt: skip
+    recorder = RecordParams()
+    trainer = Trainer(
+        max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        callbacks=[recorder],
+    )  # fmt: skip
+    trainer.fit(model, train_dataloaders=loader)
+    assert recorder.teacher_grads == [False, False, False]
+    for step in range(3):
+        m = cosine_schedule(step, 3, 0.5, 1.0)
+        student, teacher = recorder.after[step]
+        for t_before, s_after, t_after in zip(recorder.before[step], student, teacher):
+            torch.testing.assert_close(t_after, m * t_before + (1 - m) * s_after)
+    # the last step uses m = 1: the teacher did not move
+    assert all(torch.equal(a, b) for a, b in zip(recorder.before[2], recorder.after[2][1]))
+    assert not all(torch.equal(a, b) for a, b in zip(recorder.before[0], recorder.after[0][1]))
+
+
+def test_momentum_follows_the_cosine_schedule_and_holds_without_a_step_budget(
+    monkeypatch, tiny_net
+) -> None:
+    model = BYOL(tiny_net(), projection_hidden_dim=16, prediction_hidden_dim=16,
+                 projection_dim=8, momentum_start=0.99)  # fmt: skip
+    assert model.momentum(5) == 0.99  # no trainer: infinite budget, m stays at the start
+    monkeypatch.setattr(model, "total_steps", lambda: 101.0)
+    assert model.momentum(0) == pytest.approx(0.99)
+    assert model.momentum(50) == pytest.approx(0.995)  # half-way: (0.99 + 1) / 2
+    assert model.momentum(25) == pytest.approx(1 - 0.01 * (1 + math.cos(math.pi / 4)) / 2)
+    assert model.momentum(100) == 1.0
+    assert model.momentum(150) == 1.0  # past the end (e.g. extra steps): clamp, no warning
+    monkeypatch.setattr(model, "total_steps", lambda: math.inf)
+    assert model.momentum(10**6) == 0.99
+
+
+def test_methods_without_a_teacher_have_no_momentum_pairs(tiny_net) -> None:
+    model = SimCLR(tiny_net())
+    assert model.momentum_pairs() == []
+    before = [p.clone() for p in model.parameters()]
+    model.update_teachers(0.5)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
