@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from ssl_biases.backbones import IsotropicNet
 from ssl_biases.methods.base import SSLMethod
@@ -60,3 +61,16 @@ def tiny_net() -> Callable[..., IsotropicNet]:
 def overfit() -> Callable[..., tuple[float, float]]:
     """``overfit(method, views, steps, lr)`` -> (first loss, mean of the last 5 losses)."""
     return run_overfit
+
+
+@pytest.fixture
+def smooth_images() -> Callable[[int, int], Tensor]:
+    """``smooth_images(batch, size)``: seeded low-frequency images (4x4 noise, upsampled), whose
+    masked patches are predictable from their neighbours, unlike white noise."""
+
+    def make(batch: int = 8, size: int = 16) -> Tensor:
+        generator = torch.Generator().manual_seed(1)
+        coarse = torch.randn(batch, 3, 4, 4, generator=generator)  # [B, 3, 4, 4]
+        return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+
+    return make
