@@ -29,7 +29,7 @@ def knn_scores(
     The bank is scanned in blocks of ``bank_chunk_size`` items (each normalised once); every
     chunk of ``chunk_size`` queries takes its top ``k`` in the block, merged into a running
     top ``k`` per query. No ``[Q, N]`` or ``[chunk, N]`` similarity matrix is ever built: peak
-    extra memory is ``O(chunk_size * bank_chunk_size + Q * k)``, whatever the bank size ``N``
+    extra memory is ``O(chunk_size * bank_chunk_size + Q * (D + k))``, whatever the bank size ``N``
     (benchmarks/knn_probe.py measures it). Blocks much narrower than a few thousand items make
     ``topk`` slow on CPU, hence the separate bank block size.
 
@@ -52,15 +52,22 @@ def knn_scores(
         raise ValueError(f"chunk sizes must be >= 1, got {chunk_size} and {bank_chunk_size}")
     num_bank, num_query = bank.shape[0], query.shape[0]
     k = min(k, num_bank)
-    best_sim = query.new_empty(num_query, 0, dtype=torch.float32)  # [Q, <=k]
+    query = F.normalize(query.float(), dim=1)  # [Q, D], once (the size of the input)
+    best_sim = query.new_empty(num_query, 0)  # [Q, <=k]
     best_idx = torch.empty(num_query, 0, dtype=torch.long, device=query.device)  # [Q, <=k]
+    # one reused similarity buffer: fresh [c, b] allocations cost page faults on CPU
+    buffer = query.new_empty(
+        min(chunk_size, num_query) * min(bank_chunk_size, num_bank), dtype=torch.float32
+    )
     for bank_start in range(0, num_bank, bank_chunk_size):
         block = bank[bank_start : bank_start + bank_chunk_size].float()  # [b, D]
         block = F.normalize(block, dim=1).T.contiguous()  # [D, b], normalised once per block
         block_sim, block_idx = [], []
         for start in range(0, num_query, chunk_size):
-            q = F.normalize(query[start : start + chunk_size].float(), dim=1)  # [c, D]
-            sim, pos = (q @ block).topk(min(k, block.shape[1]), dim=1, sorted=False)  # [c, <=k]
+            q = query[start : start + chunk_size]  # [c, D]
+            sim = buffer[: q.shape[0] * block.shape[1]].view(q.shape[0], block.shape[1])
+            torch.mm(q, block, out=sim)  # [c, b]
+            sim, pos = sim.topk(min(k, block.shape[1]), dim=1, sorted=False)  # [c, <=k]
             block_sim.append(sim)
             block_idx.append(pos + bank_start)
         # merge with the best so far: [Q, <=2k] values, never a [Q, N] or [c, N] matrix

@@ -1,0 +1,186 @@
+"""Target 1: steps/s of ``ssl-biases fit`` against a bare PyTorch loop on the same work.
+
+Both sides train SimCLR on ``vit_tiny`` (32 px) from the same in-memory batches of two views
+(ready tensors, so neither pays for augmentation): lightly's ``SimCLRProjectionHead`` and
+``NTXentLoss``, AdamW on the same parameter groups and LR. The framework side is the real CLI
+(``SSLBiasesCLI`` with the project's configs and defaults: online linear probe, kNN and offline
+linear probe callbacks, checkpointing, LR monitor, TensorBoard + CSV loggers, the Rich progress
+bar, the warm-up + cosine schedule); only its training loader is swapped for the in-memory one.
+The bare side is ``forward -> loss -> zero_grad -> backward -> step``.
+
+Runs alternate (bare, framework, bare, framework, ...) so load changes on a shared machine hit
+both; each run times its steady-state steps (after ``--warmup`` steps) and the figure is the
+median over runs of the per-run median step time. Validation (the probes) happens at the end of
+the framework's epoch, outside the timed steps, and is reported on its own line.
+
+Usage::
+
+    .venv/bin/python benchmarks/overhead.py [--batch-size 256 --steps 10 --repeats 3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+from torch.utils.data import DataLoader
+
+from ssl_biases.backbones import create_backbone
+from ssl_biases.cli import SSLBiasesCLI
+from ssl_biases.data.datamodule import SSLDataModule
+from ssl_biases.methods.base import split_weight_decay
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def make_batches(count: int, batch_size: int, image_size: int) -> list:
+    """``count`` ready SimCLR batches ``([view0, view1], labels)`` held in memory."""
+    g = torch.Generator().manual_seed(0)
+    views = lambda: torch.randn(batch_size, 3, image_size, image_size, generator=g)  # noqa: E731
+    return [
+        ([views(), views()], torch.randint(0, 4, (batch_size,), generator=g)) for _ in range(count)
+    ]
+
+
+def bare_loop(batches: list, warmup: int) -> list[float]:
+    """Step times (s) of the plain PyTorch loop after ``warmup`` steps."""
+    torch.manual_seed(0)
+    backbone = create_backbone("vit_tiny")
+    head = SimCLRProjectionHead(backbone.num_features, 512, 128)
+    criterion = NTXentLoss(temperature=0.2)
+    modules = torch.nn.ModuleDict({"backbone": backbone, "projection_head": head})
+    optimizer = torch.optim.AdamW(
+        split_weight_decay(modules.named_parameters()), lr=1e-3, weight_decay=0.05
+    )
+    times = []
+    for step, (views, _) in enumerate(batches):
+        start = time.perf_counter()
+        features = backbone(torch.cat(views))  # [2B, D]
+        z0, z1 = head(features).chunk(2)  # 2 x [B, 128]
+        loss = criterion(z0, z1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+class StepTimer(pl.Callback):
+    """Times whole training steps (batch start to batch end, hooks and logging included)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.times, self.val_seconds = warmup, [], 0.0
+        self._start = self._val_start = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if batch_idx >= self.warmup:
+            self.times.append(time.perf_counter() - self._start)
+
+    def on_validation_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        if not trainer.sanity_checking:
+            self.val_seconds += time.perf_counter() - self._val_start
+
+
+def framework_run(batches: list, args: argparse.Namespace) -> tuple[list[float], float, float]:
+    """``ssl-biases fit`` (one epoch over ``batches``): step times, validation s, fit wall s."""
+    argv = [
+        "fit",
+        "--config", str(CONFIGS / "method/simclr.yaml"),
+        "--config", str(CONFIGS / "backbone/vit_tiny.yaml"),
+        "--config", str(CONFIGS / "data/shapes.yaml"),
+        "--data.batch_size", str(args.batch_size),
+        "--data.shapes_size", str(args.shapes_size),
+        "--data.num_workers", "0",
+        "--trainer.max_epochs", "1",
+    ]  # fmt: skip
+    if args.profile:
+        argv += ["--trainer.profiler", "simple"]
+    if args.no_progress_bar:
+        argv += ["--trainer.enable_progress_bar", "false"]
+    timer = StepTimer(args.warmup)
+
+    class TimedCLI(SSLBiasesCLI):
+        def _instantiate_trainer(self, config, callbacks):  # noqa: ANN001, ANN202
+            return super()._instantiate_trainer(config, [*callbacks, timer])
+
+    loader = DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
+    original = SSLDataModule.train_dataloader
+    SSLDataModule.train_dataloader = lambda self: loader  # the in-memory batches, nothing else
+    try:
+        start = time.perf_counter()
+        cli = TimedCLI(args=argv)
+        wall = time.perf_counter() - start
+    finally:
+        SSLDataModule.train_dataloader = original
+    if args.profile:
+        print(cli.trainer.profiler.summary()[:6000])
+    return timer.times, timer.val_seconds, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=int, default=256, help="pairs of views per step")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per run")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--shapes-size", type=int, default=512, help="size of the probe data")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--profile", action="store_true", help="Lightning SimpleProfiler summary")
+    parser.add_argument("--no-progress-bar", action="store_true")
+    args = parser.parse_args()
+    print(
+        f"torch {torch.__version__} threads={torch.get_num_threads()} cpus={os.cpu_count()} "
+        f"batch={args.batch_size} steps={args.steps}+{args.warmup} repeats={args.repeats}"
+    )
+    batches = make_batches(args.steps + args.warmup, args.batch_size, args.image_size)
+    bare, framework, validation, walls = [], [], [], []
+    with tempfile.TemporaryDirectory() as workdir:
+        cwd = os.getcwd()
+        os.chdir(workdir)  # the run directory lands in the temporary folder
+        try:
+            for repeat in range(args.repeats):
+                bare.append(statistics.median(bare_loop(batches, args.warmup)))
+                times, val_s, wall = framework_run(batches, args)
+                framework.append(statistics.median(times))
+                validation.append(val_s)
+                walls.append(wall)
+                print(
+                    f"repeat {repeat}: bare {bare[-1]:.3f} s/step, framework {framework[-1]:.3f} "
+                    f"s/step, validation {val_s:.2f} s, fit wall {wall:.1f} s",
+                    flush=True,
+                )
+        finally:
+            os.chdir(cwd)
+    bare_s, framework_s = statistics.median(bare), statistics.median(framework)
+    ratios = [b / f for b, f in zip(bare, framework)]
+    print(f"bare loop      : {1 / bare_s:.3f} steps/s ({bare_s:.3f} s/step)")
+    print(f"ssl-biases fit : {1 / framework_s:.3f} steps/s ({framework_s:.3f} s/step)")
+    print(f"per-repeat ratios: {[round(r, 3) for r in ratios]}")
+    print(
+        f"RATIO fit / bare steps/s (median of paired repeats): {statistics.median(ratios):.3f} "
+        "(target >= 0.95)"
+    )
+    print(
+        f"end-of-epoch validation (kNN + offline linear on {args.shapes_size} + "
+        f"{args.shapes_size // 4} shapes images): median {statistics.median(validation):.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
