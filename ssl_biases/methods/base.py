@@ -18,6 +18,7 @@ import torch
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from timm.layers import DropPath
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
@@ -127,7 +128,8 @@ class SSLMethod(pl.LightningModule):
 
     @staticmethod
     def make_teacher(student: nn.Module, fresh: nn.Module | None = None) -> nn.Module:
-        """A frozen copy of ``student`` (``requires_grad=False``), to be updated by EMA only.
+        """A frozen copy of ``student`` (``requires_grad=False``, stochastic depth off), to be
+        updated by EMA only.
 
         Args:
             student: The module to copy (``copy.deepcopy``).
@@ -141,6 +143,9 @@ class SSLMethod(pl.LightningModule):
             teacher = fresh
             teacher.load_state_dict(student.state_dict())
         deactivate_requires_grad(teacher)
+        for module in teacher.modules():  # a deterministic teacher, as DINO's (no drop path)
+            if isinstance(module, DropPath):
+                module.drop_prob = 0.0
         return teacher
 
     def momentum(self, step: int) -> float:

@@ -88,3 +88,11 @@ def test_methods_without_a_teacher_have_no_momentum_pairs(tiny_net) -> None:
     before = [p.clone() for p in model.parameters()]
     model.update_teachers(0.5)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_the_teacher_is_deterministic_even_when_the_student_drops_paths(tiny_net) -> None:
+    model = BYOL(tiny_net(drop_path=0.5), projection_hidden_dim=16, prediction_hidden_dim=16,
+                 projection_dim=8).train()  # fmt: skip
+    x = torch.randn(2, 3, 16, 16)
+    assert not torch.equal(model.backbone(x), model.backbone(x))
+    assert torch.equal(model.teacher_backbone(x), model.teacher_backbone(x))
