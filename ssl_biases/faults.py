@@ -148,6 +148,9 @@ class PreemptionCheckpoint(pl.Callback):
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore_sigint()
+
+    def _restore_sigint(self) -> None:
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
@@ -176,6 +179,7 @@ class PreemptionCheckpoint(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
+        self._restore_sigint()  # Lightning skips callbacks' teardown after an exception
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
             return
         path = self.checkpoint_path(trainer)

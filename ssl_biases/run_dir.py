@@ -95,12 +95,18 @@ def mark_completed(trainer: pl.Trainer) -> None:
 
 
 def resumable_version(save_dir: str | Path, name: str) -> int | None:
-    """The newest ``version_<n>`` under ``save_dir/name`` holding ``checkpoints/last.ckpt``."""
+    """The newest unfinished ``version_<n>`` under ``save_dir/name`` with a ``last.ckpt``.
+
+    Completed runs are left out, so a run that failed before its first checkpoint starts
+    afresh instead of continuing an older, finished one (name a finished run's version to
+    train it further).
+    """
     folder = Path(save_dir) / name
     versions = []
     for child in folder.glob("version_*"):
         match = re.fullmatch(r"version_(\d+)", child.name)
-        if match and (child / "checkpoints" / "last.ckpt").is_file():
+        resumable = (child / "checkpoints" / "last.ckpt").is_file() and not is_completed(child)
+        if match and resumable:
             versions.append(int(match.group(1)))
     return max(versions) if versions else None
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ssl_biases.cli import cli_main
-from ssl_biases.run_dir import read_run_status, resumable_version
+from ssl_biases.run_dir import read_run_status, resumable_version, write_run_status
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 6  # shapes_size 48 / batch_size 8
@@ -142,12 +142,14 @@ def test_sigkill_then_resume_matches_uninterrupted_run(method, tmp_path, monkeyp
     assert final["lr_schedulers"] == expected["lr_schedulers"]
 
 
-def test_ckpt_path_last_picks_the_newest_run_with_a_last_checkpoint(tmp_path):
-    for version, has_last in ((0, True), (2, True), (3, False), (10, False)):
+def test_ckpt_path_last_picks_the_newest_unfinished_run_with_a_last_checkpoint(tmp_path):
+    for version, has_last in ((0, True), (2, True), (3, False), (4, True), (10, False)):
         folder = tmp_path / "ssl" / f"version_{version}" / "checkpoints"
         folder.mkdir(parents=True)
         if has_last:
             (folder / "last.ckpt").write_bytes(b"")
+    write_run_status(tmp_path / "ssl" / "version_4", "completed")  # finished: not resumed
+    write_run_status(tmp_path / "ssl" / "version_2", "failed")
     (tmp_path / "ssl" / "notes").mkdir()
     assert resumable_version(tmp_path, "ssl") == 2
     assert resumable_version(tmp_path, "other") is None
