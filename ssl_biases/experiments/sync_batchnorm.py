@@ -3,11 +3,11 @@
 ``torch.nn.SyncBatchNorm`` only runs on GPU-like devices, so a CPU DDP run (the tests, a
 laptop) with BatchNorm in a backbone (ResNet) or a head (SimCLR's and BYOL's projection MLPs)
 would normalise every rank with its own half batch and differ from one process with the full
-batch. :class:`AnyDeviceSyncBatchNorm` converts BatchNorm layers exactly as Lightning's
-``TorchSyncBatchNorm`` does and, on CPU, computes the batch statistics over all ranks with a
-differentiable all-reduce (gradients flow to every rank's inputs, as with the CUDA kernel).
-On GPU it is plain ``SyncBatchNorm``. Use it with ``trainer.plugins`` (see
-``configs/trainer/ddp_cpu.yaml``) or ``AnyDeviceSyncBatchNorm().apply(model)``.
+batch. :class:`AnyDeviceSyncBatchNorm` converts BatchNorm layers as Lightning's
+``TorchSyncBatchNorm`` does on GPU and, on CPU, computes the batch statistics over all ranks
+with a differentiable all-reduce (gradients flow to every rank's inputs, as with the CUDA
+kernel). Use it with ``trainer.plugins`` (see ``configs/trainer/ddp_cpu.yaml``) or
+``AnyDeviceSyncBatchNorm().apply(model)``.
 """
 
 from __future__ import annotations
@@ -19,18 +19,29 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
-class CPUSyncBatchNorm(nn.SyncBatchNorm):
-    """``SyncBatchNorm`` whose statistics are all-reduced with autograd on any device."""
+class CPUSyncBatchNorm(_BatchNorm):
+    """BatchNorm whose training statistics are all-reduced, with autograd, over all ranks.
+
+    Made by swapping the class of an existing ``BatchNorm1d/2d/3d`` (same parameters, buffers
+    and state-dict keys); it is not a ``torch.nn.SyncBatchNorm``, which DDP refuses on CPU.
+    """
+
+    _plain_class: type[_BatchNorm]
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.ndim < 2:
+            raise ValueError(f"expected at least 2D input (got {input.ndim}D input)")
 
     def _world_size(self) -> int:
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return 1
-        return dist.get_world_size(self.process_group or dist.group.WORLD)
+        return dist.get_world_size()
 
     def forward(self, input: Tensor) -> Tensor:
-        if input.device.type != "cpu" or self._world_size() == 1:
+        if self._world_size() == 1:
             return super().forward(input)
         self._check_input_dim(input)
         channels = input.shape[1]
@@ -39,17 +50,14 @@ class CPUSyncBatchNorm(nn.SyncBatchNorm):
         stats = torch.cat([input.sum(dims), (input * input).sum(dims), count])  # [2C + 1]
         with warnings.catch_warnings():  # deprecated in favour of a private API; kept
             warnings.simplefilter("ignore", FutureWarning)
-            stats = dist_nn.all_reduce(stats, group=self.process_group or dist.group.WORLD)
+            stats = dist_nn.all_reduce(stats)  # summed over ranks, gradients flow back
         total = stats[-1]
         mean = stats[:channels] / total  # [C]
         var = stats[channels : 2 * channels] / total - mean * mean  # [C], biased
         if self.track_running_stats and self.running_mean is not None:
             self.num_batches_tracked.add_(1)
-            factor = (
-                self.momentum
-                if self.momentum is not None
-                else 1.0 / float(self.num_batches_tracked)
-            )
+            momentum = self.momentum
+            factor = momentum if momentum is not None else 1.0 / float(self.num_batches_tracked)
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach(), factor)
                 self.running_var.lerp_(var.detach() * total / (total - 1), factor)
@@ -61,11 +69,29 @@ class CPUSyncBatchNorm(nn.SyncBatchNorm):
 
 
 class AnyDeviceSyncBatchNorm(TorchSyncBatchNorm):
-    """Lightning ``LayerSync`` plugin: BatchNorm -> ``SyncBatchNorm`` that also syncs on CPU."""
+    """Lightning ``LayerSync`` plugin: synchronised BatchNorm on CPU (and on any device).
+
+    A model whose parameters are on a GPU gets ``torch.nn.SyncBatchNorm`` (Lightning's
+    ``TorchSyncBatchNorm``); otherwise every BatchNorm becomes a :class:`CPUSyncBatchNorm`.
+    Lightning applies layer sync *before* moving the model to its device, so under the
+    Trainer this is always :class:`CPUSyncBatchNorm`, which is correct on GPU as well (NCCL
+    all-reduce) but unfused: on GPUs use ``trainer.sync_batchnorm: true`` instead.
+    """
 
     def apply(self, model: nn.Module) -> nn.Module:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        param = next(model.parameters(), None)
+        if param is not None and param.device.type != "cpu":
+            return super().apply(model)
         for module in model.modules():
-            if type(module) is nn.SyncBatchNorm:
+            if isinstance(module, _BatchNorm) and not isinstance(module, CPUSyncBatchNorm):
+                if isinstance(module, nn.SyncBatchNorm):
+                    continue
+                module._plain_class = type(module)
                 module.__class__ = CPUSyncBatchNorm
         return model
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        for module in model.modules():
+            if isinstance(module, CPUSyncBatchNorm):
+                module.__class__ = module._plain_class
+        return super().revert(model)
