@@ -154,8 +154,10 @@ class SSLMethod(pl.LightningModule):
         ``cosine_schedule(step, total_steps, momentum_start, 1.0)`` (BYOL, arXiv 2006.07733):
         ``momentum_start`` after the first step, 1.0 after the last. The position comes from
         ``global_step`` and ``trainer.estimated_stepping_batches`` only, so a run resumed from a
-        checkpoint continues the schedule exactly. With only a time budget (infinite total
-        steps) the end is unknown and m stays at ``momentum_start`` for the whole run.
+        checkpoint continues the schedule exactly. With only a time budget (``max_epochs: -1``,
+        ``max_steps: -1``, ``max_time`` set: infinite total steps) the end is unknown and m
+        stays at ``momentum_start`` for the whole run; a time budget on top of an epoch or step
+        bound keeps that bound's schedule (m may not reach 1 before time runs out).
         """
         total = self.total_steps()
         if math.isinf(total):
