@@ -35,6 +35,11 @@ HEADS = {  # tiny heads so a step costs milliseconds
         "--model.init_args.output_dim=64",
         "--model.init_args.n_local_views=2",
     ],
+    "mae": [  # random masks: the global generators are restored from the checkpoint
+        "--model.init_args.decoder_dim=32",
+        "--model.init_args.decoder_depth=1",
+        "--model.init_args.decoder_num_heads=2",
+    ],
 }
 
 
@@ -85,7 +90,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("method", ["simclr", "byol", "dino"])
+@pytest.mark.parametrize("method", ["simclr", "byol", "dino", "mae"])
 def test_sigkill_then_resume_matches_uninterrupted_run(method, tmp_path, monkeypatch, one_thread):
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     reference_dir.mkdir()
