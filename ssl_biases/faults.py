@@ -220,6 +220,8 @@ class NaNGuard(pl.Callback):
         self._consecutive = 0
         self._bad_loss: float | None = None
         self._batch_idx = 0
+        self._stepped = False
+        self._skipping = False
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -235,15 +237,21 @@ class NaNGuard(pl.Callback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
     ) -> None:
+        self._stepped = True
         bad = trainer.strategy.reduce_boolean_decision(self._bad_loss is not None, all=False)
-        value, self._bad_loss = self._bad_loss, None
         if not bad:
-            self._consecutive = 0
             return
+        if not self._skipping:  # the batch's first optimiser step decides (manual optimisation
+            self._decide(trainer)  # may step several optimisers on one backward pass)
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                param.grad = None  # the optimiser skips parameters without a gradient
+
+    def _decide(self, trainer: pl.Trainer) -> None:
+        value = self._bad_loss if self._bad_loss is not None else "non-finite on another rank"
         where = (
-            f"the training loss is {value if value is not None else 'non-finite on another rank'}"
-            f" at step {trainer.global_step} (epoch {trainer.current_epoch}, batch "
-            f"{self._batch_idx})"
+            f"the training loss is {value} at step {trainer.global_step} (epoch "
+            f"{trainer.current_epoch}, batch {self._batch_idx})"
         )
         self._consecutive += 1
         if not self.skip or self._consecutive > self.max_consecutive_skips:
@@ -254,9 +262,7 @@ class NaNGuard(pl.Callback):
                 "last and a lower learning rate (or gradient clipping, --trainer."
                 "gradient_clip_val), or skip such batches with --nan_guard.skip true."
             )
-        for group in optimizer.param_groups:
-            for param in group["params"]:
-                param.grad = None  # the optimiser skips parameters without a gradient
+        self._skipping = True
         self.skipped += 1
         rank_zero_warn(f"NaNGuard: {where}; skipped this batch ({self.skipped} so far).")
 
@@ -268,6 +274,9 @@ class NaNGuard(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        if self._stepped:  # an optimiser step closed the batch (not a gradient accumulation)
+            self._consecutive = self._consecutive if self._skipping else 0
+            self._bad_loss, self._stepped, self._skipping = None, False, False
         if self.skip:
             pl_module.log("train/skipped_batches", float(self.skipped))
 
