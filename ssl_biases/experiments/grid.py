@@ -4,6 +4,7 @@ An experiment file names the configs every cell stacks, fixed overrides, and the
 grid; the cells are the Cartesian product of the axes (the first axis varies slowest)::
 
     name: bias_cifar10_small            # runs land in <output_dir>/<cell id>/
+    command: fit                        # or validate / test (no training: random init)
     output_dir: runs/bias_cifar10_small # optional; default runs/<name>
     configs: [configs/trainer/cpu.yaml, "{axes}", configs/backbone/vit_tiny.yaml]
     args: {data.root: ../shared/data/cifar10, trainer.max_epochs: 2}
@@ -81,6 +82,7 @@ class Experiment:
     axes: list[tuple[str, list[AxisValue]]]
     report: dict[str, Any] = field(default_factory=dict)
     launcher: dict[str, Any] = field(default_factory=dict)
+    command: str = "fit"
 
     @property
     def axis_names(self) -> list[str]:
@@ -168,7 +170,8 @@ def load_experiment(path: str | Path, output_dir: str | Path | None = None) -> E
     if not path.is_file():
         raise FileNotFoundError(f"experiment file {path} not found (see configs/experiment/)")
     spec = yaml.safe_load(path.read_text()) or {}
-    unknown = set(spec) - {"name", "output_dir", "configs", "args", "axes", "report", "launcher"}
+    known = {"name", "output_dir", "command", "configs", "args", "axes", "report", "launcher"}
+    unknown = set(spec) - known
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}")
     if not spec.get("axes"):
@@ -186,7 +189,13 @@ def load_experiment(path: str | Path, output_dir: str | Path | None = None) -> E
         axes=axes,
         report=dict(spec.get("report") or {}),
         launcher=dict(spec.get("launcher") or {}),
+        command=str(spec.get("command", "fit")),
     )
+    if experiment.command not in ("fit", "validate", "test"):
+        raise ValueError(
+            f"{path}: command must be fit, validate or test, got {experiment.command!r} "
+            "(validate without a checkpoint evaluates the randomly initialised backbone)"
+        )
     return experiment
 
 

@@ -180,6 +180,7 @@ def plot_metric(
             positions = [i + (h - (len(hues) - 1) / 2) * width for i in range(len(labels[x]))]
             ax.bar(positions, means, width, yerr=stds, label=hue_label, capsize=2)
         ax.set_xticks(range(len(labels[x])), labels[x], rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(labels[x]) - 0.5)  # unfinished cells leave gaps, not a shift
         if panel_label is not None:
             ax.set_title(f"{panel}={panel_label}", fontsize=9)
     axs[0][0].set_ylabel(f"{metric} (%)")

@@ -61,10 +61,14 @@ def logger_config(run_dir: Path) -> dict[str, Any]:
 
 
 def fit_command(
-    cell: Cell, run_dir: Path, extra_args: list[str], ckpt_path: Path | None = None
+    cell: Cell,
+    run_dir: Path,
+    extra_args: list[str],
+    ckpt_path: Path | None = None,
+    subcommand: str = "fit",
 ) -> list[str]:
     """The ``python -m ssl_biases fit ...`` command line of a cell."""
-    command = [sys.executable, "-m", "ssl_biases", "fit"]
+    command = [sys.executable, "-m", "ssl_biases", subcommand]
     for config in cell.configs:
         command += ["--config", config]
     command += ["--config", str(run_dir / "logger.yaml")]
@@ -81,9 +85,12 @@ def _is_rank_zero() -> bool:
 
 
 def run_cell(
-    cell: Cell, run_dir: str | Path, extra_args: list[str] | None = None
+    cell: Cell,
+    run_dir: str | Path,
+    extra_args: list[str] | None = None,
+    subcommand: str = "fit",
 ) -> dict[str, Any]:
-    """Runs one cell unless it is done; resumes from its ``last.ckpt`` when one exists.
+    """Runs one cell unless it is done; a ``fit`` resumes from the cell's ``last.ckpt``.
 
     Returns:
         ``{"cell_id", "status"}`` with status ``done`` (already finished), ``finished``,
@@ -95,8 +102,8 @@ def run_cell(
         return {"cell_id": cell.cell_id, "status": "done"}
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "logger.yaml").write_text(yaml.safe_dump(logger_config(run_dir)))
-    ckpt = last_checkpoint(run_dir)
-    command = fit_command(cell, run_dir, list(extra_args or []), ckpt)
+    ckpt = last_checkpoint(run_dir) if subcommand == "fit" else None
+    command = fit_command(cell, run_dir, list(extra_args or []), ckpt, subcommand)
     (run_dir / "cell.yaml").write_text(
         yaml.safe_dump(
             {"cell_id": cell.cell_id, "values": cell.values, "command": command}, sort_keys=False
@@ -129,7 +136,8 @@ def run_local(
     """Runs the cells one after another in this process."""
     outcomes = []
     for index, cell in enumerate(cells):
-        outcome = run_cell(cell, experiment.output_dir / cell.cell_id, extra_args)
+        run_dir = experiment.output_dir / cell.cell_id
+        outcome = run_cell(cell, run_dir, extra_args, experiment.command)
         outcomes.append(outcome)
         detail = f"{outcome.get('wall_s', 0):.0f}s" if "wall_s" in outcome else ""
         if outcome["status"] == "failed":
@@ -169,6 +177,7 @@ def run_submitit(
         todo,
         [experiment.output_dir / c.cell_id for c in todo],
         [extra_args] * len(todo),
+        [experiment.command] * len(todo),
     )
     print(f"submitted {len(jobs)} cells ({jobs[0].job_id} ...)", flush=True)
     for cell, job in zip(todo, jobs):
@@ -226,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.dry_run:
             for cell in cells:
                 run_dir = experiment.output_dir / cell.cell_id
-                print(cell.cell_id, " ".join(fit_command(cell, run_dir, extra_args)))
+                command = fit_command(cell, run_dir, extra_args, subcommand=experiment.command)
+                print(cell.cell_id, " ".join(command))
             return
         print(f"{experiment.name}: {len(cells)} cells -> {experiment.output_dir}", flush=True)
         if args.launcher == "local":

@@ -111,3 +111,24 @@ def test_shipped_study_configs_have_the_full_grid(name, monkeypatch):
     }
     assert {c.values["method"] for c in cells} == {"simclr", "byol", "dino", "masked"}
     assert len({c.cell_id for c in cells}) == len(cells) >= 32
+
+
+def test_command_defaults_to_fit_and_accepts_validate_only_among_lightning_commands(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("axes: [{name: a, key: k, values: [1]}]")
+    assert load_experiment(path).command == "fit"
+    path.write_text("command: validate\naxes: [{name: a, key: k, values: [1]}]")
+    assert load_experiment(path).command == "validate"
+    path.write_text("command: predict\naxes: [{name: a, key: k, values: [1]}]")
+    with pytest.raises(ValueError, match="fit, validate or test"):
+        load_experiment(path)
+
+
+def test_random_init_floor_has_the_study_backbones(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    floor = load_experiment(ROOT / "configs/experiment/bias_cifar10_small_random.yaml")
+    study = load_experiment(ROOT / "configs/experiment/bias_cifar10_small.yaml")
+    check_configs(floor.cells())
+    assert floor.command == "validate" and len(floor.cells()) == 8
+    backbone = {k: v for k, v in study.args.items() if "backbone" in k or k.startswith("data.")}
+    assert backbone == {k: v for k, v in floor.args.items() if k in backbone}
