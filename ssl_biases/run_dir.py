@@ -73,13 +73,12 @@ class RunStatus(pl.Callback):
         log_dir = trainer.log_dir
         if not trainer.is_global_zero or log_dir is None or not Path(log_dir).is_dir():
             return  # never create a run directory only to say that it failed
-        interrupted = isinstance(exception, (SIGTERMException, KeyboardInterrupt))
-        write_run_status(
-            log_dir,
-            "interrupted" if interrupted else "failed",
-            global_step=trainer.global_step,
-            error=f"{type(exception).__name__}: {exception}",
-        )
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            reason = {"signal": type(exception).__name__}
+            write_run_status(log_dir, "interrupted", global_step=trainer.global_step, **reason)
+        else:
+            error = f"{type(exception).__name__}: {exception}"
+            write_run_status(log_dir, "failed", global_step=trainer.global_step, error=error)
 
 
 def mark_completed(trainer: pl.Trainer) -> None:
