@@ -80,8 +80,9 @@ def fit_command(
     return command
 
 
-def _is_rank_zero() -> bool:
-    return int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0"))) == 0
+def _task_rank() -> int:
+    """Rank of this task in a multi-task (multi-GPU) Slurm cell; 0 elsewhere."""
+    return int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")))
 
 
 def run_cell(
@@ -111,7 +112,9 @@ def run_cell(
     )
     start = time.time()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(run_dir / "fit.log", "a") as log:
+    rank = _task_rank()
+    log_path = run_dir / ("fit.log" if rank == 0 else f"fit.rank{rank}.log")
+    with open(log_path, "a") as log:
         log.write(f"\n$ {' '.join(command)}\n")
         log.flush()
         returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -121,9 +124,9 @@ def run_cell(
             "cell_id": cell.cell_id,
             "status": "failed",
             "returncode": returncode,
-            "log": str(run_dir / "fit.log"),
+            "log": str(log_path),
         }
-    if _is_rank_zero():
+    if rank == 0:
         record = {"cell_id": cell.cell_id, "values": cell.values, "wall_s": wall}
         record["resumed_from"] = str(ckpt) if ckpt is not None else None
         done.write_text(json.dumps(record, indent=2))
