@@ -105,7 +105,7 @@ def summary_table(rows: list[dict[str, Any]], axes: list[str], metrics: list[str
     """Markdown table: one line per group of seeds, ``mean ± std`` (in %) per metric."""
     keys = [a for a in axes if a != SEED_AXIS]
     grouped = {m: group_over_seeds(rows, axes, m) for m in metrics}
-    groups = sorted({g for per_metric in grouped.values() for g in per_metric})
+    groups = list(dict.fromkeys(g for m in metrics for g in grouped[m]))  # grid order
     header = [*keys, "seeds", *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group in groups:
