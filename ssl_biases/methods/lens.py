@@ -95,6 +95,7 @@ class Lens(nn.Module):
         self.lambda_rec = lambda_rec
         self.lr = lr
         self.weight_decay = weight_decay
+        self.last_views: Tensor | None = None  # a few training views, for the edit images
         widths = [width * 2**level for level in range(depth + 1)]
         self.down = nn.ModuleList(
             _conv_block(c_in, c_out) for c_in, c_out in zip([channels, *widths], widths)
@@ -173,6 +174,7 @@ def lens_training_step(method: SSLMethod, batch: tuple[list[Tensor], Tensor]) ->
     main_optimizer, lens_optimizer = method.optimizers()
     views, labels = batch
     lensed = [lens(view) for view in views]  # each [B, C, H, W]
+    lens.last_views = views[0][:16].detach()
     rec_loss = lens.reconstruction_loss(views, lensed)
     loss, features = method.ssl_step([reverse_gradient(view) for view in lensed])
     probe_loss = method.online_probe_loss(features, labels)
@@ -201,13 +203,18 @@ def lens_eval_features(
     """Features of lensed images and of both concatenated, for the frozen-feature probes.
 
     The concatenation joins the L2-normalised halves, so neither dominates a cosine kNN.
-    Also logs the lens's edits of the first query batch as images (see :func:`log_lens_edits`).
+    Also logs the lens's edits of the first query batch, and of the last training views (the
+    images the lens was trained on, shortcut included), as images (see :func:`log_lens_edits`).
     """
     lensed = method.lens(images)  # [B, C, H, W]
     lensed_features = method.backbone(lensed)  # [B, D]
     concat = torch.cat([F.normalize(features, dim=1), F.normalize(lensed_features, dim=1)], 1)
     if batch_idx == 0 and dataloader_idx == 1:
-        log_lens_edits(method, images, lensed)
+        log_lens_edits(method, images, lensed, "")
+        train_views = method.lens.last_views
+        if train_views is not None:
+            train_views = train_views.to(images.device)
+            log_lens_edits(method, train_views, method.lens(train_views), "train_")
     return {"features_lensed": lensed_features, "features_concat": concat}  # [B, D], [B, 2D]
 
 
@@ -233,9 +240,12 @@ def lens_edit_grid(images: Tensor, lensed: Tensor, mean: Tensor, std: Tensor) ->
     return torch.cat([shown_in, shown_out, 0.5 + diff / (2 * scale)])
 
 
-def log_lens_edits(method: SSLMethod, images: Tensor, lensed: Tensor, max_images: int = 16) -> None:
-    """Logs ``lens/input``, ``lens/lensed``, ``lens/difference`` to TensorBoard and saves
-    ``<log_dir>/lens/step_<N>.png`` (rows: input, lensed, difference); validation of a fit only.
+def log_lens_edits(
+    method: SSLMethod, images: Tensor, lensed: Tensor, prefix: str = "", max_images: int = 16
+) -> None:
+    """Logs ``lens/<prefix>input``, ``lens/<prefix>lensed``, ``lens/<prefix>difference`` to
+    TensorBoard and saves ``<log_dir>/lens/<prefix>step_<N>.png`` (rows: input, lensed,
+    difference); at validations of a fit only.
     """
     trainer = method._trainer
     if trainer is None or trainer.sanity_checking or not trainer.is_global_zero:
@@ -252,8 +262,8 @@ def log_lens_edits(method: SSLMethod, images: Tensor, lensed: Tensor, max_images
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             for name, part in zip(("input", "lensed", "difference"), grid.split(n)):
-                logger.experiment.add_images(f"lens/{name}", part, step)
+                logger.experiment.add_images(f"lens/{prefix}{name}", part, step)
     if trainer.log_dir is not None:
         folder = Path(trainer.log_dir) / "lens"
         folder.mkdir(parents=True, exist_ok=True)
-        save_image(grid, folder / f"step_{step:06d}.png", nrow=n, padding=1)
+        save_image(grid, folder / f"{prefix}step_{step:06d}.png", nrow=n, padding=1)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, Dataset
 
 from ssl_biases.cli import SSLBiasesCLI, cli_main
@@ -206,7 +207,11 @@ def test_lens_config_fits_logs_probes_and_edits_and_round_trips_the_checkpoint(
         values = [float(r[f"val/{name}"]) for r in rows if r.get(f"val/{name}")]
         assert values and 0.0 <= values[-1] <= 1.0, name
     assert [float(r["train/lens_rec_loss"]) for r in rows if r.get("train/lens_rec_loss")]
-    assert list((run / "lens").glob("step_*.png"))
+    assert list((run / "lens").glob("step_*.png"))  # clean queries
+    assert list((run / "lens").glob("train_step_*.png"))  # training views, with the cue
+    events = EventAccumulator(str(run)).Reload()
+    tags = set(events.Tags()["images"])
+    assert {"lens/input", "lens/lensed", "lens/difference", "lens/train_difference"} <= tags
 
     checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 4  # 64 images / 16 per batch, one step per batch
