@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from ssl_biases.probes.knn import KNNProbe, knn_scores, topk_accuracy
@@ -34,3 +35,19 @@ def test_knn_on_separated_clusters_is_perfect_and_top5_bounds_top1():
     scores = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]])
     assert topk_accuracy(scores, torch.tensor([0, 0]), 1) == 0.5
     assert topk_accuracy(scores, torch.tensor([0, 0]), 2) == 1.0
+
+
+# --- issue 7 (performance): the bank is scanned in blocks -----------------------------------
+def test_knn_bank_blocks_change_nothing_and_bad_chunks_fail():
+    g = torch.Generator().manual_seed(1)
+    bank, query = torch.randn(300, 16, generator=g), torch.randn(40, 16, generator=g)
+    labels = torch.randint(0, 4, (300,), generator=g)
+    expected = naive_knn_scores(query, bank, labels, 4, k=7, t=0.1)
+    for chunk, bank_chunk in ((1, 1), (7, 3), (16, 64), (1000, 10_000)):
+        got = knn_scores(query, bank, labels, 4, 7, 0.1, chunk, bank_chunk)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="chunk sizes"):
+        knn_scores(query, bank, labels, 4, bank_chunk_size=0)
+
+
+# --- end issue 7 -------------------------------------------------------------------------------
