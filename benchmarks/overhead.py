@@ -17,8 +17,13 @@ With ``--micro`` both sides use ``vit_tiny`` shrunk to width 16, depth 1, 8 px p
 then costs milliseconds and the difference is the framework's own time per step, which added
 to a real ``vit_tiny`` step gives the ratio at any batch size.
 
+On a shared machine, ``--threads 1 --cpu-time`` times steps in this process's CPU time with
+one intra-op thread (no OpenMP threads waiting to be scheduled): a measure of the work each
+side does per step that other jobs barely disturb.
+
 Usage::
 
+    .venv/bin/python benchmarks/overhead.py --threads 1 --cpu-time --batch-size 16 --steps 4
     .venv/bin/python benchmarks/overhead.py [--batch-size 256 --steps 10 --repeats 3] [--profile]
     .venv/bin/python benchmarks/overhead.py --micro --batch-size 16 --steps 100 --repeats 5
 """
@@ -56,6 +61,10 @@ def make_batches(count: int, batch_size: int, image_size: int) -> list:
     ]
 
 
+# The clock of the step timings: wall time, or with ``--cpu-time`` the CPU time of this
+# process (all its threads), which other jobs on a shared machine barely change.
+CLOCK = [time.perf_counter]
+
 # ``--micro``: vit_tiny shrunk until a step costs milliseconds, so the framework's own
 # per-step cost is not drowned in the model's time (and in the noise of a shared machine).
 MICRO = {"width": 16, "depth": 1, "num_heads": 1, "patch_size": 8}
@@ -73,7 +82,7 @@ def bare_loop(batches: list, warmup: int, micro: bool) -> list[float]:
     )
     times = []
     for step, (views, _) in enumerate(batches):
-        start = time.perf_counter()
+        start = CLOCK[0]()
         features = backbone(torch.cat(views))  # [2B, D]
         z0, z1 = head(features).chunk(2)  # 2 x [B, 128]
         loss = criterion(z0, z1)
@@ -81,7 +90,7 @@ def bare_loop(batches: list, warmup: int, micro: bool) -> list[float]:
         loss.backward()
         optimizer.step()
         if step >= warmup:
-            times.append(time.perf_counter() - start)
+            times.append(CLOCK[0]() - start)
     return times
 
 
@@ -93,11 +102,11 @@ class StepTimer(pl.Callback):
         self._start = self._val_start = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
-        self._start = time.perf_counter()
+        self._start = CLOCK[0]()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         if batch_idx >= self.warmup:
-            self.times.append(time.perf_counter() - self._start)
+            self.times.append(CLOCK[0]() - self._start)
 
     def on_validation_start(self, trainer, pl_module) -> None:  # noqa: ANN001
         self._val_start = time.perf_counter()
@@ -186,7 +195,13 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="Lightning SimpleProfiler summary")
     parser.add_argument("--no-progress-bar", action="store_true")
     parser.add_argument("--micro", action="store_true", help="a tiny model: time the framework")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--cpu-time", action="store_true", help="time steps in process CPU time")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        CLOCK[0] = time.process_time
     print(
         f"torch {torch.__version__} threads={torch.get_num_threads()} cpus={os.cpu_count()} "
         f"batch={args.batch_size} steps={args.steps}+{args.warmup} repeats={args.repeats}"
