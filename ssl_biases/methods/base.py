@@ -216,9 +216,9 @@ class SSLMethod(pl.LightningModule):
     def online_probe_loss(self, features: Tensor, labels: Tensor) -> Tensor:
         """Cross-entropy of the online probe on detached features (labels < 0 are ignored)."""
         logits = self.online_probe(features.detach())  # [B, C]
-        if (labels >= 0).any():
-            return F.cross_entropy(logits, labels, ignore_index=-1)
-        return logits.sum() * 0.0
+        # a sum over labelled items / their count: no host sync, and 0 for an unlabelled batch
+        losses = F.cross_entropy(logits, labels, ignore_index=-1, reduction="none")  # [B]
+        return losses.sum() / (labels >= 0).sum().clamp_min(1)
 
     # ----------------------------------------------------------------------- evaluation
     def _eval_step(
