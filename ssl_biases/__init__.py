@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-# --- issue 10: `ssl_biases.load_backbone(DIR)`, imported on first use (import stays light)
+# `ssl_biases.load_backbone(DIR)`, imported on first use (import stays light)
 __all__ = ["load_backbone"]
 
 
@@ -12,6 +12,3 @@ def __getattr__(name: str):  # noqa: ANN202  (PEP 562 lazy attribute)
 
         return load_backbone
     raise AttributeError(f"module 'ssl_biases' has no attribute {name!r}")
-
-
-# --- end issue 10

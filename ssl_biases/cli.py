@@ -40,9 +40,9 @@ from ssl_biases.faults import (
 )
 from ssl_biases.methods.base import SSLMethod
 from ssl_biases.probes.embeddings import EmbeddingWriter
-from ssl_biases.probes.fewshot import FewShotProbe  # issue 5
+from ssl_biases.probes.fewshot import FewShotProbe
 from ssl_biases.probes.knn import KNNProbe
-from ssl_biases.probes.layerwise import LayerwiseKNNProbe  # issue 5
+from ssl_biases.probes.layerwise import LayerwiseKNNProbe
 from ssl_biases.probes.linear import LinearProbe
 from ssl_biases.run_dir import (
     RunStatus,
@@ -56,8 +56,8 @@ from ssl_biases.run_dir import (
 TOOL_COMMANDS: dict[str, str] = {
     "backbones": "ssl_biases.backbones.summary:main",
     "export": "ssl_biases.export:main",
-    "analyze": "ssl_biases.analysis.report:main",  # issue 5
-    "sweep": "ssl_biases.experiments.sweep:main",  # issue 6
+    "analyze": "ssl_biases.analysis.report:main",
+    "sweep": "ssl_biases.experiments.sweep:main",
 }
 
 
@@ -72,7 +72,6 @@ class ValidationTracker(pl.Callback):
             self.step = trainer.global_step
 
 
-# --- issue 10 (export): the checkpoint says how its backbone was built --------------------
 class BackboneConfigInCheckpoint(pl.Callback):
     """Stores ``backbone.config`` (``{"class_path", "init_args"}``) in every checkpoint, so
     ``ssl-biases export`` works on a checkpoint copied away from its run directory."""
@@ -85,10 +84,6 @@ class BackboneConfigInCheckpoint(pl.Callback):
             checkpoint[BACKBONE_CONFIG_KEY] = config
 
 
-# --- end issue 10 -------------------------------------------------------------------------
-
-
-# --- issue 8 (reliability): errors about an unknown class list the known ones -------------
 def known_names_hint(message: str) -> str:
     """The known backbone classes or methods, for a parser error about an unknown class."""
     unknown = ("has no attribute", "Expected a dot import path", "No module named")
@@ -119,9 +114,6 @@ class SSLBiasesArgumentParser(LightningArgumentParser):
         super().error(message + known_names_hint(message), ex)
 
 
-# --- end issue 8 --------------------------------------------------------------------------
-
-
 class SSLBiasesCLI(LightningCLI):
     """LightningCLI with the project's defaults: probes, checkpoints, TensorBoard + CSV."""
 
@@ -131,7 +123,7 @@ class SSLBiasesCLI(LightningCLI):
             SSLDataModule,
             subclass_mode_model=True,
             seed_everything_default=0,
-            parser_class=SSLBiasesArgumentParser,  # issue 8
+            parser_class=SSLBiasesArgumentParser,
             trainer_defaults={
                 "logger": lazy_instance(
                     TensorBoardLogger, save_dir="runs", name="ssl", default_hp_metric=False
@@ -146,12 +138,12 @@ class SSLBiasesCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(KNNProbe, "knn")
         parser.add_lightning_class_args(LinearProbe, "linear_probe")
-        parser.add_lightning_class_args(FewShotProbe, "fewshot")  # issue 5: every 10 epochs
-        parser.add_lightning_class_args(LayerwiseKNNProbe, "layerwise")  # issue 5: opt-in
+        parser.add_lightning_class_args(FewShotProbe, "fewshot")  # every 10 epochs
+        parser.add_lightning_class_args(LayerwiseKNNProbe, "layerwise")  # opt-in
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(TensorBoardSummaries, "tensorboard")  # issue 10
-        parser.add_lightning_class_args(EmbeddingWriter, "embeddings")  # issue 10: predict
-        parser.add_lightning_class_args(NaNGuard, "nan_guard")  # issue 8
+        parser.add_lightning_class_args(TensorBoardSummaries, "tensorboard")
+        parser.add_lightning_class_args(EmbeddingWriter, "embeddings")  # predict
+        parser.add_lightning_class_args(NaNGuard, "nan_guard")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/knn_top1",
@@ -170,8 +162,8 @@ class SSLBiasesCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> pl.Trainer:
         if config.get("enable_progress_bar") is not False:
             callbacks = [*callbacks, RichProgressBar()]
-        callbacks = [*callbacks, BackboneConfigInCheckpoint()]  # issue 10
-        # issue 8: pre-emption checkpoint, exact resume, run status, atomic checkpoint files
+        callbacks = [*callbacks, BackboneConfigInCheckpoint()]
+        # pre-emption checkpoint, exact resume, run status, atomic checkpoint files
         callbacks = [
             *callbacks,
             PreemptionCheckpoint(),
@@ -185,7 +177,7 @@ class SSLBiasesCLI(LightningCLI):
             config = {**config, "plugins": [*plugins, AtomicCheckpointIO()]}
         return super()._instantiate_trainer(config, callbacks)
 
-    # --- issue 8 (reliability): resume into the same run directory ------------------------
+    # resume into the same run directory
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parses, then fails clearly on a ``--ckpt_path`` file that is no checkpoint."""
         super().parse_arguments(parser, args)
@@ -236,9 +228,7 @@ class SSLBiasesCLI(LightningCLI):
         if path is not None and path.is_file():
             check_checkpoint_fits(self.model, path)
 
-    # --- end issue 8 ----------------------------------------------------------------------
-
-    # --- issue 10 (export): remember the backbone's class_path/init_args -----------------
+    # remember the backbone's class_path/init_args
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -252,8 +242,6 @@ class SSLBiasesCLI(LightningCLI):
                     "init_args": as_dict.get("init_args", {}),
                 }
 
-    # --- end issue 10 ---------------------------------------------------------------------
-
     def _add_csv_logger(self) -> None:
         """Writes ``metrics.csv`` into the same run directory as the TensorBoard events."""
         trainer = self.trainer
@@ -264,15 +252,15 @@ class SSLBiasesCLI(LightningCLI):
         trainer.callbacks.append(ValidationTracker())
 
     def before_fit(self) -> None:
-        self._check_checkpoint()  # issue 8
+        self._check_checkpoint()
         self._add_csv_logger()
 
     def before_validate(self) -> None:
-        self._check_checkpoint()  # issue 8
+        self._check_checkpoint()
         self._add_csv_logger()
 
     def before_test(self) -> None:
-        self._check_checkpoint()  # issue 8
+        self._check_checkpoint()
         self._add_csv_logger()
 
     def after_fit(self) -> None:
@@ -286,7 +274,7 @@ class SSLBiasesCLI(LightningCLI):
         tracker = next(cb for cb in trainer.callbacks if isinstance(cb, ValidationTracker))
         if tracker.step != trainer.global_step:
             trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
-        mark_completed(trainer)  # issue 8: only now is the run directory a finished run
+        mark_completed(trainer)  # only now is the run directory a finished run
         if trainer.is_global_zero:
             print(f"Run directory: {trainer.log_dir}")
 
@@ -305,7 +293,7 @@ def main(args: list[str] | None = None) -> None:
         return
     try:
         cli_main(args)  # None: LightningCLI reads sys.argv itself
-    except SIGTERMException as stop:  # issue 8: pre-empted after saving; exit 128 + signal
+    except SIGTERMException as stop:  # pre-empted after saving; exit 128 + signal
         code = stop.code if isinstance(stop.code, int) and stop.code else 128 + signal.SIGTERM
         sys.exit(code)
 

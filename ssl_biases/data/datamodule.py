@@ -70,7 +70,7 @@ class SSLDataModule(pl.LightningDataModule):
         seed: Seed of the subsets and of ``shapes``.
         skip_corrupt: Skip (replace by the next readable image, warn and count in
             ``data/skipped_images``) unreadable image files instead of failing on them.
-        cache: Decode every image file once into an in-memory uint8 array (issue 7; for
+        cache: Decode every image file once into an in-memory uint8 array (for
             small datasets of same-size images such as the CIFAR-10 JPEG tree; see
             docs/performance.md). Datasets read from arrays (cifar, stl10, shapes) are in
             memory already.
@@ -111,7 +111,7 @@ class SSLDataModule(pl.LightningDataModule):
         self.probe_batch_size = probe_batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.cache = cache  # issue 7
+        self.cache = cache
         self.max_train_samples = max_train_samples
         self.max_probe_train_samples = max_probe_train_samples
         self.max_val_samples = max_val_samples
@@ -124,7 +124,7 @@ class SSLDataModule(pl.LightningDataModule):
             "seed": seed,
             "skip_corrupt": skip_corrupt,
         }
-        # issue 8: the training order and augmentations are drawn from this seed (the run's
+        # the training order and augmentations are drawn from this seed (the run's
         # seed_everything, else data.seed) and (epoch, index) alone, so a resume is exact.
         self.order_seed = int(os.environ.get("PL_GLOBAL_SEED", seed))
         self._train_sampler: ResumableSampler | None = None
@@ -137,7 +137,7 @@ class SSLDataModule(pl.LightningDataModule):
         """The untransformed ``(PIL image, label)`` dataset of a split, built once."""
         if split not in self._datasets:
             dataset = build_dataset(self.dataset_name, split, **self._build_kwargs)
-            if self.cache:  # issue 7: decode once, index an array afterwards
+            if self.cache:  # decode once, index an array afterwards
                 dataset = decode_to_memory(dataset, self.num_workers)
             self._datasets[split] = dataset
         return self._datasets[split]
@@ -159,7 +159,7 @@ class SSLDataModule(pl.LightningDataModule):
 
     def train_dataset(self) -> Dataset:
         """The pretraining dataset (a fixed subset when ``max_train_samples`` is set)."""
-        if self.shapes_shortcut:  # issue 9: the cue is planted in the pretraining images only
+        if self.shapes_shortcut:  # the cue is planted in the pretraining images only
             shapes = build_dataset("shapes", "train", **self._build_kwargs)
             assert isinstance(shapes, ShapesDataset)
             raw = shapes.with_shortcut()
@@ -198,7 +198,7 @@ class SSLDataModule(pl.LightningDataModule):
         sampler = ResumableSampler(dataset, seed=self.order_seed)
         if self.trainer is not None:  # a reloaded loader starts at the current epoch
             sampler.set_epoch(self.trainer.current_epoch)
-        if self._resume_position is not None:  # continue the checkpoint's epoch (issue 8)
+        if self._resume_position is not None:  # continue the checkpoint's epoch
             epoch, batches_done = self._resume_position
             sampler.resume(epoch, min(batches_done * self.batch_size, sampler.num_samples))
             self._resume_position = None
@@ -214,7 +214,7 @@ class SSLDataModule(pl.LightningDataModule):
             generator=torch.Generator().manual_seed(self.order_seed),  # leaves the global RNG
         )
 
-    # --- issue 8 (reliability): exact resume of the data order; skipped images -----------
+    # exact resume of the data order; skipped images
     def state_dict(self) -> dict[str, Any]:
         """The training order's position, saved in every checkpoint for an exact resume."""
         state: dict[str, Any] = {"order_seed": self.order_seed}
@@ -238,8 +238,6 @@ class SSLDataModule(pl.LightningDataModule):
         """Unreadable images skipped so far (``skip_corrupt``), over all loader workers."""
         counters = [getattr(d, "skipped", None) for d in self._datasets.values()]
         return sum(c.value for c in counters if c is not None)
-
-    # --- end issue 8 ----------------------------------------------------------------------
 
     def probe_dataloaders(self) -> list[DataLoader]:
         """``[bank loader, query loader]`` of unaugmented images."""

@@ -133,7 +133,7 @@ def rgb_loader(path: str) -> Image.Image:
         ) from error
 
 
-# --- issue 8 (reliability): unreadable images fail naming the file, or are skipped ---------
+# unreadable images fail naming the file, or are skipped
 log = logging.getLogger(__name__)
 
 
@@ -163,9 +163,6 @@ class CheckedImageFolder(ImageFolder):
         raise ValueError(f"no readable image under '{self.root}': check the files")
 
 
-# --- end issue 8 ----------------------------------------------------------------------------
-
-
 def load_imagefolder(root: str | Path, split: str, skip_corrupt: bool = False) -> ImageFolder:
     """Any ``root/<split>/<class>/*.jpg`` tree; ``test`` falls back to ``val``."""
     root = Path(root)
@@ -181,7 +178,7 @@ def load_imagefolder(root: str | Path, split: str, skip_corrupt: bool = False) -
         ) from error
 
 
-# --- issue 7 (performance): decode a small dataset once into an in-memory uint8 array -------
+# decode a small dataset once into an in-memory uint8 array
 def _stack_uint8(batch: list[tuple[Image.Image, int]]) -> tuple[np.ndarray, list[int]]:
     """Collates ``(PIL image, label)`` pairs into ``uint8 [b, H, W, 3]`` and labels."""
     arrays = [np.asarray(image.convert("RGB"), dtype=np.uint8) for image, _ in batch]
@@ -226,9 +223,6 @@ def decode_to_memory(dataset: Dataset, num_workers: int = 0, batch_size: int = 2
     if hasattr(dataset, "skipped"):  # keep the skip_corrupt counter of the files it came from
         cached.skipped = dataset.skipped
     return cached
-
-
-# --- end issue 7 ------------------------------------------------------------------------------
 
 
 def build_dataset(

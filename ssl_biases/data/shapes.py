@@ -18,7 +18,7 @@ SHAPE_NAMES = ("circle", "square", "triangle", "cross", "star", "ring", "diamond
 
 _SPLIT_OFFSETS = {"train": 0, "test": 1_000_003}
 
-# --- shortcut cue (issue 9, Minderer et al. arXiv 2002.08822) -------------------------------
+# Shortcut cue (Minderer et al. arXiv 2002.08822)
 SHORTCUT_AMPLITUDE = 90.0  # grating amplitude, in 0-255 grey levels
 SHORTCUT_PERIOD = (0.08, 0.16)  # grating period range, as a fraction of the image side
 

@@ -20,7 +20,7 @@ from torch import Tensor
 
 
 def _dataset_length(trainer: pl.Trainer, index: int) -> int | None:
-    """Items in the dataset of the current validation/test loader ``index`` (issue 6)."""
+    """Items in the dataset of the current validation/test loader ``index``."""
     loaders = trainer.test_dataloaders if trainer.testing else trainer.val_dataloaders
     loader = loaders[index] if isinstance(loaders, (list, tuple)) else loaders
     try:
@@ -85,7 +85,7 @@ class FrozenFeatureProbe(pl.Callback):
         features, labels = (self._buffers if buffers is None else buffers).get(index, ([], []))
         x, y = torch.cat(features), torch.cat(labels)
         if pl_module.trainer.world_size > 1:
-            # DDP (issue 6): DistributedSampler(shuffle=False) gives rank r the items r, r + W,
+            # DDP: DistributedSampler(shuffle=False) gives rank r the items r, r + W,
             # ... of the dataset padded by repeating its head; interleave the ranks back into
             # dataset order and drop the padding, so order-dependent probes (few-shot support
             # draws) and duplicates give the single-process numbers.
