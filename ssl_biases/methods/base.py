@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_biases.data.transforms import Normalization
-from ssl_biases.methods.lens import (  # issue 9
+from ssl_biases.methods.lens import (
     Lens,
     configure_lens_optimizers,
     lens_eval_features,
@@ -67,7 +67,7 @@ class SSLMethod(pl.LightningModule):
         lens: An adversarial :class:`~ssl_biases.methods.lens.Lens` (arXiv 2002.08822) that
             every view passes through; training then uses manual optimisation with two
             optimizers, and probes also report lensed and concatenated features.
-        compile: Compile the backbone with ``torch.compile`` (opt-in, issue 7; in place, so
+        compile: Compile the backbone with ``torch.compile`` (opt-in; in place, so
             parameter names and checkpoints do not change). Pays off on a GPU for long runs;
             the first steps are slow while it compiles (see docs/performance.md).
     """
@@ -93,7 +93,7 @@ class SSLMethod(pl.LightningModule):
             )
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         self.backbone = backbone
-        # issue 9: the lens trains against the SSL loss, in manual optimisation (lens.py)
+        # the lens trains against the SSL loss, in manual optimisation (lens.py)
         self.lens = lens
         self.automatic_optimization = lens is None
         self.optimizer_factory = optimizer
@@ -189,21 +189,19 @@ class SSLMethod(pl.LightningModule):
             self.update_teachers(m)
             self.log("train/momentum", m)
 
-    # --- issue 7 (performance): opt-in torch.compile of the backbone ----------------------
+    # opt-in torch.compile of the backbone
     def configure_model(self) -> None:
         """Compiles the backbone in place when ``compile`` is set (Lightning calls this once)."""
         if self.hparams.get("compile", False) and not getattr(self, "_backbone_compiled", False):
             self.backbone.compile()  # nn.Module.compile: state_dict keys stay the same
             self._backbone_compiled = True
 
-    # --- end issue 7 ------------------------------------------------------------------------
-
     # ------------------------------------------------------------------------- training
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)
 
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
-        if self.lens is not None:  # issue 9
+        if self.lens is not None:
             return lens_training_step(self, batch)
         views, labels = batch
         loss, features = self.ssl_step(views)
@@ -237,7 +235,7 @@ class SSLMethod(pl.LightningModule):
                 batch_size=labels.shape[0],
             )
         outputs = {"features": features, "labels": labels}
-        if self.lens is not None:  # issue 9: also `features_lensed`, `features_concat`
+        if self.lens is not None:  # also `features_lensed`, `features_concat`
             outputs.update(lens_eval_features(self, images, features, batch_idx, dataloader_idx))
         return outputs
 
@@ -303,6 +301,6 @@ class SSLMethod(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
-        if self.lens is not None:  # issue 9: a second optimizer for the lens
+        if self.lens is not None:  # a second optimizer for the lens
             return configure_lens_optimizers(self, main)
         return main

@@ -51,7 +51,7 @@ class BYOL(SSLMethod):
         **kwargs: Any,
     ) -> None:
         super().__init__(backbone, **kwargs)
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         if not 0.0 <= momentum_start <= 1.0:
             raise ValueError(f"momentum_start must be in [0, 1], got {momentum_start}")
         self.momentum_start = momentum_start

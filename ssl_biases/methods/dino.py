@@ -92,7 +92,7 @@ class DINO(SSLMethod):
         **kwargs: Any,
     ) -> None:
         super().__init__(backbone, **kwargs)
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         if n_local_views < 0:
             raise ValueError(f"n_local_views must be >= 0, got {n_local_views}")
         if not 0.0 <= teacher_temp_warmup_fraction <= 1.0:

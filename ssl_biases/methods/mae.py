@@ -76,7 +76,7 @@ class MAE(MaskedReconstruction):
             min_scale=min_scale,
             **kwargs,
         )
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         self.num_prefix_tokens: int = backbone.num_prefix_tokens
         self.decoder_embed = nn.Linear(backbone.num_features, decoder_dim)
         self.decoder = MaskedVisionTransformerDecoderTIMM(

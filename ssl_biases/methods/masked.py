@@ -54,7 +54,7 @@ class MaskedModeling(MaskedReconstruction):
             min_scale=min_scale,
             **kwargs,
         )
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         self.num_prefix_tokens: int = backbone.num_prefix_tokens
         width = getattr(backbone, "width", backbone.num_features)  # token width after the stem
         self.mask_token = nn.Parameter(trunc_normal_(torch.zeros(1, 1, width), std=0.02))

@@ -28,6 +28,7 @@ class SimCLR(SSLMethod):
         min_scale: Smallest random-resized-crop area fraction of a view.
         cj_strength: Colour-jitter strength (0.5 is the usual choice for 32 px images).
         gaussian_blur: Probability of Gaussian blur (off by default at 32 px).
+        random_gray_scale: Probability of converting a view to greyscale.
         **kwargs: Arguments of :class:`~ssl_biases.methods.base.SSLMethod` (optimizer, ...).
     """
 
@@ -40,10 +41,11 @@ class SimCLR(SSLMethod):
         min_scale: float = 0.08,
         cj_strength: float = 0.5,
         gaussian_blur: float = 0.0,
+        random_gray_scale: float = 0.2,
         **kwargs: Any,
     ) -> None:
         super().__init__(backbone, **kwargs)
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         self.projection_head = SimCLRProjectionHead(
             input_dim=backbone.num_features,
             hidden_dim=projection_hidden_dim,
@@ -57,6 +59,7 @@ class SimCLR(SSLMethod):
             min_scale=self.hparams.min_scale,
             cj_strength=self.hparams.cj_strength,
             gaussian_blur=self.hparams.gaussian_blur,
+            random_gray_scale=self.hparams.random_gray_scale,
             normalize=norm.as_lightly(),
         )
 
