@@ -275,8 +275,9 @@ class SSLBiasesCLI(LightningCLI):
         if tracker.step != trainer.global_step:
             trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
         mark_completed(trainer)  # only now is the run directory a finished run
+        log_dir = trainer.log_dir  # a broadcast: every rank reads it
         if trainer.is_global_zero:
-            print(f"Run directory: {trainer.log_dir}")
+            print(f"Run directory: {log_dir}")
 
 
 def cli_main(args: list[str] | None = None) -> SSLBiasesCLI:

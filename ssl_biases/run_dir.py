@@ -58,9 +58,10 @@ class RunStatus(pl.Callback):
     """
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero and trainer.log_dir is not None:
+        log_dir = rank_zero_log_dir(trainer)
+        if log_dir is not None:
             write_run_status(
-                trainer.log_dir,
+                log_dir,
                 "running",
                 global_step=trainer.global_step,
                 resumed_from=trainer.ckpt_path,
@@ -70,8 +71,8 @@ class RunStatus(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        log_dir = trainer.log_dir
-        if not trainer.is_global_zero or log_dir is None or not Path(log_dir).is_dir():
+        log_dir = rank_zero_log_dir(trainer)
+        if log_dir is None or not Path(log_dir).is_dir():
             return  # never create a run directory only to say that it failed
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
             reason = {"signal": type(exception).__name__}
@@ -81,12 +82,24 @@ class RunStatus(pl.Callback):
             write_run_status(log_dir, "failed", global_step=trainer.global_step, error=error)
 
 
+def rank_zero_log_dir(trainer: pl.Trainer) -> str | None:
+    """The run directory on rank zero, ``None`` on the other ranks.
+
+    ``trainer.log_dir`` broadcasts from rank zero, so reading it on one rank alone hangs a
+    DDP run; this reads rank zero's logger directly instead.
+    """
+    if not trainer.is_global_zero:
+        return None
+    return trainer.loggers[0].log_dir if trainer.loggers else trainer.default_root_dir
+
+
 def mark_completed(trainer: pl.Trainer) -> None:
     """Writes ``"status": "completed"`` into the run directory (rank zero)."""
-    if trainer.is_global_zero and trainer.log_dir is not None:
+    log_dir = rank_zero_log_dir(trainer)
+    if log_dir is not None:
         callback = trainer.checkpoint_callback
         write_run_status(
-            trainer.log_dir,
+            log_dir,
             COMPLETED,
             global_step=trainer.global_step,
             best_checkpoint=getattr(callback, "best_model_path", None) or None,

@@ -146,3 +146,30 @@ def test_probes_give_the_single_process_metrics(ddp_results):
     assert {"val/knn_top1", "val/fewshot_1shot", "val/fewshot_3shot"} <= set(reference)
     for key in ("val/knn_top1", "val/knn_top5", "val/fewshot_1shot", "val/fewshot_3shot"):
         assert ddp[key] == pytest.approx(reference[key], abs=1e-6), key
+
+
+def test_cli_fit_with_two_cpu_processes_completes(tmp_path):
+    """The whole CLI under 2-process DDP: no rank waits alone in a collective (a hang)."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    backbone = tmp_path / "bb.yaml"
+    backbone.write_text(
+        "model:\n  init_args:\n    backbone:\n      class_path: ssl_biases.backbones.IsotropicNet\n"
+        "      init_args: {width: 32, depth: 2, num_heads: 2, patch_size: 4, mlp_ratio: 2.0}\n"
+    )
+    command = [
+        sys.executable, "-m", "ssl_biases", "fit",
+        "--config", str(root / "configs/method/simclr.yaml"), "--config", str(backbone),
+        "--config", str(root / "configs/data/shapes.yaml"),
+        "--config", str(root / "configs/trainer/ddp_cpu.yaml"),
+        "--data.shapes_size", "128", "--data.batch_size", "16",
+        "--data.max_probe_train_samples", "32", "--trainer.max_steps", "3",
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    status = json.loads((tmp_path / "runs/ssl/version_0/status.json").read_text())
+    assert status["status"] == "completed" and status["global_step"] == 3
