@@ -35,7 +35,7 @@ def demo_args(epochs: int, run_name: str, extra: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12, help="pretraining epochs")
+    parser.add_argument("--epochs", type=int, default=16, help="pretraining epochs")
     parser.add_argument("extra", nargs="*", help="more ssl-biases arguments (after --)")
     options = parser.parse_args(argv)
 
