@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     baseline = {k: float(random_init.trainer.callback_metrics[k]) for k, _ in METRICS}
 
     rows = [("random init", baseline), ("SimCLR pretrained", pretrained)]
-    print("\nFrozen-feature probes on the shapes test split (vit_tiny, 32 px):")
+    print("\nFrozen-feature probes on the shapes test split (small ViT, conv stem, 32 px):")
     print(f"{'':20s}" + "".join(f"{label:>15s}" for _, label in METRICS))
     for name, values in rows:
         print(f"{name:20s}" + "".join(f"{values[k]:15.3f}" for k, _ in METRICS))
