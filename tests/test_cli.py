@@ -1,6 +1,5 @@
 """End-to-end checks of the `ssl-biases` CLI on tiny generated data."""
 
-import csv
 import math
 from pathlib import Path
 
@@ -9,34 +8,7 @@ import torch
 
 from ssl_biases.cli import SSLBiasesCLI, cli_main
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
-
-
-def tiny_args(backbone_config: str, *extra: str) -> list[str]:
-    return [
-        "--config", str(CONFIGS / "method/simclr.yaml"),
-        "--config", backbone_config,
-        "--config", str(CONFIGS / "data/shapes.yaml"),
-        "--data.shapes_size", "128",
-        "--data.batch_size", "32",
-        "--data.num_workers", "0",
-        "--data.max_probe_train_samples", "64",
-        "--trainer.accelerator", "cpu",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-        "--trainer.log_every_n_steps", "1",
-        *extra,
-    ]  # fmt: skip
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv") as handle:
-        return list(csv.DictReader(handle))
-
-
-def column(rows: list[dict[str, str]], key: str) -> list[float]:
-    return [float(r[key]) for r in rows if r.get(key)]
+from helpers import CONFIGS, column, read_metrics, tiny_args
 
 
 def test_fit_writes_a_complete_run_directory_and_learns(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import threading
@@ -18,47 +17,12 @@ from ssl_biases.cli import SSLBiasesCLI, cli_main, main
 from ssl_biases.faults import AtomicCheckpointIO, NaNGuard, NonFiniteLossError, RandomState
 from ssl_biases.run_dir import is_completed, read_run_status
 
-ROOT = Path(__file__).resolve().parents[1]
-TOTAL_STEPS = 12  # 2 epochs of shapes_size 48 / batch_size 8
+from helpers import TOTAL_STEPS, train_losses
+from helpers import fit_args as method_fit_args
 
 
 def fit_args(folder: Path, *extra: str) -> list[str]:
-    backbone = folder / "backbone.yaml"
-    backbone.write_text(
-        "model: {init_args: {backbone: {class_path: ssl_biases.backbones.IsotropicNet, "
-        "init_args: {width: 32, depth: 1, num_heads: 2, patch_size: 4}}}}\n"
-    )
-    return [
-        "fit",
-        f"--config={ROOT / 'configs' / 'method' / 'simclr.yaml'}",
-        f"--config={backbone}",
-        f"--config={ROOT / 'configs' / 'data' / 'shapes.yaml'}",
-        "--model.init_args.projection_hidden_dim=64",
-        "--model.init_args.projection_dim=32",
-        "--data.shapes_size=48",
-        "--data.image_size=16",
-        "--data.batch_size=8",
-        "--data.num_workers=0",
-        "--data.max_probe_train_samples=16",
-        "--trainer.max_epochs=2",
-        "--trainer.limit_val_batches=0",
-        "--trainer.num_sanity_val_steps=0",
-        "--trainer.log_every_n_steps=1",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--checkpoint.monitor=null",
-        "--checkpoint.every_n_train_steps=2",
-        *extra,
-    ]
-
-
-def train_losses(run_dir: Path) -> dict[int, list[float]]:
-    losses: dict[int, list[float]] = {}
-    with open(run_dir / "metrics.csv") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("train/loss"):
-                losses.setdefault(int(row["step"]), []).append(float(row["train/loss"]))
-    return losses
+    return method_fit_args("simclr", folder, *extra)
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,11 @@ schedules, data order), on CPU with deterministic settings."""
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,67 +16,7 @@ import torch
 from ssl_biases.cli import cli_main
 from ssl_biases.run_dir import read_run_status, resumable_version, write_run_status
 
-ROOT = Path(__file__).resolve().parents[1]
-STEPS_PER_EPOCH = 6  # shapes_size 48 / batch_size 8
-TOTAL_STEPS = 2 * STEPS_PER_EPOCH
-
-HEADS = {  # tiny heads so a step costs milliseconds
-    "simclr": ["--model.init_args.projection_hidden_dim=64", "--model.init_args.projection_dim=32"],
-    "byol": [
-        "--model.init_args.projection_hidden_dim=64",
-        "--model.init_args.projection_dim=32",
-        "--model.init_args.prediction_hidden_dim=64",
-    ],
-    "dino": [
-        "--model.init_args.hidden_dim=64",
-        "--model.init_args.bottleneck_dim=32",
-        "--model.init_args.output_dim=64",
-        "--model.init_args.n_local_views=2",
-    ],
-    "mae": [  # random masks: the global generators are restored from the checkpoint
-        "--model.init_args.decoder_dim=32",
-        "--model.init_args.decoder_depth=1",
-        "--model.init_args.decoder_num_heads=2",
-    ],
-}
-
-
-def fit_args(method: str, folder: Path) -> list[str]:
-    backbone = folder / "backbone.yaml"
-    backbone.write_text(
-        "model: {init_args: {backbone: {class_path: ssl_biases.backbones.IsotropicNet, "
-        "init_args: {width: 32, depth: 1, num_heads: 2, patch_size: 4}}}}\n"
-    )
-    return [
-        "fit",
-        f"--config={ROOT / 'configs' / 'method' / f'{method}.yaml'}",
-        f"--config={backbone}",
-        f"--config={ROOT / 'configs' / 'data' / 'shapes.yaml'}",
-        *HEADS[method],
-        "--data.shapes_size=48",
-        "--data.image_size=16",
-        "--data.batch_size=8",
-        "--data.num_workers=0",
-        "--data.max_probe_train_samples=16",
-        "--trainer.max_epochs=2",
-        "--trainer.limit_val_batches=0",
-        "--trainer.num_sanity_val_steps=0",
-        "--trainer.log_every_n_steps=1",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--checkpoint.monitor=null",
-        "--checkpoint.every_n_train_steps=2",
-    ]
-
-
-def train_losses(run_dir: Path) -> dict[int, list[float]]:
-    """``step -> [train/loss, ...]`` from ``metrics.csv`` (a step twice if it was rerun)."""
-    losses: dict[int, list[float]] = {}
-    with open(run_dir / "metrics.csv") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("train/loss"):
-                losses.setdefault(int(row["step"]), []).append(float(row["train/loss"]))
-    return losses
+from helpers import ROOT, TOTAL_STEPS, fit_args, train_losses
 
 
 @pytest.fixture

@@ -1,32 +1,25 @@
 """Trainer configs for scaling out: bf16 mixed precision runs on CPU; DDP configs build."""
 
-from pathlib import Path
-
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 
 from ssl_biases.cli import SSLBiasesCLI
 from ssl_biases.experiments.sync_batchnorm import AnyDeviceSyncBatchNorm
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
+from helpers import CONFIGS
+from helpers import tiny_args as cli_tiny_args
 
 
 def tiny_args(backbone_config: str, *extra: str) -> list[str]:
-    return [
-        "--config", str(CONFIGS / "method/simclr.yaml"),
-        "--config", backbone_config,
-        "--config", str(CONFIGS / "data/shapes.yaml"),
+    """One epoch at 16 px on 64 shapes."""
+    return cli_tiny_args(
+        backbone_config,
         "--data.image_size", "16",
         "--data.shapes_size", "64",
-        "--data.batch_size", "32",
-        "--data.num_workers", "0",
         "--data.max_probe_train_samples", "32",
         "--trainer.max_epochs", "1",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
         *extra,
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 def test_bf16_mixed_fit_runs_on_cpu_in_bfloat16(tmp_path, monkeypatch, tiny_backbone_config):

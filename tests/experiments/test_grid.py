@@ -96,7 +96,7 @@ def test_invalid_experiments_raise_with_a_hint(tmp_path, toy):
         check_configs(toy.cells())
 
 
-@pytest.mark.parametrize("name", ["bias_cifar10_small", "bias_cifar10_gpu"])
+@pytest.mark.parametrize("name", ["bias_cifar10_small", "bias_cifar10_quick", "bias_cifar10_gpu"])
 def test_shipped_study_configs_have_the_full_grid(name, monkeypatch):
     monkeypatch.chdir(ROOT)
     experiment = load_experiment(ROOT / f"configs/experiment/{name}.yaml")
@@ -124,11 +124,16 @@ def test_command_defaults_to_fit_and_accepts_validate_only_among_lightning_comma
         load_experiment(path)
 
 
-def test_random_init_floor_has_the_study_backbones(monkeypatch):
+@pytest.mark.parametrize("name", ["bias_cifar10_small", "bias_cifar10_quick"])
+def test_random_init_floor_has_the_study_backbones_and_probe_data(name, monkeypatch):
     monkeypatch.chdir(ROOT)
     floor = load_experiment(ROOT / "configs/experiment/bias_cifar10_small_random.yaml")
-    study = load_experiment(ROOT / "configs/experiment/bias_cifar10_small.yaml")
+    study = load_experiment(ROOT / f"configs/experiment/{name}.yaml")
     check_configs(floor.cells())
     assert floor.command == "validate" and len(floor.cells()) == 8
-    backbone = {k: v for k, v in study.args.items() if "backbone" in k or k.startswith("data.")}
-    assert backbone == {k: v for k, v in floor.args.items() if k in backbone}
+    shared = {  # all but the pretraining subset, which a validate run never reads
+        k: v
+        for k, v in study.args.items()
+        if ("backbone" in k or k.startswith("data.")) and k != "data.max_train_samples"
+    }
+    assert shared == {k: v for k, v in floor.args.items() if k in shared}
