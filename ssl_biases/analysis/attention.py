@@ -30,6 +30,8 @@ Every statistic is additive over batches (a sum and a count per head): the funct
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -295,86 +297,71 @@ def offset_local_heads(
     return [(int(block), int(head)) for block, head in chosen.nonzero().tolist()]
 
 
-class MeanAttentionDistance(Metric):
-    """Mean attention distance per head of one block, accumulated over batches.
+class _AttentionSums(Metric):
+    """Per-head sums over batches of one block's attention, and their counts.
 
-    ``update(attn)`` takes post-softmax attention ``[B, H, T, T]``; ``compute()`` returns
-    ``[H]`` float64 (see ``mean_attention_distance``; arXiv 2212.03862). Sums and counts are
-    reduced across processes, so under DDP every rank gets the whole-dataset value.
-
-    Args:
-        grid_size: patch grid ``(K_h, K_w)``.
-        num_prefix_tokens: leading class/register tokens.
+    Subclasses name the per-batch reduction (``sums``: ``attn, grid_size, num_prefix_tokens ->
+    (sum, count)``) and divide in ``compute``. Sums and counts are reduced across processes,
+    so under DDP every rank gets the whole-dataset value.
     """
 
     full_state_update = False
-    distance_sum: Tensor
+    total: Tensor
     count: Tensor
+    sums: Callable[[Tensor, tuple[int, int], int], tuple[Tensor, Tensor]]
 
     def __init__(self, grid_size: tuple[int, int], num_prefix_tokens: int = 0) -> None:
         super().__init__()
         self.grid_size = (int(grid_size[0]), int(grid_size[1]))
         self.num_prefix_tokens = num_prefix_tokens
         # Scalar zeros broadcast to one entry per head on the first update.
-        self.add_state("distance_sum", torch.zeros((), dtype=torch.float64), "sum")
+        self.add_state("total", torch.zeros((), dtype=torch.float64), "sum")
         self.add_state("count", torch.zeros((), dtype=torch.float64), "sum")
 
     def update(self, attn: Tensor) -> None:
         """Add one batch of attention ``[B, H, T, T]``."""
-        distance_sum, count = attention_distance_sums(
-            attn, self.grid_size, self.num_prefix_tokens
-        )  # [H], [H]
-        if self.distance_sum.ndim and self.distance_sum.shape != distance_sum.shape:
+        total, count = type(self).sums(attn, self.grid_size, self.num_prefix_tokens)
+        if self.total.ndim and self.total.shape != total.shape:
             raise ValueError(
-                f"got {distance_sum.numel()} heads after {self.distance_sum.numel()}; "
-                "use one MeanAttentionDistance per block"
+                f"got per-head sums of shape {tuple(total.shape)} after "
+                f"{tuple(self.total.shape)}; use one {type(self).__name__} per block"
             )
-        self.distance_sum = self.distance_sum + distance_sum  # [H]
+        self.total = self.total + total  # [H, ...]
         self.count = self.count + count  # [H]
 
-    def compute(self) -> Tensor:
-        """Mean attention distance ``[H]``."""
-        return self.distance_sum / self.count
 
-
-class AlignedAttentionMap(Metric):
-    """Aligned aggregated attention map per head of one block, accumulated over batches.
+class MeanAttentionDistance(_AttentionSums):
+    """Mean attention distance per head of one block, accumulated over batches.
 
     ``update(attn)`` takes post-softmax attention ``[B, H, T, T]``; ``compute()`` returns
-    ``[H, 2K_h-1, 2K_w-1]`` float64 (see ``aligned_attention_map``; arXiv 2212.03862);
-    ``attention_offset(metric.compute())`` gives the offsets. DDP-reduced like
-    ``MeanAttentionDistance``.
+    ``[H]`` float64 (see ``mean_attention_distance``; arXiv 2212.03862). DDP-reduced.
 
     Args:
         grid_size: patch grid ``(K_h, K_w)``.
         num_prefix_tokens: leading class/register tokens.
     """
 
-    full_state_update = False
-    map_sum: Tensor
-    count: Tensor
+    sums = staticmethod(attention_distance_sums)
 
-    def __init__(self, grid_size: tuple[int, int], num_prefix_tokens: int = 0) -> None:
-        super().__init__()
-        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
-        self.num_prefix_tokens = num_prefix_tokens
-        # Scalar zeros broadcast to one map per head on the first update.
-        self.add_state("map_sum", torch.zeros((), dtype=torch.float64), "sum")
-        self.add_state("count", torch.zeros((), dtype=torch.float64), "sum")
+    def compute(self) -> Tensor:
+        """Mean attention distance ``[H]``."""
+        return self.total / self.count
 
-    def update(self, attn: Tensor) -> None:
-        """Add one batch of attention ``[B, H, T, T]``."""
-        map_sum, count = aligned_attention_sums(
-            attn, self.grid_size, self.num_prefix_tokens
-        )  # [H, Ch, Cw], [H]
-        if self.map_sum.ndim and self.map_sum.shape != map_sum.shape:
-            raise ValueError(
-                f"got maps of shape {tuple(map_sum.shape)} after {tuple(self.map_sum.shape)}; "
-                "use one AlignedAttentionMap per block"
-            )
-        self.map_sum = self.map_sum + map_sum  # [H, Ch, Cw]
-        self.count = self.count + count  # [H]
+
+class AlignedAttentionMap(_AttentionSums):
+    """Aligned aggregated attention map per head of one block, accumulated over batches.
+
+    ``update(attn)`` takes post-softmax attention ``[B, H, T, T]``; ``compute()`` returns
+    ``[H, 2K_h-1, 2K_w-1]`` float64 (see ``aligned_attention_map``; arXiv 2212.03862);
+    ``attention_offset(metric.compute())`` gives the offsets. DDP-reduced.
+
+    Args:
+        grid_size: patch grid ``(K_h, K_w)``.
+        num_prefix_tokens: leading class/register tokens.
+    """
+
+    sums = staticmethod(aligned_attention_sums)
 
     def compute(self) -> Tensor:
         """Aligned map ``[H, 2K_h-1, 2K_w-1]``."""
-        return self.map_sum / self.count[:, None, None]
+        return self.total / self.count[:, None, None]

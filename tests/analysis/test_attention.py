@@ -179,7 +179,15 @@ def test_metrics_accumulate_like_one_big_batch() -> None:
     assert torch.allclose(distance_metric.compute(), mean_attention_distance(attn, (4, 4), 1))
     assert torch.allclose(map_metric.compute(), aligned_attention_map(attn, (4, 4), 1))
     distance_metric.reset()
-    assert distance_metric.distance_sum.ndim == 0
+    assert distance_metric.total.ndim == 0
+
+
+@pytest.mark.parametrize("metric_class", [MeanAttentionDistance, AlignedAttentionMap])
+def test_metric_refuses_a_second_block_with_another_head_count(metric_class) -> None:
+    metric = metric_class(grid_size=(4, 4), num_prefix_tokens=1)
+    metric.update(_random_attention(batch=2, heads=3, tokens=17, seed=4))
+    with pytest.raises(ValueError, match=f"use one {metric_class.__name__} per block"):
+        metric.update(_random_attention(batch=2, heads=2, tokens=17, seed=5))
 
 
 def test_offset_local_heads_finds_planted_head_only() -> None:
