@@ -113,9 +113,6 @@ class FrozenFeatureProbe(pl.Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start(trainer)
 
-    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start(trainer)
-
     def on_validation_batch_end(
         self,
         trainer: pl.Trainer,
@@ -127,16 +124,9 @@ class FrozenFeatureProbe(pl.Callback):
     ) -> None:
         self._collect(trainer, outputs, dataloader_idx)
 
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._collect(trainer, outputs, dataloader_idx)
+    # test runs collect like validation (a subclass that overrides a hook re-aliases it)
+    on_test_epoch_start = on_validation_epoch_start
+    on_test_batch_end = on_validation_batch_end
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._finish(trainer, pl_module, "val")

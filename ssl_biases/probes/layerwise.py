@@ -169,13 +169,4 @@ class LayerwiseKNNProbe(FrozenFeatureProbe):
     ) -> None:
         self._collect_batch(trainer, pl_module, batch, dataloader_idx)
 
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._collect_batch(trainer, pl_module, batch, dataloader_idx)
+    on_test_batch_end = on_validation_batch_end
