@@ -15,6 +15,13 @@ The experiment's ``report`` section chooses the headline table and plot::
       panel: method          # plot: one panel per method,
       x: token_mixer         #   token mixers along x,
       hue: pos_embed         #   one bar per position embedding
+      baseline: configs/experiment/bias_cifar10_small_random.yaml  # optional
+
+With a ``baseline`` experiment (e.g. the same backbones untrained, ``command: validate``),
+every row also gets ``gain/<metric>``: its metric minus the baseline's seed mean for the cell
+with the same labels on the baseline's axes, in a pivot table and a plot of its own. The
+gain over a backbone's own random initialisation separates what a method learned from what
+the architecture gives before any training.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ssl_biases.experiments.grid import SEED_AXIS, Experiment
+from ssl_biases.experiments.grid import SEED_AXIS, Experiment, load_experiment
 
 METRIC_PREFIXES = ("val/", "test/")
 EXTRA_METRICS = ("train/loss",)
@@ -61,6 +68,38 @@ def collect_results(experiment: Experiment) -> list[dict[str, Any]]:
             | final_metrics(run_dir)
         )
     return rows
+
+
+def add_baseline_gains(
+    rows: list[dict[str, Any]], baseline: Experiment, metrics: Sequence[str]
+) -> list[str]:
+    """Adds ``gain/<metric>`` to each row: metric minus the matching baseline cells' mean.
+
+    Rows are matched to the baseline's finished cells on the baseline's non-seed axes, which
+    the rows must share. A row without a finished baseline match gets no gain.
+
+    Returns:
+        The gain keys added (those of ``metrics`` the baseline has).
+    """
+    keys = [a for a in baseline.axis_names if a != SEED_AXIS]
+    missing = [k for k in keys if rows and k not in rows[0]]
+    if missing:
+        raise ValueError(
+            f"report.baseline {baseline.name!r} varies {missing}, which this experiment does "
+            "not: a baseline's axes (but its seeds) must be axes of the experiment too"
+        )
+    baseline_rows = collect_results(baseline)
+    added = []
+    for metric in metrics:
+        floor = group_over_seeds(baseline_rows, baseline.axis_names, metric)
+        if not floor:
+            continue
+        for row in rows:
+            match = floor.get(tuple(str(row[k]) for k in keys))
+            if metric in row and match:
+                row[f"gain/{metric}"] = float(row[metric]) - sum(match) / len(match)
+        added.append(f"gain/{metric}")
+    return added
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -192,36 +231,47 @@ def plot_metric(
 
 
 def write_report(experiment: Experiment, rows: list[dict[str, Any]]) -> list[Path]:
-    """Writes ``results.csv``, ``results.md`` and ``<metric>.png`` into the output directory."""
+    """Writes ``results.csv``, ``results.md`` and ``<metric>.png`` into the output directory.
+
+    With ``report.baseline`` the rows gain ``gain/<metric>`` columns, ``results.md`` a gain
+    table and ``gain_<metric>.png`` a plot (see the module docstring).
+    """
     out = experiment.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "results.csv", out / "results.md"]
-    write_csv(rows, paths[0])
     report = experiment.report
     metric = report.get("metric", "val/knn_top1")
     metrics = [m for m in report.get("metrics", [metric]) if any(m in r for r in rows)] or [metric]
     axes = experiment.axis_names
-    total = len(experiment.cells())
-    text = [f"# {experiment.name}: {len(rows)} of {total} cells finished", ""]
+    columns = list(report.get("columns") or [])
+    text = [f"# {experiment.name}: {len(rows)} of {len(experiment.cells())} cells finished", ""]
     if rows and report.get("rows"):
-        columns = list(report.get("columns") or [])
         text += [
             f"## {metric} (%)",
             "",
             pivot_table(rows, experiment, metric, report["rows"], columns),
             "",
         ]
-    text += [
-        "## All metrics (%, mean ± std over seeds)",
-        "",
-        summary_table(rows, axes, metrics),
-        "",
-    ]
+    text += ["## All metrics (%, mean ± std over seeds)", ""]
+    text += [summary_table(rows, axes, metrics), ""]
+    plotted = [metric]
+    if rows and report.get("baseline"):
+        baseline = load_experiment(report["baseline"])
+        gains = add_baseline_gains(rows, baseline, metrics)
+        if gains:
+            gain = f"gain/{metric}" if f"gain/{metric}" in gains else gains[0]
+            plotted.append(gain)
+            text += [f"## Gain over {baseline.name} (points: metric minus its mean there)", ""]
+            if report.get("rows"):
+                text += [pivot_table(rows, experiment, gain, report["rows"], columns), ""]
+            text += [summary_table(rows, axes, gains), ""]
+    paths = [out / "results.csv", out / "results.md"]
+    write_csv(rows, paths[0])
     paths[1].write_text("\n".join(text))
     if rows and report.get("x"):
-        png = out / f"{metric.replace('/', '_')}.png"
-        plot_metric(
-            rows, experiment, metric, report["x"], report.get("hue"), report.get("panel"), png
-        )
-        paths.append(png)
+        for name in plotted:
+            png = out / f"{name.replace('/', '_')}.png"
+            plot_metric(
+                rows, experiment, name, report["x"], report.get("hue"), report.get("panel"), png
+            )
+            paths.append(png)
     return paths

@@ -52,14 +52,14 @@ def test_mean_std_is_the_sample_std():
     assert format_mean_std([]) == "–"
 
 
-def test_report_averages_over_seeds_and_marks_missing_cells(tmp_path):
-    path = tmp_path / "toy.yaml"
-    path.write_text(EXPERIMENT)
-    experiment = load_experiment(path, output_dir=tmp_path / "out")
-    knn = {"simclr": {"attention": [0.5, 0.6], "mlp": [0.3, 0.3]}, "byol": {"attention": [0.4]}}
+KNN = {"simclr": {"attention": [0.5, 0.6], "mlp": [0.3, 0.3]}, "byol": {"attention": [0.4]}}
+
+
+def finish_cells(experiment, knn):
+    """Fake finished cells: ``knn[method][token_mixer][seed]`` (missing: not finished)."""
     for cell in experiment.cells():
         v = cell.values
-        values = knn.get(v["method"], {}).get(v["token_mixer"], [])
+        values = knn.get(v.get("method"), {}).get(v["token_mixer"], [])
         if int(v["seed"]) >= len(values):
             continue  # unfinished cell: no done.json
         run_dir = experiment.output_dir / cell.cell_id
@@ -67,6 +67,13 @@ def test_report_averages_over_seeds_and_marks_missing_cells(tmp_path):
             {"epoch": 0, "step": 1, "train/loss": 1.0, "val/knn_top1": values[int(v["seed"])]},
         ])  # fmt: skip
         (run_dir / "done.json").write_text(json.dumps({"wall_s": 12.0}))
+
+
+def test_report_averages_over_seeds_and_marks_missing_cells(tmp_path):
+    path = tmp_path / "toy.yaml"
+    path.write_text(EXPERIMENT)
+    experiment = load_experiment(path, output_dir=tmp_path / "out")
+    finish_cells(experiment, KNN)
     (experiment.output_dir / "method-byol_token_mixer-mlp_seed-0").mkdir()  # started, not done
 
     rows = collect_results(experiment)
@@ -81,3 +88,53 @@ def test_report_averages_over_seeds_and_marks_missing_cells(tmp_path):
     assert "| attention | 55.0 ± 7.1 | 40.0 |" in text
     assert "| mlp | 30.0 ± 0.0 | – |" in text
     assert paths[2].name == "val_knn_top1.png" and paths[2].stat().st_size > 1000
+
+
+FLOOR = """
+name: floor
+command: validate
+output_dir: {out}
+axes:
+  - {{name: token_mixer, key: mixer, values: [attention, mlp]}}
+  - {{name: seed, key: seed_everything, values: [0, 1]}}
+"""
+
+
+def test_report_gain_over_a_baseline_is_the_metric_minus_the_matching_baseline_mean(tmp_path):
+    floor_path = tmp_path / "floor.yaml"
+    floor_path.write_text(FLOOR.format(out=tmp_path / "floor"))
+    floor = load_experiment(floor_path)
+    finish_cells(floor, {None: {"attention": [0.2, 0.3], "mlp": [0.1]}})
+    path = tmp_path / "toy.yaml"
+    path.write_text(
+        EXPERIMENT.replace("x: token_mixer}", f"x: token_mixer, baseline: {floor_path}}}")
+    )
+    experiment = load_experiment(path, output_dir=tmp_path / "out")
+    finish_cells(experiment, KNN)
+
+    paths = write_report(experiment, collect_results(experiment))
+    with open(paths[0]) as handle:
+        table = {r["cell_id"]: r for r in csv.DictReader(handle)}
+    # simclr/attention seed 1: 0.6 - mean(0.2, 0.3)
+    gain = float(table["method-simclr_token_mixer-attention_seed-1"]["gain/val/knn_top1"])
+    assert gain == pytest.approx(0.35)
+    text = paths[1].read_text()
+    assert "## Gain over floor" in text
+    assert "| attention | 30.0 ± 7.1 | 15.0 |" in text  # simclr 0.55 - 0.25, byol 0.4 - 0.25
+    assert "| mlp | 20.0 ± 0.0 | – |" in text
+    assert [p.name for p in paths[2:]] == ["val_knn_top1.png", "gain_val_knn_top1.png"]
+
+
+def test_a_baseline_that_varies_an_axis_the_experiment_does_not_is_refused(tmp_path):
+    floor_path = tmp_path / "floor.yaml"
+    floor_path.write_text(
+        FLOOR.format(out=tmp_path / "floor").replace("token_mixer, key: mixer", "width, key: w")
+    )
+    path = tmp_path / "toy.yaml"
+    path.write_text(
+        EXPERIMENT.replace("x: token_mixer}", f"x: token_mixer, baseline: {floor_path}}}")
+    )
+    experiment = load_experiment(path, output_dir=tmp_path / "out")
+    finish_cells(experiment, KNN)
+    with pytest.raises(ValueError, match=r"varies \['width'\]"):
+        write_report(experiment, collect_results(experiment))
