@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,6 +23,7 @@ from lightning.pytorch.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
     RichProgressBar,
+    TQDMProgressBar,
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -161,7 +163,9 @@ class SSLBiasesCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> pl.Trainer:
         if config.get("enable_progress_bar") is not False:
-            callbacks = [*callbacks, RichProgressBar()]
+            # rich draws nothing into a log file; tqdm writes lines there
+            bar = RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar()
+            callbacks = [*callbacks, bar]
         callbacks = [*callbacks, BackboneConfigInCheckpoint()]
         # pre-emption checkpoint, exact resume, run status, atomic checkpoint files
         callbacks = [
@@ -247,6 +251,9 @@ class SSLBiasesCLI(LightningCLI):
         trainer = self.trainer
         loggers = list(trainer.loggers)
         if loggers and not any(isinstance(lg, CSVLogger) for lg in loggers):
+            # The CSV writer warns about the TensorBoard files already in the shared run dir;
+            # it only ever replaces a previous metrics.csv, and a new run dir has none.
+            warnings.filterwarnings("ignore", message=r"Experiment logs directory .* not empty")
             loggers.append(CSVLogger(save_dir=loggers[0].log_dir, name="", version=""))
             trainer.loggers = loggers
         trainer.callbacks.append(ValidationTracker())

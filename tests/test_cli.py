@@ -1,10 +1,12 @@
 """End-to-end checks of the `ssl-biases` CLI on tiny generated data."""
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 
 from ssl_biases.cli import SSLBiasesCLI, cli_main
 
@@ -12,7 +14,7 @@ from helpers import CONFIGS, column, read_metrics, tiny_args
 
 
 def test_fit_writes_a_complete_run_directory_and_learns(
-    tmp_path, monkeypatch, tiny_backbone_config
+    tmp_path, monkeypatch, tiny_backbone_config, recwarn
 ):
     monkeypatch.chdir(tmp_path)
     cli = cli_main(
@@ -40,6 +42,8 @@ def test_fit_writes_a_complete_run_directory_and_learns(
     assert checkpoint["global_step"] == 24
     state = cli.model.state_dict()
     assert all(torch.equal(state[k], checkpoint["state_dict"][k]) for k in state)
+    # metrics.csv shares the TensorBoard run dir without a spurious "will be deleted" warning
+    assert not [w for w in recwarn if "exists and is not empty" in str(w.message)]
 
 
 def test_max_steps_mid_epoch_still_checkpoints_and_validates(
@@ -124,3 +128,14 @@ def test_lr_is_scaled_by_the_global_batch(tmp_path, monkeypatch, tiny_backbone_c
     assert groups["decay"]["initial_lr"] == pytest.approx(1e-3 * 32 / 256)
     assert groups["no_decay"]["weight_decay"] == 0.0
     assert not math.isclose(groups["decay"]["weight_decay"], 0.0)
+
+
+@pytest.mark.parametrize(("tty", "bar"), [(True, RichProgressBar), (False, TQDMProgressBar)])
+def test_progress_bar_is_rich_on_a_terminal_and_line_based_in_a_log(
+    tty, bar, tmp_path, monkeypatch, tiny_backbone_config
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
+    args = tiny_args(tiny_backbone_config, "--trainer.enable_progress_bar", "true")
+    cli = SSLBiasesCLI(args=args, run=False)
+    assert type(cli.trainer.progress_bar_callback) is bar
