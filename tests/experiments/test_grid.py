@@ -124,16 +124,32 @@ def test_command_defaults_to_fit_and_accepts_validate_only_among_lightning_comma
         load_experiment(path)
 
 
-@pytest.mark.parametrize("name", ["bias_cifar10_small", "bias_cifar10_quick"])
-def test_random_init_floor_has_the_study_backbones_and_probe_data(name, monkeypatch):
+@pytest.mark.parametrize(
+    ("name", "floor_name"),
+    [
+        ("bias_cifar10_small", "bias_cifar10_small_random"),
+        ("bias_cifar10_quick", "bias_cifar10_small_random"),
+        ("bias_cifar10_gpu", "bias_cifar10_gpu_random"),
+    ],
+)
+def test_random_init_floor_has_the_study_backbones_and_probe_data(name, floor_name, monkeypatch):
     monkeypatch.chdir(ROOT)
-    floor = load_experiment(ROOT / "configs/experiment/bias_cifar10_small_random.yaml")
+    floor_path = f"configs/experiment/{floor_name}.yaml"
+    floor = load_experiment(ROOT / floor_path)
     study = load_experiment(ROOT / f"configs/experiment/{name}.yaml")
     check_configs(floor.cells())
-    assert floor.command == "validate" and len(floor.cells()) == 8
+    assert study.report["baseline"] == floor_path
+    assert floor.command == "validate"
+    assert set(floor.axis_names) == set(study.axis_names) - {"method"}
+    assert len(floor.cells()) * 4 == len(study.cells())  # 4 methods
     shared = {  # all but the pretraining subset, which a validate run never reads
         k: v
         for k, v in study.args.items()
         if ("backbone" in k or k.startswith("data.")) and k != "data.max_train_samples"
     }
     assert shared == {k: v for k, v in floor.args.items() if k in shared}
+    study_data = dict(study.axes).get("data")
+    if study_data is not None:  # the same data configs and roots per dataset
+        assert [(v.label, v.configs, v.args) for v in study_data] == [
+            (v.label, v.configs, v.args) for v in dict(floor.axes)["data"]
+        ]
