@@ -76,7 +76,9 @@ def add_baseline_gains(
     """Adds ``gain/<metric>`` to each row: metric minus the matching baseline cells' mean.
 
     Rows are matched to the baseline's finished cells on the baseline's non-seed axes, which
-    the rows must share. A row without a finished baseline match gets no gain.
+    the rows must share. A row without a finished baseline match gets no gain. Where the
+    baseline's report lists ``metrics``, only those are compared (an untrained baseline's
+    online-probe accuracy, say, is no floor).
 
     Returns:
         The gain keys added (those of ``metrics`` the baseline has).
@@ -89,8 +91,9 @@ def add_baseline_gains(
             "not: a baseline's axes (but its seeds) must be axes of the experiment too"
         )
     baseline_rows = collect_results(baseline)
+    compared = baseline.report.get("metrics")
     added = []
-    for metric in metrics:
+    for metric in metrics if compared is None else [m for m in metrics if m in compared]:
         floor = group_over_seeds(baseline_rows, baseline.axis_names, metric)
         if not floor:
             continue

@@ -97,6 +97,7 @@ output_dir: {out}
 axes:
   - {{name: token_mixer, key: mixer, values: [attention, mlp]}}
   - {{name: seed, key: seed_everything, values: [0, 1]}}
+report: {{metrics: [val/knn_top1]}}
 """
 
 
@@ -106,9 +107,8 @@ def test_report_gain_over_a_baseline_is_the_metric_minus_the_matching_baseline_m
     floor = load_experiment(floor_path)
     finish_cells(floor, {None: {"attention": [0.2, 0.3], "mlp": [0.1]}})
     path = tmp_path / "toy.yaml"
-    path.write_text(
-        EXPERIMENT.replace("x: token_mixer}", f"x: token_mixer, baseline: {floor_path}}}")
-    )
+    report = f"x: token_mixer, baseline: {floor_path}, metrics: [val/knn_top1, train/loss]}}"
+    path.write_text(EXPERIMENT.replace("x: token_mixer}", report))
     experiment = load_experiment(path, output_dir=tmp_path / "out")
     finish_cells(experiment, KNN)
 
@@ -118,6 +118,7 @@ def test_report_gain_over_a_baseline_is_the_metric_minus_the_matching_baseline_m
     # simclr/attention seed 1: 0.6 - mean(0.2, 0.3)
     gain = float(table["method-simclr_token_mixer-attention_seed-1"]["gain/val/knn_top1"])
     assert gain == pytest.approx(0.35)
+    assert "gain/train/loss" not in table["method-simclr_token_mixer-attention_seed-1"]
     text = paths[1].read_text()
     assert "## Gain over floor" in text
     assert "| attention | 30.0 ± 7.1 | 15.0 |" in text  # simclr 0.55 - 0.25, byol 0.4 - 0.25
