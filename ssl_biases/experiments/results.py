@@ -220,12 +220,16 @@ def plot_metric(
                 means.append(100 * mean)
                 stds.append(100 * std)
             positions = [i + (h - (len(hues) - 1) / 2) * width for i in range(len(labels[x]))]
-            ax.bar(positions, means, width, yerr=stds, label=hue_label, capsize=2)
+            errors = stds if any(s > 0 for s in stds) else None  # one seed: no bars
+            ax.bar(positions, means, width, yerr=errors, label=hue_label, capsize=2)
         ax.set_xticks(range(len(labels[x])), labels[x], rotation=30, ha="right", fontsize=8)
         ax.set_xlim(-0.5, len(labels[x]) - 0.5)  # unfinished cells leave gaps, not a shift
         if panel_label is not None:
             ax.set_title(f"{panel}={panel_label}", fontsize=9)
-    axs[0][0].set_ylabel(f"{metric} (%)")
+    if metric.startswith("gain/"):
+        for ax in axs[0]:
+            ax.axhline(0.0, color="black", linewidth=0.6)
+    axs[0][0].set_ylabel(f"{metric} ({'points' if metric.startswith('gain/') else '%'})")
     if hue is not None:
         axs[0][-1].legend(title=hue, fontsize=7, title_fontsize=7)
     fig.tight_layout()
