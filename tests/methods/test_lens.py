@@ -16,7 +16,7 @@ from ssl_biases.cli import SSLBiasesCLI, cli_main
 from ssl_biases.methods import BYOL, SimCLR
 from ssl_biases.methods.lens import Lens, lens_edit_grid, reverse_gradient
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from helpers import CONFIGS, tiny_args
 
 
 class FixedBatch(Dataset):
@@ -175,24 +175,19 @@ def test_lens_edit_grid_shows_inputs_outputs_and_scaled_differences() -> None:
 
 
 def cli_args(backbone_config: str, *extra: str) -> list[str]:
-    return [
-        "--config", str(CONFIGS / "method/simclr.yaml"),
+    """``tiny_args`` with the lens stacked on SimCLR and the shortcut-planted shapes."""
+    return tiny_args(
+        backbone_config,
         "--config", str(CONFIGS / "method/lens.yaml"),
-        "--config", backbone_config,
         "--config", str(CONFIGS / "data/shapes_shortcut.yaml"),
         "--model.init_args.lens.init_args.width", "4",
         "--model.projection_hidden_dim", "32",
         "--data.image_size", "16",
         "--data.shapes_size", "64",
         "--data.batch_size", "16",
-        "--data.num_workers", "0",
         "--data.max_probe_train_samples", "32",
-        "--trainer.accelerator", "cpu",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-        "--trainer.log_every_n_steps", "1",
         *extra,
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 def test_lens_config_fits_logs_probes_and_edits_and_round_trips_the_checkpoint(
