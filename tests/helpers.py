@@ -4,9 +4,28 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+
+TINY_BACKBONE_YAML = """
+model:
+  init_args:
+    backbone:
+      class_path: ssl_biases.backbones.IsotropicNet
+      init_args: {width: 32, depth: 2, num_heads: 2, patch_size: 4, mlp_ratio: 2.0}
+"""
+
+
+def write_tiny_backbone(folder: Path) -> str:
+    """Writes a YAML that sets a tiny attention ``IsotropicNet`` backbone; returns its path."""
+    path = folder / "tiny_backbone.yaml"
+    path.write_text(TINY_BACKBONE_YAML)
+    return str(path)
 
 
 def tiny_args(backbone_config: str, *extra: str) -> list[str]:
@@ -98,3 +117,21 @@ def train_losses(run_dir: Path) -> dict[int, list[float]]:
         if row.get("train/loss"):
             losses.setdefault(int(row["step"]), []).append(float(row["train/loss"]))
     return losses
+
+
+class FrozenModule(pl.LightningModule):
+    """Validation/test steps that return ``{"features", "labels"}`` of a fixed backbone."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def _step(self, batch: Any) -> dict[str, Any]:
+        images, labels = batch
+        return {"features": self.backbone(images), "labels": labels}
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        return self._step(batch)
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        return self._step(batch)

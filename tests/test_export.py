@@ -24,32 +24,20 @@ from ssl_biases.export import (
     load_backbone,
 )
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from helpers import tiny_args, write_tiny_backbone
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
     """A 2-step SimCLR run of a tiny attention IsotropicNet: (run dir, trained backbone)."""
     root = tmp_path_factory.mktemp("export_run")
-    backbone = root / "backbone.yaml"
-    backbone.write_text(
-        "model: {init_args: {backbone: {class_path: ssl_biases.backbones.IsotropicNet, "
-        "init_args: {width: 32, depth: 2, num_heads: 2, patch_size: 4, mlp_ratio: 2.0}}}}"
-    )
     args = [
         "fit",
-        "--config", str(CONFIGS / "method/simclr.yaml"),
-        "--config", str(backbone),
-        "--config", str(CONFIGS / "data/shapes.yaml"),
+        *tiny_args(write_tiny_backbone(root)),
         "--data.image_size", "16",
         "--data.shapes_size", "64",
-        "--data.batch_size", "32",
-        "--data.num_workers", "0",
         "--data.max_probe_train_samples", "32",
         "--trainer.max_epochs", "1",
-        "--trainer.accelerator", "cpu",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
         "--trainer.logger.save_dir", str(root / "runs"),
         "--tensorboard.attention", "false",
         "--tensorboard.projector", "false",

@@ -22,7 +22,8 @@ from ssl_biases.analysis.tensorboard import (
 from ssl_biases.backbones import create_backbone
 from ssl_biases.cli import cli_main
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from helpers import tiny_args, write_tiny_backbone
+
 GUIDANCE = {"images": 0, "scalars": 0, "tensors": 0}
 
 
@@ -53,25 +54,13 @@ def grid_side(tiles: int, size: int, padding: int = 2) -> int:
 def tiny_run(tmp_path_factory) -> Path:
     """2 epochs x 2 steps of SimCLR with a tiny attention IsotropicNet (class token)."""
     root = tmp_path_factory.mktemp("tb_run")
-    backbone = root / "backbone.yaml"
-    backbone.write_text(
-        "model: {init_args: {backbone: {class_path: ssl_biases.backbones.IsotropicNet, "
-        "init_args: {width: 32, depth: 2, num_heads: 2, patch_size: 4, mlp_ratio: 2.0}}}}"
-    )
     args = [
         "fit",
-        "--config", str(CONFIGS / "method/simclr.yaml"),
-        "--config", str(backbone),
-        "--config", str(CONFIGS / "data/shapes.yaml"),
+        *tiny_args(write_tiny_backbone(root)),
         "--data.image_size", "16",
         "--data.shapes_size", "64",
-        "--data.batch_size", "32",
-        "--data.num_workers", "0",
         "--data.max_probe_train_samples", "32",
         "--trainer.max_epochs", "2",
-        "--trainer.accelerator", "cpu",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
         "--trainer.logger.save_dir", str(root / "runs"),
         "--tensorboard.num_images", "4",
         "--tensorboard.projector_samples", "10",

@@ -6,6 +6,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ssl_biases.probes.fewshot import FewShotProbe
 
+from helpers import FrozenModule
+
 
 class Separable(nn.Module):
     """Embeds an image as 5 * one-hot(label) + noise: linearly separable features."""
@@ -15,22 +17,6 @@ class Separable(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         label = x[:, 0].round().long()
         return 5 * nn.functional.one_hot(label, 3).float().repeat(1, 2) + 0.1 * x[:, 1:7]
-
-
-class FrozenModule(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.backbone = Separable()
-
-    def _step(self, batch):
-        images, labels = batch
-        return {"features": self.backbone(images), "labels": labels}
-
-    def validation_step(self, batch, batch_idx, dataloader_idx=0):
-        return self._step(batch)
-
-    def test_step(self, batch, batch_idx, dataloader_idx=0):
-        return self._step(batch)
 
 
 def split(n: int, seed: int) -> TensorDataset:
@@ -51,7 +37,7 @@ def run(stage: str, probe: FewShotProbe, bank_size: int = 90) -> dict[str, float
         callbacks=[probe],
     )
     loaders = [DataLoader(split(bank_size, 0), 32), DataLoader(split(60, 1), 32)]
-    getattr(trainer, stage)(FrozenModule(), dataloaders=loaders, verbose=False)
+    getattr(trainer, stage)(FrozenModule(Separable()), dataloaders=loaders, verbose=False)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 

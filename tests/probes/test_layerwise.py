@@ -12,6 +12,8 @@ from ssl_biases.probes.layerwise import (
     pool_block_output,
 )
 
+from helpers import FrozenModule
+
 NUM_CLASSES = 4
 
 
@@ -50,22 +52,6 @@ def labelled_images(n: int, seed: int) -> TensorDataset:
     images = torch.randn(n, 3, 4, 4, generator=g)
     images[:, 0, 0, 0] = labels.float()
     return TensorDataset(images, labels)
-
-
-class FrozenModule(pl.LightningModule):
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-
-    def _step(self, batch):
-        images, labels = batch
-        return {"features": self.backbone(images), "labels": labels}
-
-    def validation_step(self, batch, batch_idx, dataloader_idx=0):
-        return self._step(batch)
-
-    def test_step(self, batch, batch_idx, dataloader_idx=0):
-        return self._step(batch)
 
 
 def probe_loaders() -> list[DataLoader]:
