@@ -74,6 +74,9 @@ class SSLDataModule(pl.LightningDataModule):
             small datasets of same-size images such as the CIFAR-10 JPEG tree; see
             docs/performance.md). Datasets read from arrays (cifar, stl10, shapes) are in
             memory already.
+        predict_split: What ``ssl-biases predict`` embeds, unaugmented: ``test`` (the probe
+            queries, ``max_val_samples`` of them) or ``probe_train`` (the probe bank,
+            ``max_probe_train_samples`` of the train split; ``null`` for all of it).
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class SSLDataModule(pl.LightningDataModule):
         seed: int = 0,
         skip_corrupt: bool = False,
         cache: bool = False,
+        predict_split: str = "test",
     ) -> None:
         super().__init__()
         if image_size < 8:
@@ -112,6 +116,11 @@ class SSLDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.cache = cache
+        if predict_split not in ("test", "probe_train"):
+            raise ValueError(
+                f"predict_split must be 'test' or 'probe_train', got {predict_split!r}"
+            )
+        self.predict_split = predict_split
         self.max_train_samples = max_train_samples
         self.max_probe_train_samples = max_probe_train_samples
         self.max_val_samples = max_val_samples
@@ -253,4 +262,5 @@ class SSLDataModule(pl.LightningDataModule):
         return self.probe_dataloaders()
 
     def predict_dataloader(self) -> DataLoader:
-        return self.probe_dataloaders()[1]
+        dataset = self.probe_dataset(self.predict_split)
+        return self._loader(dataset, self.probe_batch_size, train=False)

@@ -1,7 +1,8 @@
 """`EmbeddingWriter`: ``ssl-biases predict`` writes frozen embeddings for scikit-learn or UMAP.
 
 ``ssl-biases predict --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt`` runs
-the backbone over the data module's ``predict_dataloader`` (the test split, unaugmented) and
+the backbone over the data module's ``predict_dataloader`` (unaugmented; the test split, or the
+probe bank with ``--data.predict_split probe_train``) and
 writes into ``--embeddings.output_dir`` (default: ``<run dir of the predict>/embeddings``)
 
 - ``embeddings.npy``: float32 ``[N, D]``, row ``i`` is dataset item ``i``;

@@ -12,9 +12,11 @@ from torch.utils.data import Subset
 from torchvision.datasets import ImageFolder
 
 from ssl_biases.cli import cli_main
-from ssl_biases.data.datamodule import TransformedDataset
+from ssl_biases.data.datamodule import SSLDataModule, TransformedDataset
 from ssl_biases.data.shapes import ShapesDataset
 from ssl_biases.probes.embeddings import dataset_paths
+
+from helpers import tiny_args, write_tiny_backbone
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CLASSES = ("cat", "dog", "emu")
@@ -96,3 +98,39 @@ def test_several_predict_loaders_are_refused():
         EmbeddingWriter(output_dir="unused").write_on_epoch_end(
             None, None, [[batch], [batch]], [[[0]], [[1]]]
         )
+
+
+def test_predict_split_probe_train_embeds_the_probe_bank(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_imagefolder(tmp_path / "data", "test", per_class=1)
+    write_imagefolder(tmp_path / "data", "train", per_class=4)
+    out = tmp_path / "emb"
+    cli = cli_main(
+        [
+            "predict",
+            *tiny_args(write_tiny_backbone(tmp_path)),
+            "--data.dataset",
+            "imagefolder",
+            "--data.root",
+            str(tmp_path / "data"),
+            "--data.image_size",
+            "16",
+            "--data.max_probe_train_samples",
+            "10",
+            "--data.predict_split",
+            "probe_train",
+            "--embeddings.output_dir",
+            str(out),
+        ]  # fmt: skip
+    )
+    bank = cli.datamodule.probe_dataset("probe_train")  # 10 of the 12 train images
+    assert len(bank) == 10
+    assert np.load(out / "embeddings.npy").shape == (10, 32)
+    assert np.load(out / "labels.npy").tolist() == [int(bank[i][1]) for i in range(10)]
+    paths = (out / "paths.txt").read_text().splitlines()
+    assert all(Path(p).parent.parent.name == "train" for p in paths)
+
+
+def test_an_unknown_predict_split_is_a_clear_error():
+    with pytest.raises(ValueError, match="predict_split must be 'test' or 'probe_train'"):
+        SSLDataModule(predict_split="val")
