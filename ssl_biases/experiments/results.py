@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -262,9 +263,15 @@ def write_report(experiment: Experiment, rows: list[dict[str, Any]]) -> list[Pat
     text += [summary_table(rows, axes, metrics), ""]
     plotted = [metric]
     if rows and report.get("baseline"):
-        baseline = load_experiment(report["baseline"])
-        gains = add_baseline_gains(rows, baseline, metrics)
-        if gains:
+        try:
+            baseline = load_experiment(report["baseline"])
+        except FileNotFoundError as error:  # the tables above are still worth writing
+            warnings.warn(f"report.baseline: {error}; no gains reported", stacklevel=2)
+            text += [f"No gains: report.baseline {report['baseline']} was not found.", ""]
+            baseline, gains = None, []
+        else:
+            gains = add_baseline_gains(rows, baseline, metrics)
+        if gains and baseline is not None:
             gain = f"gain/{metric}" if f"gain/{metric}" in gains else gains[0]
             plotted.append(gain)
             text += [f"## Gain over {baseline.name} (points: metric minus its mean there)", ""]

@@ -139,3 +139,16 @@ def test_a_baseline_that_varies_an_axis_the_experiment_does_not_is_refused(tmp_p
     finish_cells(experiment, KNN)
     with pytest.raises(ValueError, match=r"varies \['width'\]"):
         write_report(experiment, collect_results(experiment))
+
+
+def test_a_missing_baseline_file_still_writes_the_tables(tmp_path):
+    path = tmp_path / "toy.yaml"
+    report = f"x: token_mixer, baseline: {tmp_path / 'absent.yaml'}}}"
+    path.write_text(EXPERIMENT.replace("x: token_mixer}", report))
+    experiment = load_experiment(path, output_dir=tmp_path / "out")
+    finish_cells(experiment, KNN)
+    with pytest.warns(UserWarning, match="absent.yaml"):
+        paths = write_report(experiment, collect_results(experiment))
+    text = paths[1].read_text()
+    assert "| attention | 55.0 ± 7.1 | 40.0 |" in text and "No gains" in text
+    assert [p.name for p in paths[2:]] == ["val_knn_top1.png"]
