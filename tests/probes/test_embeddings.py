@@ -32,6 +32,19 @@ def write_imagefolder(root: Path, split: str, per_class: int) -> None:
             Image.new("RGB", (20, 20), colour).save(folder / f"{i}.png")
 
 
+def predict_args(root: Path, out: Path, *extra: str) -> list[str]:
+    """``predict`` of a tiny random backbone over the imagefolder tree at ``root / "data"``."""
+    return [
+        "predict",
+        *tiny_args(write_tiny_backbone(root)),
+        "--data.dataset", "imagefolder",
+        "--data.root", str(root / "data"),
+        "--data.image_size", "16",
+        "--embeddings.output_dir", str(out),
+        *extra,
+    ]  # fmt: skip
+
+
 def test_dataset_paths_look_through_subsets_and_transforms(tmp_path):
     write_imagefolder(tmp_path, "test", per_class=2)
     folder = ImageFolder(str(tmp_path / "test"))
@@ -44,37 +57,8 @@ def test_predict_writes_embeddings_labels_and_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_imagefolder(tmp_path / "data", "test", per_class=3)
     write_imagefolder(tmp_path / "data", "train", per_class=1)
-    backbone = tmp_path / "backbone.yaml"
-    backbone.write_text(
-        "model: {init_args: {backbone: {class_path: ssl_biases.backbones.IsotropicNet, "
-        "init_args: {width: 32, depth: 1, num_heads: 2, patch_size: 4, mlp_ratio: 2.0}}}}"
-    )
     out = tmp_path / "emb"
-    cli = cli_main(
-        [
-            "predict",
-            "--config",
-            str(CONFIGS / "method/simclr.yaml"),
-            "--config",
-            str(backbone),
-            "--data.dataset",
-            "imagefolder",
-            "--data.root",
-            str(tmp_path / "data"),
-            "--data.image_size",
-            "16",
-            "--data.probe_batch_size",
-            "4",
-            "--data.num_workers",
-            "0",
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--embeddings.output_dir",
-            str(out),
-        ]  # fmt: skip
-    )
+    cli = cli_main(predict_args(tmp_path, out, "--data.probe_batch_size", "4"))
     embeddings = np.load(out / "embeddings.npy")
     labels = np.load(out / "labels.npy")
     paths = (out / "paths.txt").read_text().splitlines()
@@ -105,24 +89,8 @@ def test_predict_split_probe_train_embeds_the_probe_bank(tmp_path, monkeypatch):
     write_imagefolder(tmp_path / "data", "test", per_class=1)
     write_imagefolder(tmp_path / "data", "train", per_class=4)
     out = tmp_path / "emb"
-    cli = cli_main(
-        [
-            "predict",
-            *tiny_args(write_tiny_backbone(tmp_path)),
-            "--data.dataset",
-            "imagefolder",
-            "--data.root",
-            str(tmp_path / "data"),
-            "--data.image_size",
-            "16",
-            "--data.max_probe_train_samples",
-            "10",
-            "--data.predict_split",
-            "probe_train",
-            "--embeddings.output_dir",
-            str(out),
-        ]  # fmt: skip
-    )
+    args = ["--data.max_probe_train_samples", "10", "--data.predict_split", "probe_train"]
+    cli = cli_main(predict_args(tmp_path, out, *args))
     bank = cli.datamodule.probe_dataset("probe_train")  # 10 of the 12 train images
     assert len(bank) == 10
     assert np.load(out / "embeddings.npy").shape == (10, 32)
