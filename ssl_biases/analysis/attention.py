@@ -320,7 +320,7 @@ class _AttentionSums(Metric):
 
     def update(self, attn: Tensor) -> None:
         """Add one batch of attention ``[B, H, T, T]``."""
-        total, count = type(self).sums(attn, self.grid_size, self.num_prefix_tokens)
+        total, count = self.sums(attn, self.grid_size, self.num_prefix_tokens)
         if self.total.ndim and self.total.shape != total.shape:
             raise ValueError(
                 f"got per-head sums of shape {tuple(total.shape)} after "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -97,7 +97,7 @@ class SSLDataModule(pl.LightningDataModule):
         seed: int = 0,
         skip_corrupt: bool = False,
         cache: bool = False,
-        predict_split: str = "test",
+        predict_split: Literal["test", "probe_train"] = "test",
     ) -> None:
         super().__init__()
         if image_size < 8:

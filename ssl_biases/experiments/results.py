@@ -268,16 +268,15 @@ def write_report(experiment: Experiment, rows: list[dict[str, Any]]) -> list[Pat
         except FileNotFoundError as error:  # the tables above are still worth writing
             warnings.warn(f"report.baseline: {error}; no gains reported", stacklevel=2)
             text += [f"No gains: report.baseline {report['baseline']} was not found.", ""]
-            baseline, gains = None, []
         else:
             gains = add_baseline_gains(rows, baseline, metrics)
-        if gains and baseline is not None:
-            gain = f"gain/{metric}" if f"gain/{metric}" in gains else gains[0]
-            plotted.append(gain)
-            text += [f"## Gain over {baseline.name} (points: metric minus its mean there)", ""]
-            if report.get("rows"):
-                text += [pivot_table(rows, experiment, gain, report["rows"], columns), ""]
-            text += [summary_table(rows, axes, gains), ""]
+            if gains:
+                gain = f"gain/{metric}" if f"gain/{metric}" in gains else gains[0]
+                plotted.append(gain)
+                text += [f"## Gain over {baseline.name} (points: metric minus its mean there)", ""]
+                if report.get("rows"):
+                    text += [pivot_table(rows, experiment, gain, report["rows"], columns), ""]
+                text += [summary_table(rows, axes, gains), ""]
     paths = [out / "results.csv", out / "results.md"]
     write_csv(rows, paths[0])
     paths[1].write_text("\n".join(text))
