@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightly.models.utils import get_at_index, mask_at_index, patchify, unpatchify
+from lightly.models.utils import get_at_index, patchify, unpatchify
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
-from ssl_biases.methods.reconstruction import MaskedReconstruction
+from ssl_biases.methods.reconstruction import MaskedReconstruction, patchify_count
 
 
 class MaskedModeling(MaskedReconstruction):
@@ -63,12 +63,28 @@ class MaskedModeling(MaskedReconstruction):
     def predict_masked(
         self, images: Tensor, idx_keep: Tensor, idx_mask: Tensor
     ) -> tuple[Tensor, Tensor]:
-        patches = patchify(images, self.patch_size)  # [B, N, p*p*C]
-        hidden = mask_at_index(patches, idx_mask, patches.new_zeros(1, 1, patches.shape[-1]))
-        hidden = unpatchify(hidden, self.patch_size, images.shape[1])  # [B, C, H, W]
-        tokens = self.backbone.embed_patches(hidden)  # [B, N, D]
-        tokens = mask_at_index(tokens, idx_mask, self.mask_token.to(tokens.dtype))  # [B, N, D]
+        num_patches = patchify_count(images, self.patch_size)
+        mask = idx_mask.new_zeros(idx_mask.shape[0], num_patches, dtype=torch.bool)  # [B, N]
+        mask = mask.scatter(1, idx_mask, True)  # [B, N]
+        tokens = embed_with_mask_token(self.backbone, images, mask, self.mask_token)  # [B, N, D]
         encoded = self.backbone.forward_tokens(tokens)  # [B, P+N, D']
         features = self.backbone.pool_tokens(encoded)  # [B, D']
         masked_out = get_at_index(encoded[:, self.num_prefix_tokens :], idx_mask)  # [B, M, D']
         return self.head(masked_out), features  # [B, M, p*p*C], [B, D']
+
+
+def embed_with_mask_token(
+    backbone: nn.Module, images: Tensor, mask: Tensor, mask_token: Tensor
+) -> Tensor:
+    """Patch tokens ``[B, N, D]`` of ``images`` with the ``mask`` ``[B, N]`` (True = masked,
+    row-major) patches hidden, for any isotropic backbone (``embed_patches``, ``patch_size``).
+
+    The masked patches' pixels are set to 0 (the dataset mean) before the stem, so a stem that
+    overlaps neighbouring patches cannot read them; their embeddings are then replaced by
+    ``mask_token`` ``[1, 1, D]``. The position embedding is added later, in ``forward_tokens``.
+    """
+    patch_size = backbone.patch_size
+    patches = patchify(images, patch_size)  # [B, N, p*p*C]
+    hidden = patches.masked_fill(mask[..., None], 0.0)  # [B, N, p*p*C]
+    tokens = backbone.embed_patches(unpatchify(hidden, patch_size, images.shape[1]))  # [B, N, D]
+    return torch.where(mask[..., None], mask_token.to(tokens.dtype), tokens)  # [B, N, D]
