@@ -3,6 +3,7 @@
 from ssl_biases.methods.base import SSLMethod
 from ssl_biases.methods.byol import BYOL
 from ssl_biases.methods.dino import DINO
+from ssl_biases.methods.ibot import IBOT
 from ssl_biases.methods.ijepa import IJEPA
 from ssl_biases.methods.mae import MAE
 from ssl_biases.methods.masked import MaskedModeling
@@ -12,6 +13,7 @@ from ssl_biases.methods.simclr import SimCLR
 __all__ = [
     "BYOL",
     "DINO",
+    "IBOT",
     "IJEPA",
     "MAE",
     "MaskedModeling",

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from ssl_biases.cli import SSLBiasesCLI, cli_main
-from ssl_biases.methods import BYOL, DINO, MAE, MaskedModeling, SimCLR
+from ssl_biases.methods import BYOL, DINO, IBOT, IJEPA, MAE, MaskedModeling, SimCLR
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 METHODS = {"simclr": SimCLR, "byol": BYOL, "dino": DINO, "mae": MAE, "masked": MaskedModeling}
+METHODS |= {"ijepa": IJEPA, "ibot": IBOT}  # masked prediction with a mask token
+TINY_ISOTROPIC = ["vit_tiny", "localvit_tiny", "mixer_tiny", "convmixer_tiny", "poolformer_tiny"]
 
 
 def args(method: str, backbone: str, *extra: str) -> list[str]:
@@ -48,7 +50,25 @@ def test_incompatible_pairs_raise_the_promised_errors() -> None:
     assert cli.model.hparams.n_local_views == 0
 
 
-@pytest.mark.parametrize("method", ["byol", "dino", "mae", "masked"])
+@pytest.mark.parametrize("backbone", TINY_ISOTROPIC)
+@pytest.mark.parametrize("method", ["ijepa", "ibot"])
+def test_mask_token_methods_take_every_tiny_isotropic_backbone_and_refuse_a_resnet(
+    method, backbone
+) -> None:
+    cli = SSLBiasesCLI(args=args(method, str(CONFIGS / f"backbone/{backbone}.yaml")), run=False)
+    assert type(cli.model) is METHODS[method]
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 32, 32)
+    loss, features = cli.model.ssl_step([images, images.flip(-1)])
+    assert torch.isfinite(loss) and features.shape == (2, 192)
+    if backbone == "vit_tiny":
+        with pytest.raises(ValueError, match="IsotropicNet, any token_mixer"):
+            SSLBiasesCLI(
+                args=args(method, str(CONFIGS / "backbone/resnet18_cifar.yaml")), run=False
+            )
+
+
+@pytest.mark.parametrize("method", ["byol", "dino", "mae", "masked", "ijepa", "ibot"])
 def test_fit_a_few_steps_and_the_checkpoint_reproduces_student_teacher_and_centre(
     method, tmp_path, monkeypatch, tiny_backbone_config
 ) -> None:
@@ -67,7 +87,7 @@ def test_fit_a_few_steps_and_the_checkpoint_reproduces_student_teacher_and_centr
     state = cli.model.state_dict()
     assert state.keys() == checkpoint["state_dict"].keys()
     assert all(torch.equal(state[k], checkpoint["state_dict"][k]) for k in state)
-    if method in ("byol", "dino"):
+    if method in ("byol", "dino", "ijepa", "ibot"):
         assert any(k.startswith("teacher_backbone.") for k in state)
         student = cli.model.backbone.stem.proj.weight
         teacher = cli.model.teacher_backbone.stem.proj.weight
