@@ -66,6 +66,16 @@ HEADS = {  # tiny heads so a step costs milliseconds
         "--model.init_args.decoder_depth=1",
         "--model.init_args.decoder_num_heads=2",
     ],
+    "ijepa": [
+        "--model.init_args.predictor_dim=32",
+        "--model.init_args.predictor_depth=1",
+        "--model.init_args.predictor_num_heads=2",
+    ],
+    "ibot": [
+        "--model.init_args.hidden_dim=64",
+        "--model.init_args.bottleneck_dim=32",
+        "--model.init_args.output_dim=64",
+    ],
 }
 
 
