@@ -254,6 +254,7 @@ def test_a_resumed_time_budget_continues_the_same_schedule(
     clock, resumed = FakeClock(lambda step: 60.0), RecordSchedules()
     fit(tiny_byol(tiny_net), images, clock, TimeBudget(clock=clock), resumed,
         max_time={"hours": 1}, ckpt_path=str(tmp_path / "mid.ckpt"))  # fmt: skip
+    assert len(reference.lr) == 58 and reference.lr[-1] == 0.0
     assert resumed.lr == pytest.approx(reference.lr[25:], rel=1e-12)
     assert resumed.momentum == pytest.approx(reference.momentum[25:], rel=1e-12)
 
