@@ -311,10 +311,11 @@ class SSLMethod(pl.LightningModule):
             scheduler = self.scheduler_factory(optimizer)
         elif budget is not None:  # max_time alone: the same shape, over the budget's progress
             warmup = self.hparams.warmup_fraction
-            scheduler = LambdaLR(
-                optimizer,
-                lambda step: warmup_cosine(budget.progress(step), budget.progress(step + 1), warmup),
-            )
+
+            def factor(step: int) -> float:  # a function: LambdaLR keeps it out of state_dict
+                return warmup_cosine(budget.progress(step), budget.progress(step + 1), warmup)
+
+            scheduler = LambdaLR(optimizer, factor)
         else:
             total = self.total_steps()
             if math.isinf(total):  # no bound at all (max_epochs -1): warm up, then hold

@@ -138,18 +138,18 @@ class TimeBudget(Callback):
 
     Active in a fit with a ``Timer`` (``max_time``), ``max_steps == -1`` and ``max_epochs ==
     -1``; otherwise it only reports the bound, and the schedules are exactly those sized by
-    ``trainer.estimated_stepping_batches``. When active it measures each step's wall time (the
-    time between the ends of consecutive training batches, less any validation in between; the
-    first step of a (re)started process is start-up and is not measured) and estimates the
-    total number of steps as ``steps done + (budget left - margin) / cost of a step``, where a
-    step costs its time (median of the steps so far during the calibration window, then the
-    mean of the last ``window`` steps) plus the validation time per step measured so far. It
-    re-estimates after every step of the calibration window and of the last ``2 *
-    update_every`` estimated steps and every ``update_every`` steps in between, re-anchoring
-    :attr:`progress`, and stops the run after the last estimated step.
-    The margin (``margin`` of the budget, at least one measured validation) is left for the
-    final validation and checkpoint. The estimate is the same on every rank (rank 0's, broadcast)
-    and is saved in checkpoints, so a resumed run continues the same schedule.
+    ``trainer.estimated_stepping_batches``. When active it measures each optimisation step's
+    wall time (from the end of one step's last batch to the next one's, less any validation in
+    between; the first step of a (re)started process is start-up and is not measured) and
+    estimates the total number of steps as ``steps done + (budget left - margin) / cost of a
+    step``. A step costs its time (the median so far during the calibration window, then the
+    mean of the last ``window`` steps) plus the validation time per step measured so far; the
+    margin (``margin`` of the budget, at least one measured validation) is left for the final
+    validation and checkpoint. It re-estimates after every step of the calibration window and
+    of the last ``2 * update_every`` estimated steps and every ``update_every`` steps in
+    between, re-anchoring :attr:`progress`, and stops the run after the last estimated step.
+    The estimate is rank 0's on every rank (broadcast) and is saved in checkpoints, so a
+    resumed run continues the same schedule.
 
     Args:
         calibration_steps: Measured steps re-estimated after each one (the estimate is rough
@@ -186,7 +186,8 @@ class TimeBudget(Callback):
         self.validations = 0
         self.last_validation_step = 0
         self._start = 0.0
-        self._last: float | None = None
+        self._last: float | None = None  # clock at the end of the last optimiser step
+        self._last_step = 0
         self._validation_start = 0.0
         self._validation_in_step = 0.0
 
@@ -199,6 +200,7 @@ class TimeBudget(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start, self._last, self._validation_in_step = self.clock(), None, 0.0
+        self._last_step = trainer.global_step
         if not self.active:
             rank_zero_info(f"Schedules (LR, teacher momentum) sized by {_schedule_bound(trainer)}.")
             return
@@ -238,6 +240,9 @@ class TimeBudget(Callback):
                 pl_module.log("train/estimated_total_steps", float(total))
             return
         now, done = self.clock(), trainer.global_step
+        if done == self._last_step:  # no optimiser step in this batch (gradient accumulation)
+            return
+        self._last_step = done
         if self._last is not None:
             self.step_times.append(now - self._last - self._validation_in_step)
             self.measured += 1
@@ -288,11 +293,9 @@ class TimeBudget(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
             return
-        self.progress = ScheduleProgress(
-            int(state_dict["anchor_step"]),
-            float(state_dict["anchor_progress"]),
-            float(state_dict["total_steps"]),
-        )
+        self.progress.anchor_step = int(state_dict["anchor_step"])
+        self.progress.anchor_progress = float(state_dict["anchor_progress"])
+        self.progress.total_steps = float(state_dict["total_steps"])
         self.used = float(state_dict["used"])
         self.step_times.clear()
         self.step_times.extend(state_dict["step_times"])

@@ -39,8 +39,9 @@ class DINO(SSLMethod):
     When ``max_time`` alone bounds the run, both schedules follow the progress of the
     :class:`~ssl_biases.methods.budget.TimeBudget` (the steps estimated to fit the budget);
     with no bound at all (infinite total steps) the momentum stays at ``momentum_start`` and
-    the teacher temperature is ``teacher_temp`` from the start. The last layer of the head gets no gradient during the first
-    ``freeze_last_layer`` epochs (lightly's ``cancel_last_layer_gradients``).
+    the teacher temperature is ``teacher_temp`` from the start. The last layer of the head
+    gets no gradient during the first ``freeze_last_layer`` epochs (lightly's
+    ``cancel_last_layer_gradients``).
 
     Args:
         backbone: The backbone to pretrain.
