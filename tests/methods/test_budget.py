@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from ssl_biases.methods.budget import (
     time_budget_trainer_args,
     warmup_cosine,
 )
+from ssl_biases.probes.knn import KNNProbe
 
 from helpers import tiny_args
 
@@ -272,3 +274,15 @@ def test_a_real_clock_budget_of_a_few_seconds_ends_its_schedule(fixed_images, ti
     factors = recorder.lr_factor
     assert trainer.global_step >= 20
     assert max(factors) > 0.95 and factors[-1] < 0.1 and recorder.momentum[-1] > 0.999
+
+
+@pytest.mark.parametrize(("max_epochs", "active"), [(-1, [False, True]), (3, [False, True])])
+def test_probes_keep_their_every_n_epochs_without_an_epoch_bound(max_epochs, active) -> None:
+    probe = KNNProbe(every_n_epochs=2)  # epochs 1 and 2 (current_epoch 0 and 1)
+    fit_state = SimpleNamespace(fn="fit")
+    trainers = [
+        SimpleNamespace(sanity_checking=False, state=fit_state, current_epoch=epoch,
+                        max_epochs=max_epochs, should_stop=False)
+        for epoch in (0, 1)
+    ]  # fmt: skip
+    assert [probe._active(t) for t in trainers] == active  # -1: not "the last epoch" each time
