@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import Callback, Timer
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 DEFAULT_MAX_EPOCHS = 100  # the CLI's epoch bound when neither max_steps nor max_time is given
+SCHEDULES = "Schedules (LR, teacher momentum and temperature)"
 
 
 def time_budget_trainer_args(
@@ -202,15 +203,15 @@ class TimeBudget(Callback):
         self._start, self._last, self._validation_in_step = self.clock(), None, 0.0
         self._last_step = trainer.global_step
         if not self.active:
-            rank_zero_info(f"Schedules (LR, teacher momentum) sized by {_schedule_bound(trainer)}.")
+            rank_zero_info(f"{SCHEDULES} sized by {_schedule_bound(trainer)}.")
             return
         timer = _timer(trainer)
         assert timer is not None
         self.duration = float(timer.time_elapsed() + timer.time_remaining())  # max_time
         rank_zero_info(
-            f"Schedules (LR, teacher momentum) sized by max_time={self.duration:.0f} s alone (no "
-            "max_steps or max_epochs): total steps estimated from the measured step time, "
-            "logged as train/estimated_total_steps."
+            f"{SCHEDULES} sized by max_time={self.duration:.0f} s alone (no max_steps or "
+            "max_epochs): total steps estimated from the measured step time, logged as "
+            "train/estimated_total_steps."
         )
 
     def elapsed(self) -> float:
