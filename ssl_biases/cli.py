@@ -41,6 +41,7 @@ from ssl_biases.faults import (
     SkippedImageCounter,
 )
 from ssl_biases.methods.base import SSLMethod
+from ssl_biases.methods.budget import time_budget_trainer_args
 from ssl_biases.probes.embeddings import EmbeddingWriter
 from ssl_biases.probes.fewshot import FewShotProbe
 from ssl_biases.probes.knn import KNNProbe
@@ -131,7 +132,7 @@ class SSLBiasesCLI(LightningCLI):
                     TensorBoardLogger, save_dir="runs", name="ssl", default_hp_metric=False
                 ),
                 "callbacks": [lazy_instance(LearningRateMonitor, logging_interval="step")],
-                "max_epochs": 100,
+                "max_epochs": None,  # 100 unless max_time alone bounds the run (methods/budget.py)
             },
             args=args,
             run=run,
@@ -167,6 +168,7 @@ class SSLBiasesCLI(LightningCLI):
             bar = RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar()
             callbacks = [*callbacks, bar]
         callbacks = [*callbacks, BackboneConfigInCheckpoint()]
+        config, callbacks = time_budget_trainer_args(config, callbacks)  # schedules fit max_time
         # pre-emption checkpoint, exact resume, run status, atomic checkpoint files
         callbacks = [
             *callbacks,

@@ -3,7 +3,9 @@
 A method subclass supplies only its heads, its loss (:meth:`SSLMethod.ssl_step`) and its views
 (:meth:`SSLMethod.train_views`). The base owns the backbone, the online linear probe, the
 optimizer parameter groups, LR scaling, warm-up + cosine schedule, the momentum (EMA) teachers
-(:meth:`SSLMethod.momentum_pairs`) and the logged names.
+(:meth:`SSLMethod.momentum_pairs`) and the logged names. The schedules are sized by
+``max_steps``/``max_epochs``, or by a time budget when ``max_time`` alone bounds the run
+(:mod:`ssl_biases.methods.budget`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from timm.layers import DropPath
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_biases.data.transforms import Normalization
+from ssl_biases.methods.budget import TimeBudget, cosine_between, warmup_cosine
 from ssl_biases.methods.lens import (
     Lens,
     configure_lens_optimizers,
@@ -58,8 +62,9 @@ class SSLMethod(pl.LightningModule):
         num_classes: Classes of the online linear probe (the CLI links it to the data).
         optimizer: Optimizer factory, called with parameter groups; its ``lr`` is the base
             LR for a global batch of ``reference_batch_size``.
-        scheduler: LR scheduler factory; ``None`` gives linear warm-up then cosine decay,
-            stepped every optimisation step.
+        scheduler: LR scheduler factory; ``None`` gives linear warm-up then cosine decay to 0,
+            stepped every optimisation step, over the run's steps (or, when ``max_time`` alone
+            bounds the run, over the steps estimated to fit the budget).
         warmup_fraction: Fraction of the total steps spent in linear warm-up.
         scale_lr: Scale every group's LR by ``global_batch / reference_batch_size``.
         reference_batch_size: The batch size the base LR refers to (256).
@@ -154,11 +159,15 @@ class SSLMethod(pl.LightningModule):
         ``cosine_schedule(step, total_steps, momentum_start, 1.0)`` (BYOL, arXiv 2006.07733):
         ``momentum_start`` after the first step, 1.0 after the last. The position comes from
         ``global_step`` and ``trainer.estimated_stepping_batches`` only, so a run resumed from a
-        checkpoint continues the schedule exactly. With only a time budget (``max_epochs: -1``,
-        ``max_steps: -1``, ``max_time`` set: infinite total steps) the end is unknown and m
-        stays at ``momentum_start`` for the whole run; a time budget on top of an epoch or step
-        bound keeps that bound's schedule (m may not reach 1 before time runs out).
+        checkpoint continues the schedule exactly. When ``max_time`` alone bounds the run, the
+        same cosine follows the :class:`~ssl_biases.methods.budget.TimeBudget`'s progress
+        instead (1.0 at the last step that fits the budget); a time budget on top of an epoch or
+        step bound keeps that bound's schedule (m may not reach 1 before time runs out). With
+        no bound at all (``max_epochs: -1``, no trainer) m stays at ``momentum_start``.
         """
+        budget = self.time_budget()
+        if budget is not None:
+            return cosine_between(budget.progress(step), self.momentum_start, 1.0)
         total = self.total_steps()
         if math.isinf(total):
             return float(self.momentum_start)
@@ -260,11 +269,21 @@ class SSLMethod(pl.LightningModule):
         return batch_size * world / self.hparams.reference_batch_size
 
     def total_steps(self) -> float:
-        """Optimisation steps of the run (``inf`` when only a time budget bounds it, or when no
-        trainer is attached)."""
+        """Optimisation steps of the run (``inf`` when no step or epoch bound sizes it, or when
+        no trainer is attached; see :meth:`time_budget` for a run bounded by ``max_time``)."""
         if self._trainer is None:
             return math.inf
         return float(self.trainer.estimated_stepping_batches)
+
+    def time_budget(self) -> TimeBudget | None:
+        """The trainer's active :class:`~ssl_biases.methods.budget.TimeBudget`: set when
+        ``max_time`` alone bounds the run, and then the schedules follow its progress."""
+        if self._trainer is None:
+            return None
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, TimeBudget) and callback.active:
+                return callback
+        return None
 
     def configure_optimizers(self) -> Any:
         groups = split_weight_decay(
@@ -287,11 +306,19 @@ class SSLMethod(pl.LightningModule):
                 "name": "online_probe",
             }
         )
+        budget = self.time_budget()
         if self.scheduler_factory is not None:
             scheduler = self.scheduler_factory(optimizer)
+        elif budget is not None:  # max_time alone: the same shape, over the budget's progress
+            warmup = self.hparams.warmup_fraction
+
+            def factor(step: int) -> float:  # a function: LambdaLR keeps it out of state_dict
+                return warmup_cosine(budget.progress(step), budget.progress(step + 1), warmup)
+
+            scheduler = LambdaLR(optimizer, factor)
         else:
             total = self.total_steps()
-            if math.isinf(total):  # a time budget alone: warm up, then hold the LR
+            if math.isinf(total):  # no bound at all (max_epochs -1): warm up, then hold
                 total = 10**12
             warmup = int(self.hparams.warmup_fraction * total)
             scheduler = CosineWarmupScheduler(

@@ -36,10 +36,12 @@ class DINO(SSLMethod):
     computes the batch centre with ``dist.all_reduce`` (sum, divided by the world size)
     whenever ``torch.distributed`` is initialised, so the centre is the same on every rank.
     The centre is a buffer of ``criterion``, so it is saved in and restored from checkpoints.
-    With only a time budget (infinite total steps) the momentum stays at ``momentum_start``
-    and the teacher temperature is ``teacher_temp`` from the start (no known end to warm up
-    against). The last layer of the head gets no gradient during the first
-    ``freeze_last_layer`` epochs (lightly's ``cancel_last_layer_gradients``).
+    When ``max_time`` alone bounds the run, both schedules follow the progress of the
+    :class:`~ssl_biases.methods.budget.TimeBudget` (the steps estimated to fit the budget);
+    with no bound at all (infinite total steps) the momentum stays at ``momentum_start`` and
+    the teacher temperature is ``teacher_temp`` from the start. The last layer of the head
+    gets no gradient during the first ``freeze_last_layer`` epochs (lightly's
+    ``cancel_last_layer_gradients``).
 
     Args:
         backbone: The backbone to pretrain.
@@ -166,10 +168,16 @@ class DINO(SSLMethod):
 
     # --------------------------------------------------------------------------- training
     def teacher_temperature(self, step: int) -> float:
-        """Linear warm-up ``warmup_teacher_temp -> teacher_temp`` over the warm-up steps."""
+        """Linear warm-up ``warmup_teacher_temp -> teacher_temp`` over the warm-up steps (over
+        the first ``teacher_temp_warmup_fraction`` of the progress of a time budget)."""
         start, end = self.hparams.warmup_teacher_temp, self.hparams.teacher_temp
+        budget = self.time_budget()
+        if budget is not None:  # max_time alone bounds the run
+            warmup = self.hparams.teacher_temp_warmup_fraction
+            done = 1.0 if warmup == 0 else min(budget.progress(step) / warmup, 1.0)
+            return float(start + (end - start) * done)
         total = self.total_steps()
-        if math.isinf(total):  # time budget only: no known end, so no warm-up
+        if math.isinf(total):  # no bound at all: no known end, so no warm-up
             return float(end)
         warmup = self.hparams.teacher_temp_warmup_fraction * total
         if step >= warmup:

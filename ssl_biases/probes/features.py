@@ -56,7 +56,7 @@ class FrozenFeatureProbe(pl.Callback):
         if trainer.state.fn != "fit":  # validate / test: always
             return True
         epoch = trainer.current_epoch + 1
-        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        last = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch  # -1: none
         return epoch % self.every_n_epochs == 0 or last or trainer.should_stop
 
     def _start(self, trainer: pl.Trainer) -> None:
