@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_biases.data.transforms import Normalization
+from ssl_biases.data.views import ViewRecipe
 from ssl_biases.methods.lens import (
     Lens,
     configure_lens_optimizers,
@@ -115,6 +116,10 @@ class SSLMethod(pl.LightningModule):
     def train_views(self, image_size: int, norm: Normalization) -> Callable[[Any], list[Tensor]]:
         """The augmentation that turns one training image into the method's list of views."""
         raise NotImplementedError
+
+    def view_recipe(self, image_size: int) -> ViewRecipe | None:
+        """The method's views as data (``--data.augment device`` needs it); ``None``: none."""
+        return None
 
     # ------------------------------------------------------------------ momentum teacher
     # Methods with an EMA teacher (BYOL, DINO) list their (student, teacher) pairs in
