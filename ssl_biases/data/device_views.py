@@ -9,8 +9,8 @@ with ``B/2`` each make the same views as one process with ``B``.
 
 Semantics follow torchvision / lightly (the per-image path of ``ssl_biases.data.views``):
 the crop box is torchvision's ``RandomResizedCrop.get_params`` algorithm (10 tries, then a
-centre crop), resampled bilinearly with area averaging when shrinking
-(``torchvision.ops.roi_align``) or bicubically (``grid_sample``, no anti-aliasing); the
+centre crop), resampled with the weights of PIL's bilinear or bicubic resize (anti-aliased
+when shrinking) as per-sample matrices applied with batched matrix products; the
 colour-jitter steps are torchvision's formulas as kornia implements them
 (``kornia.enhance.adjust_*``, as in ``kornia.augmentation.ColorJitter``) but with a random
 order *per sample* as torchvision draws it (kornia's modules draw one order per batch); blur
@@ -34,8 +34,6 @@ from kornia.enhance import (
 )
 from kornia.filters import gaussian_blur2d
 from torch import Tensor
-from torch.nn import functional as F
-from torchvision.ops import roi_align
 
 from ssl_biases.data.transforms import Normalization
 from ssl_biases.data.views import ViewRecipe, ViewSpec
@@ -158,29 +156,57 @@ def sample_params(spec: ViewSpec, u: Tensor, height: int, width: int) -> ViewPar
 
 
 # ------------------------------------------------------------------------------ operations
+def _pil_filter(t: Tensor, interpolation: str) -> Tensor:
+    """PIL's resampling filters: triangle (bilinear) or Keys cubic with a = -0.5 (bicubic)."""
+    t = t.abs()
+    if interpolation == "bilinear":
+        return (1.0 - t).clamp_min(0.0)
+    a = -0.5
+    near = ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
+    far = ((a * t - 5.0 * a) * t + 8.0 * a) * t - 4.0 * a
+    return torch.where(t < 1.0, near, torch.where(t < 2.0, far, torch.zeros_like(t)))
+
+
+def resample_weights(
+    start: Tensor, length: Tensor, in_size: int, out_size: int, interpolation: str
+) -> Tensor:
+    """Per-sample weights ``[N, out_size, in_size]`` of PIL's resize of a crop along one axis.
+
+    PIL's ``precompute_coeffs`` for ``crop(...).resize(...)``: output pixel ``o`` is centred
+    at ``(o + 0.5) * scale`` in the crop (``scale = length / out_size``); the filter is
+    widened by ``max(scale, 1)`` (anti-aliasing when shrinking), sees only the crop's pixels
+    and its weights are normalised to sum to 1.
+    """
+    dtype = torch.float32
+    scale = length.to(dtype) / out_size  # [N]
+    widen = scale.clamp_min(1.0)[:, None, None]  # [N, 1, 1]
+    centre = (torch.arange(out_size, device=start.device, dtype=dtype) + 0.5) * scale[:, None]
+    offset = torch.arange(in_size, device=start.device)[None, None] - start[:, None, None]
+    inside = (offset >= 0) & (offset < length[:, None, None])  # [N, 1, in], the crop's pixels
+    t = (offset.to(dtype) + 0.5 - centre[:, :, None]) / widen  # [N, out, in]
+    weights = _pil_filter(t, interpolation) * inside
+    return weights / weights.sum(dim=-1, keepdim=True)  # [N, out, in]
+
+
 def resized_crops(images: Tensor, source: Tensor, params: ViewParams, spec: ViewSpec) -> Tensor:
     """Crops ``params.box`` of ``images[source]`` resized to ``spec.size``, flipped if drawn.
+
+    torchvision's ``resized_crop`` of a PIL image (crop, then PIL's resize, horizontal pass
+    first), as two batched matrix products with per-sample weights; a flip reverses the
+    rows of the horizontal weights.
 
     Args:
         images: ``[B, 3, H, W]`` float images in [0, 1].
         source: ``[N]`` index into ``images`` of each output view.
     """
-    top, left, h, w = params.box.to(images.dtype).unbind(1)  # [N] each
-    size = spec.size
-    if spec.interpolation == "bilinear":  # area-averaged when shrinking, like PIL
-        boxes = torch.stack([source.to(images.dtype), left, top, left + w, top + h], dim=1)
-        out = roi_align(images, boxes, output_size=size, sampling_ratio=-1, aligned=True)
-    else:  # bicubic at the pixel centres of the crop (no anti-aliasing)
-        t = (torch.arange(size, device=images.device, dtype=images.dtype) + 0.5) / size  # [s]
-        height, width = images.shape[-2:]
-        gx = (left[:, None] + t * w[:, None]) / width * 2 - 1  # [N, s]
-        gy = (top[:, None] + t * h[:, None]) / height * 2 - 1  # [N, s]
-        grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
-        out = F.grid_sample(
-            images[source], grid, mode="bicubic", padding_mode="border", align_corners=False
-        )  # [N, 3, s, s]
-    out = out.clamp(0.0, 1.0)
-    return torch.where(params.flip[:, None, None, None], out.flip(-1), out)  # [N, 3, s, s]
+    top, left, h, w = params.box.unbind(1)  # [N] each
+    height, width = images.shape[-2:]
+    rows = resample_weights(top, h, height, spec.size, spec.interpolation)  # [N, s, H]
+    cols = resample_weights(left, w, width, spec.size, spec.interpolation)  # [N, s, W]
+    cols = torch.where(params.flip[:, None, None], cols.flip(1), cols)
+    x = images[source]  # [N, 3, H, W]
+    x = (x @ cols.transpose(1, 2)[:, None]).clamp(0.0, 1.0)  # [N, 3, H, s]
+    return (rows[:, None] @ x).clamp(0.0, 1.0)  # [N, 3, s, s]
 
 
 def apply_to(
