@@ -124,8 +124,8 @@ class DeviceCache:
         free = available_bytes(device)
         if free is not None and self.nbytes > free:
             raise ValueError(
-                f"--data.cache device needs {self.nbytes / 2**30:.2f} GiB for the train set, "
-                f"but {device} has {free / 2**30:.2f} GiB free: use --data.cache memory, "
+                f"--data.cache device needs {self.nbytes / 2**20:.1f} MiB for the train set, "
+                f"but {device} has {free / 2**20:.1f} MiB free: use --data.cache memory, "
                 "fewer images (--data.max_train_samples) or a smaller image size."
             )
         self.images = self.images.to(device)
