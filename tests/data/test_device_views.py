@@ -351,3 +351,14 @@ def test_raw_batches_carry_uint8_images_and_keys() -> None:
     assert batch.images.shape == (8, 3, 16, 16) and batch.keys.shape == (8, 2)
     assert dm.on_after_batch_transfer((torch.zeros(2), torch.zeros(2)), 1)[0].shape == (2,)
     assert math.isclose(batch.keys[:, 0].float().mean().item(), 0.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_gpu_views_are_the_cpu_views() -> None:
+    dino = DINO(IsotropicNet(image_size=16, patch_size=4, width=32, depth=1, num_heads=2))
+    views = DeviceViews(dino.view_recipe(16), NORM, seed=3)
+    images, batch_keys = uint8_images(64), keys(64, epoch=2)
+    on_cpu = views(images, batch_keys)
+    on_gpu = views(images.cuda(), batch_keys.cuda())
+    for a, b in zip(on_cpu, on_gpu):
+        torch.testing.assert_close(b.cpu(), a, rtol=0, atol=1e-4)
