@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
@@ -24,13 +24,15 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_biases.data.transforms import Normalization
-from ssl_biases.data.views import ViewRecipe
 from ssl_biases.methods.lens import (
     Lens,
     configure_lens_optimizers,
     lens_eval_features,
     lens_training_step,
 )
+
+if TYPE_CHECKING:  # the recipe type only; the data side builds the views
+    from ssl_biases.data.views import ViewRecipe
 
 NO_WEIGHT_DECAY_NAMES = ("pos_embed", "token", "latent")
 
