@@ -11,6 +11,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ssl_biases.data.datasets import NORMALIZE, DatasetName, build_dataset, decode_to_memory
+from ssl_biases.data.device_cache import CacheKeys, DeviceCache, KeyDataset, RawBatch, RawImages
+from ssl_biases.data.device_views import DeviceViews
 from ssl_biases.data.sampler import ResumableSampler, SeededViews
 from ssl_biases.data.shapes import ShapesDataset
 from ssl_biases.data.transforms import Normalization, probe_transform
@@ -31,6 +33,20 @@ class TransformedDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int]:
         image, label = self.dataset[index]
         return self.transform(image), label
+
+
+def methods_with_recipe(module: Any) -> list[str]:
+    """Names of the loaded subclasses of ``module``'s base class that override ``view_recipe``."""
+    bases = [c for c in type(module).__mro__ if "view_recipe" in vars(c)]
+    if not bases:
+        return []
+    found, todo = [], list(bases[-1].__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        todo.extend(cls.__subclasses__())
+        if any("view_recipe" in vars(c) for c in cls.__mro__[: cls.__mro__.index(bases[-1])]):
+            found.append(cls.__name__)
+    return sorted(set(found))
 
 
 def fixed_subset(dataset: Dataset, max_samples: int | None, seed: int) -> Dataset:
@@ -70,10 +86,17 @@ class SSLDataModule(pl.LightningDataModule):
         seed: Seed of the subsets and of ``shapes``.
         skip_corrupt: Skip (replace by the next readable image, warn and count in
             ``data/skipped_images``) unreadable image files instead of failing on them.
-        cache: Decode every image file once into an in-memory uint8 array (for
-            small datasets of same-size images such as the CIFAR-10 JPEG tree; see
-            docs/performance.md). Datasets read from arrays (cifar, stl10, shapes) are in
-            memory already.
+        cache: ``none``; ``memory``: decode every image file once into an in-memory uint8
+            array (for small datasets of same-size images such as the CIFAR-10 JPEG tree;
+            see docs/performance.md; datasets read from arrays, cifar and stl10, are in
+            memory already); ``device``: the decoded uint8 train set sits on the training
+            device (each DDP rank holds all of it) and batches are gathered there, with no
+            loader workers (needs ``augment: device``). ``false``/``true`` are the old
+            spellings of ``none``/``memory``.
+        augment: Where the training views are made: ``workers`` (per image, lightly's
+            transforms in DataLoader workers) or ``device`` (batched per-sample transforms
+            on the training device after the uint8 batch is moved there, from the method's
+            ``view_recipe``; see :mod:`ssl_biases.data.device_views`).
         predict_split: What ``ssl-biases predict`` embeds, unaugmented: ``test`` (the probe
             queries, ``max_val_samples`` of them) or ``probe_train`` (the probe bank,
             ``max_probe_train_samples`` of the train split; ``null`` for all of it).
@@ -96,7 +119,8 @@ class SSLDataModule(pl.LightningDataModule):
         shapes_shortcut: bool = False,
         seed: int = 0,
         skip_corrupt: bool = False,
-        cache: bool = False,
+        cache: bool | Literal["none", "memory", "device"] = "none",
+        augment: Literal["workers", "device"] = "workers",
         predict_split: Literal["test", "probe_train"] = "test",
     ) -> None:
         super().__init__()
@@ -115,7 +139,20 @@ class SSLDataModule(pl.LightningDataModule):
         self.probe_batch_size = probe_batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.cache = cache
+        self.cache = {False: "none", True: "memory"}.get(cache, cache)  # old bool spellings
+        if self.cache not in ("none", "memory", "device") or augment not in ("workers", "device"):
+            raise ValueError(
+                f"cache must be none, memory or device and augment workers or device; got "
+                f"cache={cache!r}, augment={augment!r}"
+            )
+        if self.cache == "device" and augment != "device":
+            raise ValueError(
+                "--data.cache device serves uint8 images on the device, so the views must be "
+                "made there too: add --data.augment device (or use --data.cache memory)."
+            )
+        self.augment = augment
+        self.device_views: DeviceViews | None = None
+        self._device_cache: DeviceCache | None = None
         if predict_split not in ("test", "probe_train"):
             raise ValueError(
                 f"predict_split must be 'test' or 'probe_train', got {predict_split!r}"
@@ -146,7 +183,7 @@ class SSLDataModule(pl.LightningDataModule):
         """The untransformed ``(PIL image, label)`` dataset of a split, built once."""
         if split not in self._datasets:
             dataset = build_dataset(self.dataset_name, split, **self._build_kwargs)
-            if self.cache:  # decode once, index an array afterwards
+            if self.cache != "none":  # decode once, index an array afterwards
                 dataset = decode_to_memory(dataset, self.num_workers)
             self._datasets[split] = dataset
         return self._datasets[split]
@@ -157,7 +194,7 @@ class SSLDataModule(pl.LightningDataModule):
         return len(self.raw_dataset("test").classes)
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.train_views is None:
+        if stage == "fit" and self.train_views is None and self.augment == "workers":
             module = self.trainer.lightning_module if self.trainer is not None else None
             if module is None or not hasattr(module, "train_views"):
                 raise ValueError(
@@ -165,6 +202,18 @@ class SSLDataModule(pl.LightningDataModule):
                     "or train an SSLMethod, whose `train_views` is used."
                 )
             self.train_views = module.train_views(self.image_size, self.norm)
+        if stage == "fit" and self.augment == "device" and self.device_views is None:
+            module = self.trainer.lightning_module if self.trainer is not None else None
+            recipe_of = getattr(module, "view_recipe", None)
+            recipe = recipe_of(self.image_size) if recipe_of is not None else None
+            if recipe is None:
+                raise ValueError(
+                    f"--data.augment device builds the views from the method's view_recipe, "
+                    f"and {type(module).__name__} states none. Methods with a recipe: "
+                    f"{', '.join(methods_with_recipe(module))}. Use --data.augment workers, or "
+                    "set `datamodule.device_views`."
+                )
+            self.device_views = DeviceViews(recipe, self.norm, self.order_seed)
 
     def train_dataset(self) -> Dataset:
         """The pretraining dataset (a fixed subset when ``max_train_samples`` is set)."""
@@ -180,6 +229,11 @@ class SSLDataModule(pl.LightningDataModule):
                 f"batch_size {self.batch_size} is larger than the training set ({len(dataset)} "
                 "images): lower --data.batch_size or use more data."
             )
+        if self.cache == "device":  # the images wait on the device; the loader yields keys
+            self._device_cache = DeviceCache(decode_to_memory(dataset, self.num_workers))
+            return KeyDataset(len(dataset))
+        if self.augment == "device":  # uint8 images; the views are made after the transfer
+            return RawImages(dataset)
         return SeededViews(dataset, self.train_views, self.order_seed)
 
     def probe_dataset(self, split: str) -> Dataset:
@@ -212,16 +266,29 @@ class SSLDataModule(pl.LightningDataModule):
             sampler.resume(epoch, min(batches_done * self.batch_size, sampler.num_samples))
             self._resume_position = None
         self._train_sampler = sampler
+        workers = 0 if self.cache == "device" else self.num_workers  # keys need no workers
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
             drop_last=True,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            pin_memory=self.pin_memory and self.cache != "device",
+            persistent_workers=workers > 0,
+            collate_fn=getattr(dataset, "collate", None),
             generator=torch.Generator().manual_seed(self.order_seed),  # leaves the global RNG
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``augment: device``: the views of a uint8 training batch, made on its device."""
+        if isinstance(batch, CacheKeys):  # --data.cache device: gather the images there
+            assert self._device_cache is not None
+            batch = self._device_cache.gather(batch.keys)
+        if isinstance(batch, RawBatch):
+            if self.device_views is None:
+                raise ValueError("uint8 training batches need `device_views` (augment: device)")
+            return self.device_views(batch.images, batch.keys), batch.labels
+        return batch
 
     # exact resume of the data order; skipped images
     def state_dict(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Transforms shared by every method: the probe transform and normalisation statistics.
 
-The augmented *views* belong to each method (``SSLMethod.train_views``), built from lightly's
-transforms; this file holds what all of them share.
+The augmented *views* belong to each method (``SSLMethod.view_recipe``, built into lightly's
+transforms by ``ssl_biases.data.views`` or into device ops by ``ssl_biases.data.device_views``);
+this file holds what all of them share.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
@@ -34,6 +34,9 @@ from ssl_biases.methods.lens import (
     lens_eval_features,
     lens_training_step,
 )
+
+if TYPE_CHECKING:  # the recipe type only; the data side builds the views
+    from ssl_biases.data.views import ViewRecipe
 
 NO_WEIGHT_DECAY_NAMES = ("pos_embed", "token", "latent")
 
@@ -120,6 +123,10 @@ class SSLMethod(pl.LightningModule):
     def train_views(self, image_size: int, norm: Normalization) -> Callable[[Any], list[Tensor]]:
         """The augmentation that turns one training image into the method's list of views."""
         raise NotImplementedError
+
+    def view_recipe(self, image_size: int) -> ViewRecipe | None:
+        """The method's views as data (``--data.augment device`` needs it); ``None``: none."""
+        return None
 
     # ------------------------------------------------------------------ momentum teacher
     # Methods with an EMA teacher (BYOL, DINO) list their (student, teacher) pairs in

@@ -7,10 +7,11 @@ from typing import Any
 import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform
+from lightly.transforms.multi_view_transform import MultiViewTransform
 from torch import Tensor, nn
 
 from ssl_biases.data.transforms import Normalization
+from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter, per_image_views
 from ssl_biases.methods.base import SSLMethod
 
 
@@ -71,23 +72,28 @@ class BYOL(SSLMethod):
             (self.projection_head, self.teacher_projection_head),
         ]
 
-    def train_views(self, image_size: int, norm: Normalization) -> BYOLTransform:
+    def view_recipe(self, image_size: int) -> ViewRecipe:
+        """Two asymmetric views, lightly's ``BYOLView1Transform`` / ``BYOLView2Transform``."""
         common = {
-            "input_size": image_size,
-            "min_scale": self.hparams.min_scale,
-            "cj_strength": self.hparams.cj_strength,
-            "normalize": norm.as_lightly(),
+            "size": image_size,
+            "scale": (self.hparams.min_scale, 1.0),
+            "jitter_prob": 0.8,
+            **lightly_jitter(self.hparams.cj_strength, 0.4, 0.4, 0.2, 0.1),
+            "grey_prob": 0.2,
+            "blur_sigma": (0.1, 2.0),
         }
-        return BYOLTransform(
-            view_1_transform=BYOLView1Transform(
-                gaussian_blur=self.hparams.gaussian_blur, solarization_prob=0.0, **common
-            ),
-            view_2_transform=BYOLView2Transform(
-                gaussian_blur=0.1 * self.hparams.gaussian_blur,
-                solarization_prob=self.hparams.solarization_prob,
-                **common,
-            ),
+        blur = self.hparams.gaussian_blur
+        return ViewRecipe(
+            (
+                ViewSpec(**common, blur_prob=blur, solarize_prob=0.0),
+                ViewSpec(
+                    **common, blur_prob=0.1 * blur, solarize_prob=self.hparams.solarization_prob
+                ),
+            )
         )
+
+    def train_views(self, image_size: int, norm: Normalization) -> MultiViewTransform:
+        return per_image_views(self.view_recipe(image_size), norm)
 
     def ssl_step(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
         batch_size = views[0].shape[0]

@@ -8,10 +8,11 @@ from typing import Any
 import torch
 from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
-from lightly.transforms import DINOTransform
+from lightly.transforms.multi_view_transform import MultiViewTransform
 from torch import Tensor, nn
 
 from ssl_biases.data.transforms import Normalization
+from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter, per_image_views
 from ssl_biases.methods.base import SSLMethod
 
 
@@ -153,18 +154,52 @@ class DINO(SSLMethod):
         finally:
             self.backbone.train(was_training)
 
-    def train_views(self, image_size: int, norm: Normalization) -> DINOTransform:
-        return DINOTransform(
-            global_crop_size=image_size,
-            global_crop_scale=tuple(self.hparams.global_crop_scale),
-            local_crop_size=self.local_size(image_size),
-            local_crop_scale=tuple(self.hparams.local_crop_scale),
-            n_local_views=self.hparams.n_local_views,
-            cj_strength=self.hparams.cj_strength,
-            gaussian_blur=tuple(self.hparams.gaussian_blur),
-            solarization_prob=self.hparams.solarization_prob,
-            normalize=norm.as_lightly(),
-        )
+    def view_recipe(self, image_size: int) -> ViewRecipe:
+        """2 global crops + ``n_local_views`` local crops, lightly's ``DINOTransform``.
+
+        As in lightly's ``DINOTransform``, the second global crop keeps the default colour
+        jitter strength 0.5 (lightly passes no ``cj_strength`` to it).
+        """
+        hp = self.hparams
+        blur = tuple(hp.gaussian_blur)
+
+        def crop(size: int, scale: tuple, strength: float, **kwargs: float) -> ViewSpec:
+            return ViewSpec(
+                size=size,
+                scale=tuple(scale),
+                interpolation="bicubic",
+                jitter_prob=0.8,
+                **lightly_jitter(strength, 0.8, 0.8, 0.4, 0.2),
+                grey_prob=0.2,
+                blur_sigma=(0.1, 2.0),
+                **kwargs,
+            )
+
+        views = [
+            crop(image_size, hp.global_crop_scale, hp.cj_strength, blur_prob=blur[0]),
+            crop(
+                image_size,
+                hp.global_crop_scale,
+                0.5,
+                blur_prob=blur[1],
+                solarize_prob=hp.solarization_prob,
+            ),
+        ]
+        if hp.n_local_views > 0:
+            local = self.local_size(image_size)
+            views.append(
+                crop(
+                    local,
+                    hp.local_crop_scale,
+                    hp.cj_strength,
+                    blur_prob=blur[2],
+                    count=hp.n_local_views,
+                )
+            )
+        return ViewRecipe(tuple(views))
+
+    def train_views(self, image_size: int, norm: Normalization) -> MultiViewTransform:
+        return per_image_views(self.view_recipe(image_size), norm)
 
     # --------------------------------------------------------------------------- training
     def teacher_temperature(self, step: int) -> float:

@@ -7,10 +7,11 @@ from typing import Any
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
-from lightly.transforms import SimCLRTransform
+from lightly.transforms.multi_view_transform import MultiViewTransform
 from torch import Tensor, nn
 
 from ssl_biases.data.transforms import Normalization
+from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter, per_image_views
 from ssl_biases.methods.base import SSLMethod
 
 
@@ -53,15 +54,22 @@ class SimCLR(SSLMethod):
         )
         self.criterion = NTXentLoss(temperature=temperature, gather_distributed=True)
 
-    def train_views(self, image_size: int, norm: Normalization) -> SimCLRTransform:
-        return SimCLRTransform(
-            input_size=image_size,
-            min_scale=self.hparams.min_scale,
-            cj_strength=self.hparams.cj_strength,
-            gaussian_blur=self.hparams.gaussian_blur,
-            random_gray_scale=self.hparams.random_gray_scale,
-            normalize=norm.as_lightly(),
+    def view_recipe(self, image_size: int) -> ViewRecipe:
+        """Two views from one chain, lightly's ``SimCLRTransform`` with this method's knobs."""
+        view = ViewSpec(
+            size=image_size,
+            scale=(self.hparams.min_scale, 1.0),
+            jitter_prob=0.8,
+            **lightly_jitter(self.hparams.cj_strength, 0.8, 0.8, 0.8, 0.2),
+            grey_prob=self.hparams.random_gray_scale,
+            blur_prob=self.hparams.gaussian_blur,
+            blur_sigma=(0.1, 2.0),
+            count=2,
         )
+        return ViewRecipe((view,))
+
+    def train_views(self, image_size: int, norm: Normalization) -> MultiViewTransform:
+        return per_image_views(self.view_recipe(image_size), norm)
 
     def ssl_step(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
         features = self.backbone(torch.cat(views[:2]))  # [2B, D], both views in one pass
