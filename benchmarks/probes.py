@@ -16,9 +16,18 @@ width 192, depth 6). Measured here, in one process:
 A probe run every ``--every`` epochs adds ``cost / every`` to each epoch: printed as a share
 of the epoch (target <= 10%) and as the ratio (epoch + cost / every) / epoch.
 
+``--validation-root DIR`` measures instead one real validation (``Trainer.validate`` of a
+random-init ``vit_tiny`` SimCLR on an image folder such as the CIFAR-10 JPEGs, ``--bank``
+train images, ``--queries`` test images), with the kNN probe only and with the kNN, offline
+linear and few-shot probes (interleaved, ``--repeats`` each), against the median training
+step at ``--batch-size``: what the offline linear and few-shot probes cost per validation,
+in training steps.
+
 Usage::
 
     .venv/bin/python benchmarks/probes.py [--batch-size 64 --every 10]
+    .venv/bin/python benchmarks/probes.py --validation-root ../shared/data/cifar10 \
+        --bank 2000 --queries 2000 --batch-size 256 --repeats 2
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from ssl_biases.methods.simclr import SimCLR
 from ssl_biases.probes.fewshot import FewShotProbe
 from ssl_biases.probes.knn import KNNProbe
 from ssl_biases.probes.layerwise import LayerwiseKNNProbe, block_features
+from ssl_biases.probes.linear import LinearProbe
 
 TRAIN, BANK, QUERIES = 50_000, 10_000, 10_000
 
@@ -48,16 +58,10 @@ def timed(fn: Callable[[], object], repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--every", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    method = SimCLR(create_backbone("vit_tiny"))
+def step_seconds(method: SimCLR, batch_size: int, repeats: int) -> float:
+    """Median time of a bare SimCLR training step on random 32 px views."""
     optimizer = torch.optim.AdamW(method.parameters(), lr=1e-3)
-    views = [torch.randn(args.batch_size, 3, 32, 32) for _ in range(2)]
+    views = [torch.randn(batch_size, 3, 32, 32) for _ in range(2)]
 
     def train_step() -> None:
         loss, _ = method.ssl_step(views)
@@ -66,7 +70,74 @@ def main() -> None:
         optimizer.step()
 
     train_step()  # warm-up
-    step = timed(train_step, args.repeats)
+    return timed(train_step, repeats)
+
+
+def validation(args: argparse.Namespace) -> None:
+    """One ``Trainer.validate`` with the kNN probe alone and with the linear/few-shot probes."""
+    import lightning.pytorch as pl
+
+    from ssl_biases.data.datamodule import SSLDataModule
+
+    torch.manual_seed(0)
+    method = SimCLR(create_backbone("vit_tiny"))
+    data = SSLDataModule(
+        dataset="imagefolder",
+        root=args.validation_root,
+        max_probe_train_samples=args.bank,
+        max_val_samples=args.queries,
+        num_workers=2,
+    )
+
+    def validate(with_probes: bool) -> float:
+        probes = [LinearProbe(), FewShotProbe()] if with_probes else []
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            callbacks=[KNNProbe(), *probes],
+        )
+        start = time.perf_counter()
+        trainer.validate(method, datamodule=data, verbose=False)
+        return time.perf_counter() - start
+
+    validate(False)  # warm-up: file lists, worker start, first matmuls
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(args.repeats):
+        for with_probes in (False, True):
+            times[with_probes].append(validate(with_probes))
+    step = step_seconds(method, args.batch_size, args.repeats)
+    bare, full = statistics.median(times[False]), statistics.median(times[True])
+    print(f"threads={torch.get_num_threads()} bank={args.bank} queries={args.queries}")
+    print(f"validation, kNN only: {bare:.1f} s {[round(t, 1) for t in times[False]]}")
+    print(
+        f"validation, kNN + offline linear + few-shot: {full:.1f} s "
+        f"{[round(t, 1) for t in times[True]]}"
+    )
+    print(f"training step (batch {args.batch_size}): {step:.2f} s")
+    print(
+        f"offline linear + few-shot: {full - bare:.1f} s per validation = "
+        f"{(full - bare) / step:.1f} training steps; whole validation {full / step:.1f} steps"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--validation-root", help="an image folder: time real validations")
+    parser.add_argument("--bank", type=int, default=2000)
+    parser.add_argument("--queries", type=int, default=2000)
+    args = parser.parse_args()
+    if args.validation_root:
+        validation(args)
+        return
+    torch.manual_seed(0)
+    method = SimCLR(create_backbone("vit_tiny"))
+    step = step_seconds(method, args.batch_size, args.repeats)
     epoch = step * TRAIN / args.batch_size
     images = torch.randn(256, 3, 32, 32)
     with torch.no_grad():

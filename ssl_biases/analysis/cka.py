@@ -18,7 +18,8 @@ the Grams, which is not done here. Everything is computed and accumulated in flo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import wraps
 
 import torch
 from torch import Tensor
@@ -177,5 +178,15 @@ class MinibatchCKA(Metric):
         self.hsic_bb = self.hsic_bb + hsic_bb  # [L_b]
 
     def compute(self) -> Tensor:
-        """CKA matrix ``[L_a, L_b]`` (float64)."""
+        """CKA matrix ``[L_a, L_b]`` (float64), ``[1, 1]`` for one layer each."""
         return self.hsic_ab / torch.sqrt(self.hsic_aa[:, None] * self.hsic_bb[None, :])
+
+    def _wrap_compute(self, compute: Callable[[], Tensor]) -> Callable[[], Tensor]:
+        """torchmetrics squeezes a one-element result to a scalar: keep a ``[1, 1]`` matrix."""
+        wrapped = super()._wrap_compute(compute)
+
+        @wraps(wrapped)
+        def matrix() -> Tensor:
+            return torch.atleast_2d(wrapped())  # [L_a, L_b]
+
+        return matrix

@@ -5,7 +5,7 @@ grid; the cells are the Cartesian product of the axes (the first axis varies slo
 
     name: bias_cifar10_small            # runs land in <output_dir>/<cell id>/
     command: fit                        # or validate / test (no training: random init)
-    output_dir: runs/bias_cifar10_small # optional; default runs/<name>
+    output_dir: runs/bias_cifar10_small # optional; default <trainer.default_root_dir>/<name>
     configs: [configs/trainer/cpu.yaml, "{axes}", configs/backbone/vit_tiny.yaml]
     args: {data.root: ../shared/data/cifar10, trainer.max_epochs: 2}
     axes:
@@ -160,7 +160,8 @@ def load_experiment(path: str | Path, output_dir: str | Path | None = None) -> E
 
     Args:
         path: The experiment file.
-        output_dir: Overrides the file's ``output_dir`` (default ``runs/<name>``).
+        output_dir: Overrides the file's ``output_dir`` (default ``<root>/<name>``, the root
+            being ``args``' ``trainer.default_root_dir`` or ``runs``).
 
     Raises:
         FileNotFoundError: The file or one of the configs it names does not exist.
@@ -181,11 +182,13 @@ def load_experiment(path: str | Path, output_dir: str | Path | None = None) -> E
     names = [n for n, _ in axes]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: repeated axis names {names}")
+    args = dict(spec.get("args") or {})
+    root = args.get("trainer.default_root_dir") or "runs"
     experiment = Experiment(
         name=name,
-        output_dir=Path(output_dir or spec.get("output_dir") or Path("runs") / name),
+        output_dir=Path(output_dir or spec.get("output_dir") or Path(root) / name),
         configs=[str(c) for c in spec.get("configs") or []],
-        args=dict(spec.get("args") or {}),
+        args=args,
         axes=axes,
         report=dict(spec.get("report") or {}),
         launcher=dict(spec.get("launcher") or {}),
@@ -222,5 +225,12 @@ def select_cells(cells: list[Cell], only: list[str]) -> list[Cell]:
         if unknown:
             raise ValueError(
                 f"--only names unknown axes {sorted(unknown)}; axes: {list(cells[0].values)}"
+            )
+    for axis, labels in wanted.items():
+        valid = list(dict.fromkeys(c.values[axis] for c in cells))
+        if labels - set(valid):
+            raise ValueError(
+                f"--only {axis}={','.join(sorted(labels - set(valid)))} matches no cell; "
+                f"the labels of {axis} are {valid}"
             )
     return [c for c in cells if all(c.values[a] in labels for a, labels in wanted.items())]

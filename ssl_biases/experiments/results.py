@@ -41,6 +41,57 @@ METRIC_PREFIXES = ("val/", "test/")
 EXTRA_METRICS = ("train/loss",)
 
 
+REPORT_KEYS = ("metric", "metrics", "rows", "columns", "panel", "x", "hue", "baseline")
+
+
+def check_report(experiment: Experiment) -> None:
+    """Raises ``ValueError`` on a ``report`` section that could only fail after the cells ran.
+
+    Checks the keys, that ``rows``, ``columns``, ``panel``, ``x`` and ``hue`` name axes, that
+    the metrics are collected names (``val/*``, ``test/*``, ``train/loss``) and that a
+    ``baseline`` file's axes (but its seeds) are axes of the experiment. A missing baseline
+    file only warns, as in :func:`write_report`.
+    """
+    report, axes = experiment.report, experiment.axis_names
+    where = f"experiment {experiment.name!r}: report"
+    unknown = sorted(set(report) - set(REPORT_KEYS))
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {unknown}; known: {list(REPORT_KEYS)}")
+    columns = report.get("columns") or []
+    if not isinstance(columns, list):
+        raise ValueError(f"{where}.columns must be a list of axis names, got {columns!r}")
+    named = [("rows", report.get("rows"))] + [(f"columns[{i}]", c) for i, c in enumerate(columns)]
+    named += [(key, report.get(key)) for key in ("panel", "x", "hue")]
+    for key, axis in named:
+        if axis is not None and axis not in axes:
+            raise ValueError(f"{where}.{key} is {axis!r}, which is no axis; the axes are {axes}")
+    if not isinstance(report.get("metrics") or [], list):
+        raise ValueError(f"{where}.metrics must be a list of metric names, got {report['metrics']}")
+    metrics = [report.get("metric", "val/knn_top1"), *(report.get("metrics") or [])]
+    for metric in metrics:
+        if not (isinstance(metric, str) and metric.startswith(METRIC_PREFIXES + EXTRA_METRICS)):
+            raise ValueError(
+                f"{where}: metric {metric!r} is never collected; name a logged metric that "
+                f"starts with one of {list(METRIC_PREFIXES + EXTRA_METRICS)}, e.g. val/knn_top1"
+            )
+    if report.get("baseline"):
+        try:
+            baseline = load_experiment(report["baseline"])
+        except FileNotFoundError as error:
+            warnings.warn(f"report.baseline: {error}; no gains will be reported", stacklevel=2)
+            return
+        varied = [a for a in baseline.axis_names if a != SEED_AXIS and a not in axes]
+        if varied:
+            raise ValueError(_baseline_axes_message(baseline.name, varied))
+
+
+def _baseline_axes_message(name: str, varied: list[str]) -> str:
+    return (
+        f"report.baseline {name!r} varies {varied}, which this experiment does not: a "
+        "baseline's axes (but its seeds) must be axes of the experiment too"
+    )
+
+
 def final_metrics(run_dir: Path) -> dict[str, float]:
     """Last logged value of each metric over the cell's ``version_<n>/metrics.csv`` files."""
     metrics: dict[str, float] = {}
@@ -87,10 +138,7 @@ def add_baseline_gains(
     keys = [a for a in baseline.axis_names if a != SEED_AXIS]
     missing = [k for k in keys if rows and k not in rows[0]]
     if missing:
-        raise ValueError(
-            f"report.baseline {baseline.name!r} varies {missing}, which this experiment does "
-            "not: a baseline's axes (but its seeds) must be axes of the experiment too"
-        )
+        raise ValueError(_baseline_axes_message(baseline.name, missing))
     baseline_rows = collect_results(baseline)
     compared = baseline.report.get("metrics")
     added = []

@@ -8,6 +8,13 @@ TensorBoard events, ``metrics.csv``) and, written only after the fit exited clea
 ``done.json`` (final metrics). On a re-run, cells with ``done.json`` are skipped and a cell
 with a ``last.ckpt`` but no ``done.json`` resumes from it (``--ckpt_path``).
 
+A cell is keyed by its settings, not only by its labels: ``cell.yaml`` records the command
+line and a SHA-256 of every config file it stacks, and a re-run (or ``--collect-only``) whose
+grid now gives a cell other arguments or changed config files refuses, naming the changes,
+rather than mixing two settings in one table. Before the first cell starts, the whole file is
+checked: the ``report`` section, ``--only`` labels, and every cell's arguments through the
+CLI's own parser (types, unknown keys, unknown classes), without building anything.
+
 Launchers: ``local`` runs the cells one after another in this process (the default);
 ``submitit`` submits them as one Slurm job array through submitit's ``AutoExecutor``
 (``--cluster local`` / ``debug`` run that path on one machine). With ``tasks_per_node`` =
@@ -18,6 +25,7 @@ environment that each task's fit inherits.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -36,10 +44,16 @@ from ssl_biases.experiments.grid import (
     load_experiment,
     select_cells,
 )
-from ssl_biases.experiments.results import collect_results, write_report
+from ssl_biases.experiments.results import check_report, collect_results, write_report
 
 DONE_FILE = "done.json"
 """Completion marker of a cell, written only after its fit exited with status 0."""
+
+CELL_FILE = "cell.yaml"
+"""A cell's record: its id, labels, command line and config digests (see ``cell_settings``)."""
+
+LOGGER_FILE = "logger.yaml"
+"""The logger config a cell's command stacks last (it points into the cell directory)."""
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -71,13 +85,174 @@ def fit_command(
     command = [sys.executable, "-m", "ssl_biases", subcommand]
     for config in cell.configs:
         command += ["--config", config]
-    command += ["--config", str(run_dir / "logger.yaml")]
+    command += ["--config", str(run_dir / LOGGER_FILE)]
     for key, value in cell.args:
         command += [f"--{key}", format_cli_value(value)]
     command += extra_args
     if ckpt_path is not None:
         command += ["--ckpt_path", str(ckpt_path)]
     return command
+
+
+def cell_settings(command: list[str]) -> list[str]:
+    """What decides a cell's result in its command line: the subcommand, configs and args.
+
+    Leaves out the interpreter, the ``-m ssl_biases`` prefix, the cell's own logger config and
+    ``--ckpt_path`` (a resume), which differ between runs of the same settings.
+    """
+    tokens = command[3:]
+    kept, i = [], 0
+    while i < len(tokens):
+        value = tokens[i + 1] if i + 1 < len(tokens) else ""
+        logger = tokens[i] == "--config" and Path(value).name == LOGGER_FILE
+        if tokens[i] == "--ckpt_path" or logger:
+            i += 2
+            continue
+        kept.append(tokens[i])
+        i += 1
+    return kept
+
+
+def config_digests(configs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """SHA-256 of each config file's bytes, by path."""
+    return {c: hashlib.sha256(Path(c).read_bytes()).hexdigest() for c in configs}
+
+
+def _options(settings: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``--config`` files in order and the last value of every other ``--key`` of settings."""
+    configs, values, i = [], {}, 1  # settings[0] is the subcommand
+    while i < len(settings):
+        key, value = settings[i], settings[i + 1] if i + 1 < len(settings) else ""
+        if value.startswith("--"):  # a flag without a value
+            value, i = "", i - 1
+        if key == "--config":
+            configs.append(value)
+        else:
+            values[key.removeprefix("--")] = value
+        i += 2
+    return configs, values
+
+
+def setting_changes(
+    recorded: dict[str, Any], settings: list[str], digests: dict[str, str], exact: bool = True
+) -> list[str]:
+    """How a cell's recorded run differs from its current settings (empty: the same).
+
+    Args:
+        recorded: The cell's ``cell.yaml``: ``command`` and (in newer records) ``config_sha256``.
+        settings: ``cell_settings`` of the cell's command now.
+        digests: ``config_digests`` of the cell's configs now.
+        exact: False when the arguments after ``--`` are not known (``--collect-only``): the
+            recorded command may then carry any of them after the grid's own.
+    """
+    old = cell_settings(recorded.get("command") or [])
+    changes = []
+    if old != settings and (exact or old[: len(settings)] != settings):
+        (old_configs, old_values), (configs, values) = _options(old), _options(settings)
+        if old[:1] != settings[:1]:
+            changes.append(f"command {old[:1]} -> {settings[:1]}")
+        if old_configs != configs:
+            changes.append(f"configs {old_configs} -> {configs}")
+        for key in dict.fromkeys([*old_values, *values]):
+            before, after = old_values.get(key, "(unset)"), values.get(key, "(unset)")
+            if before != after:
+                changes.append(f"{key}: {before} -> {after}")
+        changes = changes or ["the order of the arguments"]
+    for path, digest in (recorded.get("config_sha256") or {}).items():
+        if path in digests and digests[path] != digest:
+            changes.append(f"{path}: contents changed")
+    return changes
+
+
+def check_unchanged(
+    experiment: Experiment, extra_args: list[str] | None, exact: bool = True
+) -> None:
+    """Raises ``ValueError`` when a cell directory holds a run of other settings than the grid's.
+
+    Every cell of the grid with a ``cell.yaml`` is compared (not only ``--only``'s: the report
+    collects them all), the arguments after ``--`` included when ``exact``.
+    """
+    changed: dict[tuple[str, ...], list[str]] = {}
+    digests: dict[str, str] = {}
+    for cell in experiment.cells():
+        run_dir = experiment.output_dir / cell.cell_id
+        if not (run_dir / CELL_FILE).is_file():
+            continue
+        recorded = yaml.safe_load((run_dir / CELL_FILE).read_text()) or {}
+        missing = [c for c in cell.configs if c not in digests and Path(c).is_file()]
+        digests.update(config_digests(missing))
+        settings = cell_settings(
+            fit_command(cell, run_dir, list(extra_args or []), None, experiment.command)
+        )
+        changes = setting_changes(recorded, settings, digests, exact)
+        if changes:
+            changed.setdefault(tuple(changes), []).append(cell.cell_id)
+    if changed:
+        lines = [
+            f"  {'; '.join(changes)}  ({len(ids)} cells: {', '.join(ids)})"
+            for changes, ids in changed.items()
+        ]
+        raise ValueError(
+            f"{experiment.output_dir} holds cells run with other settings than the experiment "
+            "file (and the arguments after --) give them now:\n" + "\n".join(lines) + "\n"
+            "Their results would mix two settings: delete those cell directories to rerun them, "
+            "use another --output-dir, or undo the change."
+        )
+
+
+class _ParserReady(Exception):  # noqa: N818 (a signal, not an error)
+    """Stops ``SSLBiasesCLI`` once its parser is built, carrying the parser."""
+
+    def __init__(self, parser: Any) -> None:
+        super().__init__("parser built")
+        self.parser = parser
+
+
+def cli_parser() -> Any:
+    """The ``ssl-biases`` command's own argument parser, built without parsing or running.
+
+    Errors raise ``jsonargparse.ArgumentError`` instead of exiting.
+    """
+    from ssl_biases.cli import SSLBiasesCLI
+
+    class ParserOnly(SSLBiasesCLI):
+        def parse_arguments(self, parser: Any, args: Any) -> None:
+            raise _ParserReady(parser)
+
+    try:
+        ParserOnly(args=[])
+    except _ParserReady as ready:
+        parser = ready.parser
+    subcommands = getattr(parser, "_subcommands_action", None)
+    for each in [parser, *(subcommands.choices.values() if subcommands else [])]:
+        each.exit_on_error = False
+    return parser
+
+
+def check_cell_arguments(cells: list[Cell], extra_args: list[str], subcommand: str) -> None:
+    """Parses every cell's command line with the CLI's parser; nothing is instantiated.
+
+    Raises:
+        ValueError: naming the cells whose arguments the CLI refuses (an unknown key, a
+            value of the wrong type or choice, an unknown class), with the first error.
+    """
+    from jsonargparse import ArgumentError
+
+    parser = cli_parser()
+    failed: dict[str, str] = {}
+    for cell in cells:
+        command = fit_command(cell, Path(cell.cell_id), extra_args, subcommand=subcommand)
+        try:
+            parser.parse_args(cell_settings(command))  # without the cell's logger config
+        except ArgumentError as error:
+            failed[cell.cell_id] = str(error)
+    if failed:
+        first, message = next(iter(failed.items()))
+        raise ValueError(
+            f"{len(failed)} of {len(cells)} cells have arguments that `ssl-biases "
+            f"{subcommand}` refuses: {list(failed)}; fix the experiment file (a typo in "
+            f"`args` or an axis `key`?). The error of {first}:\n{message}"
+        )
 
 
 def _task_rank() -> int:
@@ -102,14 +277,12 @@ def run_cell(
     if done.is_file():
         return {"cell_id": cell.cell_id, "status": "done"}
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "logger.yaml").write_text(yaml.safe_dump(logger_config(run_dir)))
+    (run_dir / LOGGER_FILE).write_text(yaml.safe_dump(logger_config(run_dir)))
     ckpt = last_checkpoint(run_dir) if subcommand == "fit" else None
     command = fit_command(cell, run_dir, list(extra_args or []), ckpt, subcommand)
-    (run_dir / "cell.yaml").write_text(
-        yaml.safe_dump(
-            {"cell_id": cell.cell_id, "values": cell.values, "command": command}, sort_keys=False
-        )
-    )
+    record = {"cell_id": cell.cell_id, "values": cell.values, "command": command}
+    record["config_sha256"] = config_digests(cell.configs)
+    (run_dir / CELL_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
     start = time.time()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     rank = _task_rank()
@@ -232,9 +405,12 @@ def main(argv: list[str] | None = None) -> None:
         argv, extra_args = argv[:split], argv[split + 1 :]
     args = build_parser().parse_args(argv)
     experiment = load_experiment(args.experiment, args.output_dir)
+    check_report(experiment)
     cells = select_cells(experiment.cells(), args.only)
+    check_unchanged(experiment, extra_args, exact=not args.collect_only or bool(extra_args))
     if not args.collect_only:
         check_configs(cells)
+        check_cell_arguments(cells, extra_args, experiment.command)
         if args.dry_run:
             for cell in cells:
                 run_dir = experiment.output_dir / cell.cell_id

@@ -5,6 +5,13 @@ probe loaders (index 0: the bank of train images, index 1: the queries). A probe
 collects them, gathers them across processes (so DDP gives the single-process number) and
 evaluates once per epoch. Probes never change the backbone.
 
+When a probe runs during ``fit`` is set per probe: ``every_n_epochs`` (at every n-th
+epoch's validations) or ``every_n_validations`` (at every n-th validation of the fit, however
+validations are triggered: ``check_val_every_n_epoch``, ``val_check_interval``). Either way a
+probe runs at the final validation of a fit (the end of the last epoch, ``max_steps`` reached,
+a stop) and in every ``validate``/``test``, and skips the sanity check; a skipped validation
+collects nothing. The count of validations is checkpointed, so a resumed run keeps its schedule.
+
 Extra feature sets a method returns as ``features_<name>`` (e.g. ``features_lensed`` and
 ``features_concat`` with an adversarial lens, arXiv 2002.08822) are probed the same way and
 logged with the suffix ``_<name>`` (``val/knn_top1_lensed``); the default names are unchanged.
@@ -29,18 +36,43 @@ def _dataset_length(trainer: pl.Trainer, index: int) -> int | None:
         return None
 
 
+def _end_of_last_epoch(trainer: pl.Trainer) -> bool:
+    """Whether this fit validation is the one after the last batch of the last epoch."""
+    if (
+        not trainer.max_epochs
+        or trainer.max_epochs < 0
+        or trainer.current_epoch + 1 < trainer.max_epochs
+    ):
+        return False
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+    return trainer.is_last_batch or done >= trainer.num_training_batches
+
+
 class FrozenFeatureProbe(pl.Callback):
     """Collects bank and query features during validation and test; subclasses evaluate.
 
     Args:
-        every_n_epochs: Evaluate at every n-th validation epoch (always in ``validate``/``test``
-            and at the end of training).
+        every_n_epochs: Evaluate at the validations of every n-th epoch (always in
+            ``validate``/``test`` and at the end of training). When set, it takes precedence
+            over ``every_n_validations``.
+        every_n_validations: Evaluate at every n-th validation of a fit (and at the end), used
+            when ``every_n_epochs`` is ``None``.
     """
 
-    def __init__(self, every_n_epochs: int = 1) -> None:
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+    def __init__(
+        self, every_n_epochs: int | None = 1, every_n_validations: int | None = None
+    ) -> None:
+        for name, value in (
+            ("every_n_epochs", every_n_epochs),
+            ("every_n_validations", every_n_validations),
+        ):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 (or null), got {value}")
+        if every_n_epochs is None and every_n_validations is None:
+            raise ValueError("set every_n_epochs or every_n_validations (both are null)")
         self.every_n_epochs = every_n_epochs
+        self.every_n_validations = every_n_validations
+        self.validations = 0  # validations of the current fit so far, sanity check excluded
         self._buffers: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
         self._extra: dict[str, dict[int, tuple[list[Tensor], list[Tensor]]]] = {}  # by suffix
 
@@ -56,12 +88,30 @@ class FrozenFeatureProbe(pl.Callback):
         if trainer.state.fn != "fit":  # validate / test: always
             return True
         epoch = trainer.current_epoch + 1
-        last = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch  # -1: none
-        return epoch % self.every_n_epochs == 0 or last or trainer.should_stop
+        max_steps = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+        if trainer.should_stop or max_steps:
+            return True
+        if self.every_n_epochs is not None:
+            last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch
+            return epoch % self.every_n_epochs == 0 or last_epoch
+        assert self.every_n_validations is not None
+        return self.validations % self.every_n_validations == 0 or _end_of_last_epoch(trainer)
 
     def _start(self, trainer: pl.Trainer) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.validations += 1
         self._buffers = {0: ([], []), 1: ([], [])}
         self._extra = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":  # before a checkpoint's count is restored
+            self.validations = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"validations": self.validations}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.validations = int(state_dict.get("validations", 0))
 
     def _collect(self, trainer: pl.Trainer, outputs: Any, dataloader_idx: int) -> None:
         if not self._active(trainer) or not isinstance(outputs, dict) or "features" not in outputs:

@@ -303,7 +303,8 @@ class FewShotProbe(FrozenFeatureProbe):
     in {-1, 1}, ridge ``l2_reg``; top-1 on all probe *queries* (the test split, or its
     ``data.max_val_samples`` subset), mean (``fewshot_<K>shot``) and sample std
     (``fewshot_<K>shot_std``) over seeds. Stage ``test`` in ``ssl-biases test``, ``val``
-    during fit (every ``every_n_epochs`` epochs and at the end) and ``validate``.
+    during fit (every ``every_n_validations``-th validation and the final one) and
+    ``validate``.
 
     A K larger than the rarest class of the bank cannot be drawn: it is skipped with a
     warning (it is not logged), so raise ``max_probe_train_samples`` to get it.
@@ -312,7 +313,9 @@ class FewShotProbe(FrozenFeatureProbe):
         shots: The K values.
         seeds: One support draw per seed.
         l2_reg: Ridge strength on standardised features.
-        every_n_epochs: Evaluate at every n-th validation epoch during fit.
+        every_n_epochs: Evaluate at the validations of every n-th epoch during fit instead
+            (as before ``every_n_validations`` existed; earlier runs' configs set it to 10).
+        every_n_validations: Evaluate at every n-th validation of a fit.
     """
 
     def __init__(
@@ -320,9 +323,10 @@ class FewShotProbe(FrozenFeatureProbe):
         shots: list[int] | tuple[int, ...] = (1, 5, 10, 25),
         seeds: list[int] | tuple[int, ...] = (0, 1, 2),
         l2_reg: float = DEFAULT_L2_REG,
-        every_n_epochs: int = 10,
+        every_n_epochs: int | None = None,
+        every_n_validations: int = 10,
     ) -> None:
-        super().__init__(every_n_epochs)
+        super().__init__(every_n_epochs, every_n_validations)
         if len(shots) == 0 or len(seeds) == 0 or min(shots) < 1:
             raise ValueError(f"need shots >= 1 and at least one seed, got {shots} and {seeds}")
         if l2_reg <= 0:

@@ -64,14 +64,26 @@ def linear_probe_top1(
 class LinearProbe(FrozenFeatureProbe):
     """Logs ``<stage>/offline_linear_top1``: the offline linear probe on frozen features.
 
+    During ``fit`` it runs at every ``every_n_validations``-th validation and at the final one
+    (see :mod:`ssl_biases.probes.features`; what it costs: docs/performance.md, section 6),
+    and in every ``validate``/``test``.
+
     Args:
         l2: L2 penalty on the weights (features are standardised first).
         max_iter: L-BFGS iterations.
-        every_n_epochs: Evaluate at every n-th validation epoch.
+        every_n_epochs: Evaluate at the validations of every n-th epoch instead (as before
+            ``every_n_validations`` existed; earlier runs' configs set it to 1).
+        every_n_validations: Evaluate at every n-th validation of a fit.
     """
 
-    def __init__(self, l2: float = 1e-4, max_iter: int = 200, every_n_epochs: int = 1) -> None:
-        super().__init__(every_n_epochs)
+    def __init__(
+        self,
+        l2: float = 1e-4,
+        max_iter: int = 200,
+        every_n_epochs: int | None = None,
+        every_n_validations: int = 5,
+    ) -> None:
+        super().__init__(every_n_epochs, every_n_validations)
         self.l2 = l2
         self.max_iter = max_iter
 

@@ -95,6 +95,15 @@ def test_minibatch_cka_single_batch_equals_linear_cka_and_self_diagonal_is_one()
     assert torch.allclose(matrix, matrix.T)
 
 
+def test_minibatch_cka_of_one_layer_each_is_a_1x1_matrix() -> None:
+    x, y = _randn(16, 5, seed=23), _randn(16, 3, seed=24)
+    metric = MinibatchCKA()
+    assert metric([x], [y]).shape == (1, 1)  # forward, too: torchmetrics squeezes to a scalar
+    matrix = metric.compute()
+    assert matrix.shape == (1, 1)
+    assert matrix[0, 0].item() == pytest.approx(linear_cka(x, y).item(), abs=1e-12)
+
+
 def test_minibatch_cka_float32_inputs_accumulate_in_float64() -> None:
     x = _randn(32, 10, seed=30).float()
     metric = MinibatchCKA()

@@ -82,14 +82,17 @@ def test_analyze_end_to_end_writes_report_figures_and_tensorboard(tmp_path):
     assert events.Images("analysis/fewshot")[0].step == 7
 
 
-def test_same_checkpoint_twice_gives_cross_cka_equal_to_self_cka(tmp_path):
-    ckpt = write_checkpoint(tmp_path / "a.ckpt", 0, depth=3)
+@pytest.mark.parametrize("depth", [3, 1])  # one block: 1x1 CKA matrices
+def test_same_checkpoint_twice_gives_cross_cka_equal_to_self_cka(tmp_path, depth):
+    ckpt = write_checkpoint(tmp_path / "a.ckpt", 0, depth=depth)
     main(["--ckpt", str(ckpt), "--ckpt", str(ckpt), "--output", str(tmp_path / "o"),
           "--shots", "1", "--seeds", "0", *DATA])  # fmt: skip
     report = load_report(tmp_path / "o" / "report.json")
     (first, second), (pair, cross) = report["models"], *report["cka_between"].items()
     assert pair == f"{first} vs {second}"  # labels made unique
     torch.testing.assert_close(block_matrix(cross), block_matrix(report["models"][first]["cka"]))
+    assert block_matrix(cross).shape == (depth, depth)
+    assert report["models"][first]["cka"]["block0"]["block0"] == pytest.approx(1.0)
 
 
 def test_user_errors_say_what_to_do(tmp_path):

@@ -73,6 +73,20 @@ def test_select_cells_filters_by_axis_labels(toy):
         select_cells(toy.cells(), ["mixer=mlp"])
     with pytest.raises(ValueError, match="axis=label"):
         select_cells(toy.cells(), ["method"])
+    with pytest.raises(
+        ValueError, match=r"method=simclrr matches no cell; .* \['simclr', 'byol'\]"
+    ):
+        select_cells(toy.cells(), ["method=simclrr"])
+    with pytest.raises(ValueError, match="token_mixer=mpl matches no cell"):  # one of two labels
+        select_cells(toy.cells(), ["token_mixer=mlp,mpl"])
+
+
+def test_output_dir_follows_the_grids_default_root_dir(tmp_path):
+    path = tmp_path / "exp.yaml"
+    root = "args: {trainer.default_root_dir: /scratch/me}"
+    path.write_text(f"name: e\n{root}\naxes: [{{name: a, key: k, values: [1]}}]")
+    assert load_experiment(path).output_dir == Path("/scratch/me/e")
+    assert load_experiment(path, output_dir="elsewhere").output_dir == Path("elsewhere")
 
 
 def test_cell_ids_and_cli_values_are_safe():

@@ -3,11 +3,13 @@
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from ssl_biases.experiments.grid import load_experiment
 from ssl_biases.experiments.results import (
+    check_report,
     collect_results,
     final_metrics,
     format_mean_std,
@@ -136,9 +138,38 @@ def test_a_baseline_that_varies_an_axis_the_experiment_does_not_is_refused(tmp_p
         EXPERIMENT.replace("x: token_mixer}", f"x: token_mixer, baseline: {floor_path}}}")
     )
     experiment = load_experiment(path, output_dir=tmp_path / "out")
+    with pytest.raises(ValueError, match=r"varies \['width'\]"):
+        check_report(experiment)  # before any cell ran
     finish_cells(experiment, KNN)
     with pytest.raises(ValueError, match=r"varies \['width'\]"):
         write_report(experiment, collect_results(experiment))
+
+
+@pytest.mark.parametrize(
+    ("report", "message"),
+    [
+        ("{metric: val/knn_top1, row: token_mixer}", r"unknown keys \['row'\]"),
+        ("{rows: mixer}", r"report.rows is 'mixer', which is no axis; the axes are \['method'"),
+        ("{columns: method}", "columns must be a list"),
+        ("{columns: [method, sed]}", r"report.columns\[1\] is 'sed'"),
+        ("{panel: methods}", "report.panel is 'methods'"),
+        ("{x: token_mixer, hue: seeds}", "report.hue is 'seeds'"),
+        ("{metric: knn_top1}", "metric 'knn_top1' is never collected"),
+        ("{metrics: val/knn_top1}", "metrics must be a list"),
+    ],
+)
+def test_check_report_refuses_what_would_fail_after_the_cells_ran(tmp_path, report, message):
+    path = tmp_path / "toy.yaml"
+    path.write_text(EXPERIMENT.split("report:")[0] + f"report: {report}\n")
+    with pytest.raises(ValueError, match=message):
+        check_report(load_experiment(path))
+
+
+def test_shipped_experiments_pass_check_report(monkeypatch):
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)  # baselines are named relative to the repository root
+    for path in sorted((root / "configs/experiment").glob("*.yaml")):
+        check_report(load_experiment(path))
 
 
 def test_a_missing_baseline_file_still_writes_the_tables(tmp_path):

@@ -1,19 +1,27 @@
-"""The sweep runner end to end on tiny generated data: failures, skipping, resuming, submitit."""
+"""The sweep runner end to end on tiny generated data: failures, skipping, resuming, submitit,
+stale cells, and a file checked whole before the first cell starts."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ssl_biases.experiments.grid import load_experiment
-from ssl_biases.experiments.sweep import fit_command, last_checkpoint, main
+from ssl_biases.experiments.sweep import (
+    cell_settings,
+    fit_command,
+    last_checkpoint,
+    main,
+    setting_changes,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def tiny_experiment(path: Path) -> Path:
-    spec = {
+def tiny_spec() -> dict:
+    return {
         "name": "tiny",
         "configs": [
             str(ROOT / "configs/method/simclr.yaml"),
@@ -23,7 +31,7 @@ def tiny_experiment(path: Path) -> Path:
             "model.init_args.backbone.class_path": "ssl_biases.backbones.IsotropicNet",
             "model.init_args.backbone.init_args.width": 32,
             "model.init_args.backbone.init_args.depth": 1,
-            "model.init_args.backbone.init_args.num_heads": 2,
+            "model.init_args.backbone.init_args.num_heads": 3,  # attention: 32 % 3 fails
             "model.init_args.backbone.init_args.pool": "gap",
             "data.image_size": 16,
             "data.shapes_size": 64,
@@ -39,18 +47,22 @@ def tiny_experiment(path: Path) -> Path:
             {
                 "name": "token_mixer",
                 "key": "model.init_args.backbone.init_args.token_mixer",
-                "values": ["conv", "nope"],
+                "values": ["conv", "attention"],
             }
         ],
         "report": {"metric": "val/knn_top1", "rows": "token_mixer", "x": "token_mixer"},
     }
-    path.write_text(yaml.safe_dump(spec))
+
+
+def tiny_experiment(path: Path, spec: dict | None = None) -> Path:
+    path.write_text(yaml.safe_dump(spec or tiny_spec()))
     return path
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """A 2-cell sweep, run once: the ``conv`` cell trains, the ``nope`` cell fails."""
+    """A 2-cell sweep, run once: the ``conv`` cell trains, the ``attention`` cell fails (it
+    parses, but its backbone refuses 3 heads for width 32)."""
     tmp = tmp_path_factory.mktemp("sweep")
     experiment = tiny_experiment(tmp / "tiny.yaml")
     out = tmp / "out"
@@ -61,12 +73,12 @@ def sweep(tmp_path_factory):
 
 def test_a_failed_cell_does_not_stop_the_others(sweep):
     _, out = sweep
-    good, bad = out / "token_mixer-conv", out / "token_mixer-nope"
+    good, bad = out / "token_mixer-conv", out / "token_mixer-attention"
     assert json.loads((good / "done.json").read_text())["resumed_from"] is None
     assert last_checkpoint(good) == good / "version_0/checkpoints/last.ckpt"
     assert (good / "version_0/config.yaml").is_file()
     assert not (bad / "done.json").exists()
-    assert "nope" in (bad / "fit.log").read_text()
+    assert "not divisible by num_heads 3" in (bad / "fit.log").read_text()
     results = (out / "results.csv").read_text().splitlines()
     assert len(results) == 2 and results[1].startswith("token_mixer-conv,conv,")
     knn = float(dict(zip(results[0].split(","), results[1].split(",")))["val/knn_top1"])
@@ -101,3 +113,72 @@ def test_fit_command_stacks_configs_then_args_then_extra_args(tmp_path):
     assert configs[-1] == str(tmp_path / "cell/logger.yaml") and len(configs) == 3
     assert command[command.index("--trainer.enable_progress_bar") + 1] == "false"
     assert command[-4:] == ["--trainer.max_epochs", "2", "--ckpt_path", str(tmp_path / "a.ckpt")]
+
+
+def test_a_rerun_after_the_grid_changed_refuses_naming_the_change_and_runs_nothing(sweep, tmp_path):
+    experiment, out = sweep
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    good = copy / "token_mixer-conv"
+    log, done = (good / "fit.log").read_text(), (good / "done.json").read_text()
+    spec = tiny_spec()
+    spec["args"]["trainer.max_epochs"] = 2
+    changed = tiny_experiment(tmp_path / "changed.yaml", spec)
+    for argv in (
+        [str(changed), "--output-dir", str(copy)],
+        [str(changed), "--output-dir", str(copy), "--collect-only"],
+        [str(experiment), "--output-dir", str(copy), "--", "--trainer.max_epochs", "2"],
+    ):
+        with pytest.raises(ValueError, match=r"trainer.max_epochs: 1 -> 2  \(2 cells: token_"):
+            main(argv)
+    assert (good / "fit.log").read_text() == log and (good / "done.json").read_text() == done
+    main([str(experiment), "--output-dir", str(copy), "--collect-only"])  # unchanged: fine
+
+
+def test_setting_changes_name_changed_configs_and_accept_old_records_and_unknown_extras():
+    command = [
+        "python", "-m", "ssl_biases", "fit", "--config", "a.yaml", "--config",
+        "runs/x/cell/logger.yaml", "--data.batch_size", "32", "--ckpt_path", "last.ckpt",
+    ]  # fmt: skip
+    settings = cell_settings(command)
+    assert settings == ["fit", "--config", "a.yaml", "--data.batch_size", "32"]
+    old = {"command": command}  # a record written before config digests
+    assert setting_changes(old, settings, {"a.yaml": "1" * 64}) == []
+    record = {"command": command, "config_sha256": {"a.yaml": "0" * 64}}
+    assert setting_changes(record, settings, {"a.yaml": "1" * 64}) == ["a.yaml: contents changed"]
+    extended = {"command": [*command, "--trainer.max_steps", "5"]}  # run with `-- ...`
+    assert setting_changes(extended, settings, {}) == ["trainer.max_steps: 5 -> (unset)"]
+    assert setting_changes(extended, settings, {}, exact=False) == []  # --collect-only
+    moved = ["fit", "--config", "b.yaml", "--data.batch_size", "64"]
+    assert setting_changes(old, moved, {}) == [
+        "configs ['a.yaml'] -> ['b.yaml']",
+        "data.batch_size: 32 -> 64",
+    ]
+
+
+def _typo(spec: dict, where: str) -> dict:
+    if where == "report.rows":
+        spec["report"]["rows"] = "token_mixr"
+    elif where == "report.x":
+        spec["report"]["x"] = "token_mixr"
+    elif where == "axis key":
+        spec["axes"][0]["key"] = "model.init_args.backbone.init_args.tokn_mixer"
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("report.rows", r"report.rows is 'token_mixr', which is no axis; the axes are \['token"),
+        ("report.x", r"report.x is 'token_mixr', which is no axis"),
+        ("axis key", r"(?s)2 of 2 cells have arguments .* refuses.*tokn_mixer"),
+        ("--only", r"--only token_mixer=convv matches no cell; .* are \['conv', 'attention'\]"),
+    ],
+)
+def test_a_typo_anywhere_in_the_file_fails_before_the_first_cell_starts(tmp_path, where, message):
+    experiment = tiny_experiment(tmp_path / "typo.yaml", _typo(tiny_spec(), where))
+    out = tmp_path / "out"
+    only = ["--only", "token_mixer=convv"] if where == "--only" else []
+    with pytest.raises(ValueError, match=message):
+        main([str(experiment), "--output-dir", str(out), *only])
+    assert not out.exists()  # no cell started
