@@ -221,6 +221,10 @@ class SSLDataModule(pl.LightningDataModule):
         return self._norm
 
     @property
+    def _probe_root(self) -> str | None:
+        return self.probe_root if self.dataset_name == "folder" else self.root
+
+    @property
     def has_probe_set(self) -> bool:
         """Whether there are labelled probe images (every dataset but ``folder`` alone)."""
         return self.dataset_name != "folder" or self.probe_root is not None
@@ -246,15 +250,19 @@ class SSLDataModule(pl.LightningDataModule):
         """
         if not self.has_probe_set:
             return UNLABELLED_NUM_CLASSES
-        classes = self.raw_dataset("test").classes
+        classes = list(self.raw_dataset("test").classes)
         if len(classes) < 2:
-            root = self.probe_root if self.dataset_name == "folder" else self.root
+            root = self._probe_root
+            if self.dataset_name == "folder":
+                without = "leave out --data.probe_root"
+            else:
+                without = f"use --data.dataset folder --data.train_root {root}/train"
             raise ValueError(
                 f"the probe set under '{root}' has {len(classes)} class ({classes}): "
                 "self-supervised training needs no labels, but the probes need two or more "
-                "classes. To pretrain on these images without probes, use --data.dataset "
-                f"folder --data.train_root {root} (configs/data/folder.yaml); to probe, put "
-                "each class in its own folder under train/ and test/."
+                f"classes. To pretrain on these images without probes, {without} "
+                "(configs/data/folder.yaml); to probe, put each class in its own folder under "
+                "train/ and test/."
             )
         return len(classes)
 
@@ -293,9 +301,16 @@ class SSLDataModule(pl.LightningDataModule):
 
     def probe_dataset(self, split: str) -> Dataset:
         """Unaugmented ``(tensor, label)`` images for probes: ``probe_train`` or ``test``."""
-        if split == "probe_train":  # stl10 and folder pretrain on images the bank leaves out
+        if split == "probe_train":  # stl10 and folder: the bank is a labelled split of its own
             own_split = self.dataset_name in ("stl10", "folder")
             base = self.raw_dataset("probe_train" if own_split else "train")
+            query_classes = list(self.raw_dataset("test").classes)
+            if self.dataset_name in ("imagefolder", "folder") and base.classes != query_classes:
+                raise ValueError(  # labels are indices of the sorted class folders of a split
+                    f"the train and test splits under '{self._probe_root}' have different class "
+                    f"folders ({base.classes} vs {query_classes}), so their labels would not "
+                    "match: give both splits the same <class> folders."
+                )
             base = fixed_subset(base, self.max_probe_train_samples, self.seed + 1)
         else:
             base = fixed_subset(self.raw_dataset("test"), self.max_val_samples, self.seed + 2)
