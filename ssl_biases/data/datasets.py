@@ -177,6 +177,8 @@ class CheckedImageFolder(ImageFolder):
         self.skipped = multiprocessing.Value("l", 0)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        if index >= len(self):  # ends iteration (the replacement below wraps around)
+            raise IndexError(f"index {index} out of range for {len(self)} images")
         for offset in range(len(self)):
             try:
                 return super().__getitem__((index + offset) % len(self))
@@ -237,7 +239,7 @@ class UnlabelledImageFolder(CheckedImageFolder):
             for name in sorted(files):
                 if not name.startswith(".") and is_image_file(name):
                     samples.append((os.path.join(folder, name), -1))
-        return samples
+        return sorted(samples)
 
 
 def load_image_files(root: str | Path, skip_corrupt: bool = False) -> UnlabelledImageFolder:
