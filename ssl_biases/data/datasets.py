@@ -1,6 +1,7 @@
 """Datasets read from their real on-disk formats; nothing is ever downloaded.
 
-Every dataset yields ``(PIL.Image RGB, label)`` and has ``classes`` and ``targets``.
+Every dataset yields ``(PIL.Image RGB, label)`` and has ``classes`` and ``targets``; label -1
+means unlabelled (STL-10's ``unlabeled`` part, every image of ``folder``).
 """
 
 from __future__ import annotations
