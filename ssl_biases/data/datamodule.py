@@ -8,16 +8,28 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ssl_biases.data.datasets import NORMALIZE, DatasetName, build_dataset, decode_to_memory
+from ssl_biases.data.datasets import (
+    IMAGENET_NORMALIZE,
+    NORMALIZE,
+    DatasetName,
+    build_dataset,
+    decode_to_memory,
+)
 from ssl_biases.data.device_cache import CacheKeys, DeviceCache, KeyDataset, RawBatch, RawImages
 from ssl_biases.data.device_views import DeviceViews
 from ssl_biases.data.sampler import ResumableSampler, SeededViews
 from ssl_biases.data.shapes import ShapesDataset
-from ssl_biases.data.transforms import Normalization, probe_transform
+from ssl_biases.data.transforms import Normalization, channel_statistics, probe_transform
 
 ViewTransform = Callable[[Any], Any]
+
+# `normalization: data` reads a fixed random sample of this many pretraining images
+NORMALIZATION_SAMPLES = 1000
+# the online probe's width when there are no labels (it then sees only label -1, never trains)
+UNLABELLED_NUM_CLASSES = 2
 
 
 class TransformedDataset(Dataset):
@@ -67,9 +79,25 @@ class SSLDataModule(pl.LightningDataModule):
     images, ``max_probe_train_samples`` of them) and index 1 the probe *queries* (the test
     split).
 
+    Without a labelled probe set (``folder`` with no ``probe_root``) there are no validation
+    and test loaders: Lightning skips validation, the probes are off, and checkpoints are
+    ``last.ckpt`` (and every ``--checkpoint.every_n_train_steps``).
+
     Args:
-        dataset: One of ``shapes``, ``cifar10``, ``cifar100``, ``stl10``, ``imagefolder``.
-        root: Folder holding the dataset files (not needed for ``shapes``).
+        dataset: One of ``shapes``, ``cifar10``, ``cifar100``, ``stl10``, ``imagefolder``, or
+            ``folder`` (your own images: ``train_root`` and optionally ``probe_root``).
+        root: Folder holding the dataset files (not needed for ``shapes`` and ``folder``).
+        train_root: ``folder`` only: pretrain on every image under this folder, in any
+            subfolder and of any common format (unlabelled: label -1).
+        probe_root: ``folder`` only: a labelled ``<dir>/{train,test}/<class>/`` tree (``test``
+            may be ``val``) for the probes: bank from ``train``, queries from ``test``. Unset:
+            the probes are off.
+        normalization: ``auto``: the published statistics of a named dataset (ImageNet's
+            for ``imagefolder``), computed from the data for ``folder``; ``data``: the
+            per-channel mean and std of a fixed random sample of 1000 pretraining images
+            (:func:`~ssl_biases.data.transforms.channel_statistics`); ``imagenet``:
+            ImageNet's. The values used are logged as ``normalization_mean``/``_std`` in the
+            run's ``hparams.yaml``.
         image_size: The run's image side in pixels; the CLI links it to the backbone.
         batch_size: Pretraining batch size per process.
         probe_batch_size: Batch size of the probe loaders.
@@ -99,7 +127,8 @@ class SSLDataModule(pl.LightningDataModule):
             ``view_recipe``; see :mod:`ssl_biases.data.device_views`).
         predict_split: What ``ssl-biases predict`` embeds, unaugmented: ``test`` (the probe
             queries, ``max_val_samples`` of them) or ``probe_train`` (the probe bank,
-            ``max_probe_train_samples`` of the train split; ``null`` for all of it).
+            ``max_probe_train_samples`` of the train split; ``null`` for all of it). Without a
+            probe set: the ``train_root`` images (``max_val_samples`` of them), labels -1.
     """
 
     def __init__(
@@ -122,6 +151,9 @@ class SSLDataModule(pl.LightningDataModule):
         cache: bool | Literal["none", "memory", "device"] = "none",
         augment: Literal["workers", "device"] = "workers",
         predict_split: Literal["test", "probe_train"] = "test",
+        train_root: str | None = None,
+        probe_root: str | None = None,
+        normalization: Literal["auto", "data", "imagenet"] = "auto",
     ) -> None:
         super().__init__()
         if image_size < 8:
@@ -169,15 +201,70 @@ class SSLDataModule(pl.LightningDataModule):
             "shapes_num_classes": shapes_num_classes,
             "seed": seed,
             "skip_corrupt": skip_corrupt,
+            "train_root": train_root,
+            "probe_root": probe_root,
         }
         # the training order and augmentations are drawn from this seed (the run's
         # seed_everything, else data.seed) and (epoch, index) alone, so a resume is exact.
         self.order_seed = int(os.environ.get("PL_GLOBAL_SEED", seed))
         self._train_sampler: ResumableSampler | None = None
         self._resume_position: tuple[int, int] | None = None
-        self.norm = Normalization(*NORMALIZE[dataset])
+        self._check_folder_options(dataset, train_root, probe_root, normalization)
+        self.train_root = train_root
+        self.probe_root = probe_root
+        self.normalization = normalization
+        self._norm: Normalization | None = None
         self.train_views: ViewTransform | None = None
         self._datasets: dict[str, Dataset] = {}
+        self.save_hyperparameters()  # hparams.yaml; `norm` adds the values it resolves to
+
+    @staticmethod
+    def _check_folder_options(
+        dataset: str, train_root: str | None, probe_root: str | None, normalization: str
+    ) -> None:
+        if dataset != "folder" and (train_root is not None or probe_root is not None):
+            raise ValueError(
+                "--data.train_root and --data.probe_root belong to --data.dataset folder "
+                f"(your own images), not {dataset!r}: add --data.dataset folder "
+                "(configs/data/folder.yaml), or use --data.root for a named dataset."
+            )
+        if dataset == "folder" and train_root is None:
+            raise ValueError(
+                "--data.dataset folder pretrains on your own images: set --data.train_root DIR "
+                "(every image under DIR, any subfolder)."
+            )
+        if normalization not in ("auto", "data", "imagenet"):
+            raise ValueError(
+                f"normalization must be 'auto', 'data' or 'imagenet', got {normalization!r}"
+            )
+
+    @property
+    def norm(self) -> Normalization:
+        """The run's normalisation (see ``normalization``), resolved once and recorded."""
+        if self._norm is None:
+            if self.normalization == "imagenet":
+                self._norm = Normalization(*IMAGENET_NORMALIZE)
+            elif self.normalization == "auto" and self.dataset_name != "folder":
+                self._norm = Normalization(*NORMALIZE[self.dataset_name])
+            else:  # from a fixed sample of the pretraining images
+                sample = fixed_subset(self.raw_dataset("train"), NORMALIZATION_SAMPLES, self.seed)
+                self._norm = channel_statistics(sample, self.image_size, self.num_workers)
+            self.save_hyperparameters(
+                {
+                    "normalization_mean": list(self._norm.mean),
+                    "normalization_std": list(self._norm.std),
+                }
+            )
+        return self._norm
+
+    @property
+    def _probe_root(self) -> str | None:
+        return self.probe_root if self.dataset_name == "folder" else self.root
+
+    @property
+    def has_probe_set(self) -> bool:
+        """Whether there are labelled probe images (every dataset but ``folder`` alone)."""
+        return self.dataset_name != "folder" or self.probe_root is not None
 
     def raw_dataset(self, split: str) -> Dataset:
         """The untransformed ``(PIL image, label)`` dataset of a split, built once."""
@@ -190,8 +277,31 @@ class SSLDataModule(pl.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        """Number of classes of the probe split (read from the data on disk)."""
-        return len(self.raw_dataset("test").classes)
+        """Number of classes of the probe split (read from the data on disk).
+
+        Without a probe set: :data:`UNLABELLED_NUM_CLASSES`, the width of an online probe
+        that never trains (every label is -1).
+
+        Raises:
+            ValueError: if the probe split has a single class.
+        """
+        if not self.has_probe_set:
+            return UNLABELLED_NUM_CLASSES
+        classes = list(self.raw_dataset("test").classes)
+        if len(classes) < 2:
+            root = self._probe_root
+            if self.dataset_name == "folder":
+                without = "leave out --data.probe_root"
+            else:
+                without = f"use --data.dataset folder --data.train_root {root}/train"
+            raise ValueError(
+                f"the probe set under '{root}' has {len(classes)} class ({classes}): "
+                "self-supervised training needs no labels, but the probes need two or more "
+                f"classes. To pretrain on these images without probes, {without} "
+                "(configs/data/folder.yaml); to probe, put each class in its own folder under "
+                "train/ and test/."
+            )
+        return len(classes)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_views is None and self.augment == "workers":
@@ -214,6 +324,13 @@ class SSLDataModule(pl.LightningDataModule):
                     "set `datamodule.device_views`."
                 )
             self.device_views = DeviceViews(recipe, self.norm, self.order_seed)
+        _ = self.norm  # resolved (and recorded) before Lightning logs the hyperparameters
+        if stage in ("fit", "validate", "test") and not self.has_probe_set:
+            rank_zero_warn(
+                "no labelled probe set (--data.probe_root): the probes are off and checkpoints "
+                "are last.ckpt (and --checkpoint.every_n_train_steps); set --data.probe_root "
+                "to a '<dir>/{train,test}/<class>/' tree to probe."
+            )
 
     def train_dataset(self) -> Dataset:
         """The pretraining dataset (a fixed subset when ``max_train_samples`` is set)."""
@@ -238,8 +355,16 @@ class SSLDataModule(pl.LightningDataModule):
 
     def probe_dataset(self, split: str) -> Dataset:
         """Unaugmented ``(tensor, label)`` images for probes: ``probe_train`` or ``test``."""
-        if split == "probe_train":
-            base = self.raw_dataset("probe_train" if self.dataset_name == "stl10" else "train")
+        if split == "probe_train":  # stl10 and folder: the bank is a labelled split of its own
+            own_split = self.dataset_name in ("stl10", "folder")
+            base = self.raw_dataset("probe_train" if own_split else "train")
+            query_classes = list(self.raw_dataset("test").classes)
+            if self.dataset_name in ("imagefolder", "folder") and base.classes != query_classes:
+                raise ValueError(  # labels are indices of the sorted class folders of a split
+                    f"the train and test splits under '{self._probe_root}' have different class "
+                    f"folders ({base.classes} vs {query_classes}), so their labels would not "
+                    "match: give both splits the same <class> folders."
+                )
             base = fixed_subset(base, self.max_probe_train_samples, self.seed + 1)
         else:
             base = fixed_subset(self.raw_dataset("test"), self.max_val_samples, self.seed + 2)
@@ -316,7 +441,9 @@ class SSLDataModule(pl.LightningDataModule):
         return sum(c.value for c in counters if c is not None)
 
     def probe_dataloaders(self) -> list[DataLoader]:
-        """``[bank loader, query loader]`` of unaugmented images."""
+        """``[bank loader, query loader]`` of unaugmented images (none without a probe set)."""
+        if not self.has_probe_set:
+            return []
         return [
             self._loader(self.probe_dataset(split), self.probe_batch_size, train=False)
             for split in ("probe_train", "test")
@@ -329,5 +456,9 @@ class SSLDataModule(pl.LightningDataModule):
         return self.probe_dataloaders()
 
     def predict_dataloader(self) -> DataLoader:
+        if not self.has_probe_set:  # embed the pretraining images themselves (labels -1)
+            raw = fixed_subset(self.raw_dataset("train"), self.max_val_samples, self.seed + 2)
+            dataset = TransformedDataset(raw, probe_transform(self.image_size, self.norm))
+            return self._loader(dataset, self.probe_batch_size, train=False)
         dataset = self.probe_dataset(self.predict_split)
         return self._loader(dataset, self.probe_batch_size, train=False)

@@ -1,14 +1,16 @@
 """Datasets read from their real on-disk formats; nothing is ever downloaded.
 
-Every dataset yields ``(PIL.Image RGB, label)`` and has ``classes`` and ``targets``.
+Every dataset yields ``(PIL.Image RGB, label)`` and has ``classes`` and ``targets``; label -1
+means unlabelled (STL-10's ``unlabeled`` part, every image of ``folder``).
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -16,18 +18,24 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ssl_biases.data.shapes import ShapesDataset
 
-DatasetName = Literal["shapes", "cifar10", "cifar100", "stl10", "imagefolder"]
-DATASETS: tuple[str, ...] = ("shapes", "cifar10", "cifar100", "stl10", "imagefolder")
+DatasetName = Literal["shapes", "cifar10", "cifar100", "stl10", "imagefolder", "folder"]
+DATASETS: tuple[str, ...] = ("shapes", "cifar10", "cifar100", "stl10", "imagefolder", "folder")
 
-# Per-dataset channel statistics (RGB, [0, 1] scale).
+# Image files read from folders (``imagefolder``, ``folder``), matched case-insensitively.
+IMAGE_EXTENSIONS: tuple[str, ...] = (*IMG_EXTENSIONS, ".gif")
+
+IMAGENET_NORMALIZE = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+# Published per-dataset channel statistics (RGB, [0, 1] scale); `folder` computes its own.
 NORMALIZE: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
-    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "imagefolder": IMAGENET_NORMALIZE,
     "shapes": ((0.5, 0.5, 0.5), (0.29, 0.29, 0.29)),
 }
 
@@ -56,10 +64,10 @@ class ArrayDataset(Dataset):
         return Image.fromarray(self.images[index]), self.targets[index]
 
 
-def _missing(path: Path, what: str) -> FileNotFoundError:
+def _missing(path: Path, what: str, option: str = "--data.root") -> FileNotFoundError:
     return FileNotFoundError(
         f"dataset not found at '{path}'. {what} Nothing is downloaded at run time: put the files "
-        "there, or point --data.root at the folder that holds them."
+        f"there, or point {option} at the folder that holds them."
     )
 
 
@@ -117,15 +125,34 @@ def load_stl10(root: str | Path, split: str) -> ArrayDataset:
     return ArrayDataset(np.ascontiguousarray(np.concatenate(images)), labels, classes)
 
 
+def is_image_file(path: str) -> bool:
+    """Whether ``path`` ends with one of :data:`IMAGE_EXTENSIONS` (any case)."""
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB of any PIL mode: greyscale, palette, RGBA/LA (alpha dropped, as
+    torchvision's loader does), CMYK; 16-bit greyscale is scaled to 8 bits (not clipped)."""
+    if image.mode in SIXTEEN_BIT_MODES:  # 16-bit PNG/TIFF: 0..65535 -> 0..255
+        pixels = np.asarray(image, dtype=np.float64) / 257.0  # [H, W]
+        image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), mode="L")
+    elif image.mode == "P" and "transparency" in image.info:  # via RGBA, as PIL asks
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
 def rgb_loader(path: str) -> Image.Image:
-    """Opens an image file as RGB (greyscale, palette and RGBA are converted).
+    """Opens an image file as RGB (:func:`to_rgb`; the first frame of an animation).
 
     Raises:
         ValueError: naming the file, if it cannot be decoded.
     """
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return to_rgb(image)
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(
             f"cannot read image '{path}' ({error}). Remove or replace the file, or set "
@@ -146,11 +173,13 @@ class CheckedImageFolder(ImageFolder):
     """
 
     def __init__(self, root: str, skip_corrupt: bool = False) -> None:
-        super().__init__(root, loader=rgb_loader)
+        super().__init__(root, loader=rgb_loader, is_valid_file=is_image_file)
         self.skip_corrupt = skip_corrupt
         self.skipped = multiprocessing.Value("l", 0)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        if index >= len(self):  # ends iteration (the replacement below wraps around)
+            raise IndexError(f"index {index} out of range for {len(self)} images")
         for offset in range(len(self)):
             try:
                 return super().__getitem__((index + offset) % len(self))
@@ -163,19 +192,76 @@ class CheckedImageFolder(ImageFolder):
         raise ValueError(f"no readable image under '{self.root}': check the files")
 
 
-def load_imagefolder(root: str | Path, split: str, skip_corrupt: bool = False) -> ImageFolder:
-    """Any ``root/<split>/<class>/*.jpg`` tree; ``test`` falls back to ``val``."""
+def load_imagefolder(
+    root: str | Path, split: str, skip_corrupt: bool = False, option: str = "--data.root"
+) -> ImageFolder:
+    """Any ``root/<split>/<class>/*.jpg`` tree; ``test`` falls back to ``val``.
+
+    ``option`` is the command-line option an error message names (``--data.probe_root``).
+    """
     root = Path(root)
     candidates = [root / split] + ([root / "val"] if split == "test" else [])
     folder = next((c for c in candidates if c.is_dir()), None)
     if folder is None:
-        raise _missing(candidates[0], f"imagefolder needs '{root}/{split}/<class>/<image files>'.")
+        raise _missing(
+            candidates[0], f"imagefolder needs '{root}/{split}/<class>/<image files>'.", option
+        )
     try:
         return CheckedImageFolder(str(folder), skip_corrupt=skip_corrupt)
     except FileNotFoundError as error:
         raise FileNotFoundError(
             f"no images under '{folder}' ({error}). Put images in '{folder}/<class>/'."
         ) from error
+
+
+# a folder of unlabelled images, read recursively
+class UnlabelledImageFolder(CheckedImageFolder):
+    """Every image file under ``root``, in any subfolder, each with label -1 (no classes).
+
+    Files are matched by :data:`IMAGE_EXTENSIONS` and listed in sorted path order; hidden
+    files and folders (names starting with ``.``, e.g. macOS ``._x.jpg``) are left out.
+    Unreadable images fail or are skipped as in :class:`CheckedImageFolder`.
+    """
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        return [], {}
+
+    @staticmethod
+    def make_dataset(
+        directory: str | Path,
+        class_to_idx: dict[str, int],
+        extensions: tuple[str, ...] | None = None,
+        is_valid_file: Callable[[str], bool] | None = None,
+        allow_empty: bool = False,
+    ) -> list[tuple[str, int]]:
+        samples = []
+        for folder, subfolders, files in os.walk(directory, followlinks=True):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            for name in sorted(files):
+                if not name.startswith(".") and is_image_file(name):
+                    samples.append((os.path.join(folder, name), -1))
+        return sorted(samples)
+
+
+def load_image_files(root: str | Path, skip_corrupt: bool = False) -> UnlabelledImageFolder:
+    """All images under ``root`` (recursively, unlabelled) for pretraining.
+
+    Raises:
+        FileNotFoundError: naming ``root`` and the extensions looked for, if it holds none.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"--data.train_root '{root}' is not a folder: point it at the folder that holds "
+            "your images (any depth of subfolders)."
+        )
+    dataset = UnlabelledImageFolder(str(root), skip_corrupt=skip_corrupt)
+    if len(dataset) == 0:
+        raise FileNotFoundError(
+            f"no images under '{root}' (looked for {', '.join(IMAGE_EXTENSIONS)} in every "
+            "subfolder, any case): put image files there or point --data.train_root elsewhere."
+        )
+    return dataset
 
 
 # decode a small dataset once into an in-memory uint8 array
@@ -234,10 +320,30 @@ def build_dataset(
     shapes_num_classes: int = 4,
     seed: int = 0,
     skip_corrupt: bool = False,
+    train_root: str | Path | None = None,
+    probe_root: str | Path | None = None,
 ) -> Dataset:
-    """Builds the ``split`` (``train`` / ``probe_train`` / ``test``) of a dataset by name."""
+    """Builds the ``split`` (``train`` / ``probe_train`` / ``test``) of a dataset by name.
+
+    ``folder`` pretrains on every image under ``train_root`` (unlabelled) and probes on the
+    labelled ``probe_root/{train,test}/<class>/`` tree.
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if name == "folder":
+        if split == "train":
+            if train_root is None:
+                raise ValueError(
+                    "dataset 'folder' pretrains on --data.train_root: set it to your image folder"
+                )
+            return load_image_files(train_root, skip_corrupt)
+        if probe_root is None:
+            raise ValueError(
+                "dataset 'folder' has no probe set: set --data.probe_root to a labelled "
+                "'<dir>/{train,test}/<class>/' tree"
+            )
+        split = "test" if split == "test" else "train"
+        return load_imagefolder(probe_root, split, skip_corrupt, "--data.probe_root")
     if name == "shapes":
         shapes_split = "test" if split == "test" else "train"
         size = shapes_size if split != "test" else max(1, shapes_size // 4)
