@@ -359,6 +359,23 @@ class SSLBiasesCLI(LightningCLI):
             print(f"Run directory: {log_dir}")
 
 
+def user_error_message(error: BaseException) -> str:
+    """The message of a user error, without jsonargparse's wrapper around a class's own error.
+
+    A ``ValueError`` raised while jsonargparse builds a class (a width ``num_heads`` does not
+    divide) reaches us inside "Does not validate against any of the Union subtypes ...", which
+    repeats the whole config; the class's own message is the one that says what to do.
+    """
+    while isinstance(error.__cause__, (ValueError, FileNotFoundError)):
+        frame = error.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        if frame is None or "jsonargparse" not in frame.tb_frame.f_code.co_filename:
+            break
+        error = error.__cause__
+    return str(error)
+
+
 def cli_main(args: list[str] | None = None) -> SSLBiasesCLI:
     """Runs the Lightning subcommands (``fit``, ``validate``, ``test``, ``predict``)."""
     return SSLBiasesCLI(args=args)
@@ -385,7 +402,8 @@ def main(args: list[str] | None = None) -> None:
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
         print(
-            f"ssl-biases: error: {error}\n(the traceback: rerun with {DEBUG_ENV}=1)",
+            f"ssl-biases: error: {user_error_message(error)}\n"
+            f"(for the traceback, rerun with {DEBUG_ENV}=1)",
             file=sys.stderr,
         )
         sys.exit(2)
