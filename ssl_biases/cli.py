@@ -150,8 +150,8 @@ class SSLBiasesCLI(LightningCLI):
             seed_everything_default=0,
             parser_class=SSLBiasesArgumentParser,
             trainer_defaults={
+                # save_dir "" (unset): --trainer.default_root_dir, else runs
                 "logger": lazy_instance(
-                    # save_dir "" (unset): --trainer.default_root_dir, else runs
                     TensorBoardLogger, save_dir="", name="ssl", default_hp_metric=False
                 ),
                 "callbacks": [lazy_instance(LearningRateMonitor, logging_interval="step")],
