@@ -116,7 +116,7 @@ def known_names_hint(message: str) -> str:
 
 DEFAULT_SAVE_DIR = "runs"  # the loggers' save_dir without --trainer.default_root_dir
 DEBUG_ENV = "SSL_BIASES_DEBUG"  # set to 1: a user error shows its traceback
-# --ckpt_path values that are no file: Lightning resolves them itself
+# --ckpt_path values that are no file: Lightning resolves them itself ("registry:<name>" too)
 CKPT_PATH_KEYWORDS = ("last", "best", "hpc", "registry")
 
 
@@ -216,7 +216,7 @@ class SSLBiasesCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if not isinstance(ckpt_path, str) or ckpt_path.startswith(CKPT_PATH_KEYWORDS):
+        if not isinstance(ckpt_path, str) or ckpt_path.split(":")[0] in CKPT_PATH_KEYWORDS:
             return
         if Path(ckpt_path).is_file():
             read_checkpoint(ckpt_path)
