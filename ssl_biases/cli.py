@@ -4,12 +4,17 @@
 --config configs/data/cifar10.yaml --data.root PATH`` stacks configs; any knob can be
 overridden on the command line. Every run directory (``runs/<name>/version_<n>/``) holds the
 resolved ``config.yaml``, ``checkpoints/`` (``last.ckpt`` and the best by ``val/knn_top1``),
-TensorBoard events and ``metrics.csv``.
+TensorBoard events and ``metrics.csv``. The logger's ``save_dir`` defaults to
+``--trainer.default_root_dir``, else ``runs``.
+
+A user error (``ValueError``/``FileNotFoundError``) ends the command with its message alone on
+stderr and exit status 2; ``SSL_BIASES_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import warnings
@@ -110,10 +115,28 @@ def known_names_hint(message: str) -> str:
     return f"\nKnown {kind}: {', '.join(names)}{extra}."
 
 
+DEFAULT_SAVE_DIR = "runs"  # the loggers' save_dir without --trainer.default_root_dir
+DEBUG_ENV = "SSL_BIASES_DEBUG"  # set to 1: a user error shows its traceback
+# --ckpt_path values that are no file: Lightning resolves them itself ("registry:<name>" too)
+CKPT_PATH_KEYWORDS = ("last", "best", "hpc", "registry")
+
+
 class SSLBiasesArgumentParser(LightningArgumentParser):
-    """The CLI's parser: an unknown method or backbone class gets the list of known ones."""
+    """The CLI's parser: an unknown method or backbone class gets the list of known ones, and
+    a config file that is no valid YAML is named."""
+
+    config_file: str | None = None  # the --config file being parsed
+
+    def parse_path(self, path: Any, *args: Any, **kwargs: Any) -> Any:
+        previous, self.config_file = self.config_file, os.path.abspath(os.fspath(path))
+        try:
+            return super().parse_path(path, *args, **kwargs)
+        finally:
+            self.config_file = previous
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if self.config_file and message.startswith("Problems parsing config"):
+            message = f"config file {self.config_file} is not valid YAML: {message}"
         super().error(message + known_names_hint(message), ex)
 
 
@@ -128,8 +151,9 @@ class SSLBiasesCLI(LightningCLI):
             seed_everything_default=0,
             parser_class=SSLBiasesArgumentParser,
             trainer_defaults={
+                # save_dir "" (unset): --trainer.default_root_dir, else runs
                 "logger": lazy_instance(
-                    TensorBoardLogger, save_dir="runs", name="ssl", default_hp_metric=False
+                    TensorBoardLogger, save_dir="", name="ssl", default_hp_metric=False
                 ),
                 "callbacks": [lazy_instance(LearningRateMonitor, logging_interval="step")],
                 "max_epochs": None,  # 100 unless max_time alone bounds the run (methods/budget.py)
@@ -181,16 +205,29 @@ class SSLBiasesCLI(LightningCLI):
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             config = {**config, "plugins": [*plugins, AtomicCheckpointIO()]}
-        return super()._instantiate_trainer(config, callbacks)
+        trainer = super()._instantiate_trainer(config, callbacks)
+        if not trainer.loggers:  # --trainer.logger false: the LR monitor has nowhere to log
+            trainer.callbacks = [
+                cb for cb in trainer.callbacks if not isinstance(cb, LearningRateMonitor)
+            ]
+        return trainer
 
     # resume into the same run directory
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parses, then fails clearly on a ``--ckpt_path`` file that is no checkpoint."""
+        """Parses, then fails clearly on a ``--ckpt_path`` that is missing or no checkpoint."""
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if isinstance(ckpt_path, str) and Path(ckpt_path).is_file():
+        if not isinstance(ckpt_path, str) or ckpt_path.split(":")[0] in CKPT_PATH_KEYWORDS:
+            return
+        if Path(ckpt_path).is_file():
             read_checkpoint(ckpt_path)
+        elif "://" not in ckpt_path:  # a remote (fsspec) path is Lightning's to read
+            raise FileNotFoundError(
+                f"--ckpt_path {ckpt_path}: no such file; pass a checkpoint "
+                "(runs/<name>/version_<n>/checkpoints/last.ckpt) or `last` to resume the "
+                "newest unfinished run of the logger's save_dir/name."
+            )
 
     def before_instantiate_classes(self) -> None:
         """``fit --ckpt_path last`` continues the run directory that holds ``last.ckpt``.
@@ -199,7 +236,10 @@ class SSLBiasesCLI(LightningCLI):
         ``save_dir/name`` with a ``checkpoints/last.ckpt`` (none: a fresh run). Name the version
         (``--trainer.logger.init_args.version``) when several runs share the name at once.
         The resumed run's config is saved beside the first one as ``config.resume<k>.yaml``.
+        A logger's unset ``save_dir`` (``""``) becomes ``--trainer.default_root_dir``, else
+        ``runs``.
         """
+        self._default_save_dir()
         if self.subcommand != "fit" or self.config["fit"].get("ckpt_path") != "last":
             return
         init_args = getattr(self.config["fit"].get("trainer.logger"), "init_args", None)
@@ -220,6 +260,21 @@ class SSLBiasesCLI(LightningCLI):
                 **self.save_config_kwargs,
                 "config_filename": f"config.resume{count}.yaml",
             }
+
+    def _default_save_dir(self) -> None:
+        """Sets an unset (``""``) TensorBoard/CSV ``save_dir`` to ``default_root_dir`` or ``runs``.
+
+        Lightning's own default logger writes under ``default_root_dir``; so does ours.
+        """
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        loggers = config.get("trainer.logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init_args = getattr(logger, "init_args", None)
+            class_name = str(getattr(logger, "class_path", "")).rpartition(".")[2]
+            if class_name in ("TensorBoardLogger", "CSVLogger") and init_args is not None:
+                if not init_args.get("save_dir"):
+                    root_dir = config.get("trainer.default_root_dir")
+                    init_args.save_dir = str(root_dir) if root_dir else DEFAULT_SAVE_DIR
 
     def _check_checkpoint(self) -> None:
         """A checkpoint of another architecture fails here, naming the shapes that differ."""
@@ -252,7 +307,9 @@ class SSLBiasesCLI(LightningCLI):
         """Writes ``metrics.csv`` into the same run directory as the TensorBoard events."""
         trainer = self.trainer
         loggers = list(trainer.loggers)
-        if loggers and not any(isinstance(lg, CSVLogger) for lg in loggers):
+        # fast_dev_run's DummyLogger has no log_dir (it writes nothing)
+        has_dir = bool(loggers) and loggers[0].log_dir is not None
+        if has_dir and not any(isinstance(lg, CSVLogger) for lg in loggers):
             # The CSV writer warns about the TensorBoard files already in the shared run dir;
             # it only ever replaces a previous metrics.csv, and a new run dir has none.
             warnings.filterwarnings("ignore", message=r"Experiment logs directory .* not empty")
@@ -272,10 +329,25 @@ class SSLBiasesCLI(LightningCLI):
         self._check_checkpoint()
         self._add_csv_logger()
 
+    def before_predict(self) -> None:
+        self._check_checkpoint()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Runs it; a run that fails before its first batch leaves no run directory."""
+        status = [cb for cb in self.trainer.callbacks if isinstance(cb, RunStatus)]
+        for callback in status:
+            callback.note_run_dir(self.trainer)
+        try:
+            super()._run_subcommand(subcommand)
+        except Exception:
+            for callback in status:
+                callback.remove_unstarted_run_dir()
+            raise
+
     def after_fit(self) -> None:
         """Save ``last.ckpt`` and validate at the final step, even after a mid-epoch stop."""
         trainer = self.trainer
-        if trainer.interrupted:
+        if trainer.interrupted or trainer.fast_dev_run:  # fast_dev_run: a smoke test, no files
             return
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.dirpath is not None:
@@ -289,23 +361,54 @@ class SSLBiasesCLI(LightningCLI):
             print(f"Run directory: {log_dir}")
 
 
+def user_error_message(error: BaseException) -> str:
+    """The message of a user error, without jsonargparse's wrapper around a class's own error.
+
+    A ``ValueError`` raised while jsonargparse builds a class (a width ``num_heads`` does not
+    divide) reaches us inside "Does not validate against any of the Union subtypes ...", which
+    repeats the whole config; the class's own message is the one that says what to do.
+    """
+    while isinstance(error.__cause__, (ValueError, FileNotFoundError)):
+        frame = error.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        if frame is None or "jsonargparse" not in frame.tb_frame.f_code.co_filename:
+            break
+        error = error.__cause__
+    return str(error)
+
+
 def cli_main(args: list[str] | None = None) -> SSLBiasesCLI:
     """Runs the Lightning subcommands (``fit``, ``validate``, ``test``, ``predict``)."""
     return SSLBiasesCLI(args=args)
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``ssl-biases`` console script."""
+    """Entry point of the ``ssl-biases`` console script.
+
+    A ``ValueError``/``FileNotFoundError`` (a user error: bad config, data or checkpoint)
+    prints its message alone and exits with status 2; with ``SSL_BIASES_DEBUG=1`` it is
+    raised with its traceback.
+    """
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in TOOL_COMMANDS:
-        module_name, function_name = TOOL_COMMANDS[argv[0]].split(":")
-        getattr(importlib.import_module(module_name), function_name)(argv[1:])
-        return
     try:
+        if argv and argv[0] in TOOL_COMMANDS:
+            module_name, function_name = TOOL_COMMANDS[argv[0]].split(":")
+            getattr(importlib.import_module(module_name), function_name)(argv[1:])
+            return
         cli_main(args)  # None: LightningCLI reads sys.argv itself
     except SIGTERMException as stop:  # pre-empted after saving; exit 128 + signal
         code = stop.code if isinstance(stop.code, int) and stop.code else 128 + signal.SIGTERM
         sys.exit(code)
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        print(
+            f"ssl-biases: error: {user_error_message(error)}\n"
+            f"(for the traceback, rerun with {DEBUG_ENV}=1)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -97,14 +97,24 @@ def read_checkpoint(ckpt: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
     Raises:
         FileNotFoundError: when ``ckpt`` does not exist.
-        ValueError: when the checkpoint has no backbone weights or no backbone config.
+        ValueError: when the file is no readable checkpoint, or has no backbone weights or no
+            backbone config.
     """
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise FileNotFoundError(
             f"checkpoint {ckpt} not found; runs keep theirs in runs/<name>/version_<n>/checkpoints/"
         )
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    try:  # weights_only: tensors and plain containers only, as `fit --ckpt_path` reads it
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as error:  # garbage or a truncated file: pickle, zip or unpickler errors
+        message = str(error).splitlines()[0][:200] if str(error) else ""
+        raise ValueError(
+            f"cannot read checkpoint {ckpt} ({type(error).__name__}: {message}); pass a "
+            "checkpoint written by `ssl-biases fit` (runs/<name>/version_<n>/checkpoints/*.ckpt)"
+        ) from error
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{ckpt} holds a {type(checkpoint).__name__}, not a Lightning checkpoint")
     prefix = "backbone."
     state = {
         key[len(prefix) :]: value

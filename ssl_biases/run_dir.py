@@ -4,8 +4,9 @@ Every ``runs/<name>/version_<n>/`` holds ``status.json``. Its ``status`` is ``ru
 the first training step, ``failed`` (with the error) or ``interrupted`` (a signal; a
 checkpoint was saved) when the run stops early, and ``completed`` only after the final
 checkpoint and validation. A folder without ``"status": "completed"`` is never a finished run:
-a killed process (SIGKILL, power loss) leaves ``running``; an error before training leaves
-``failed`` or no status at all.
+a killed process (SIGKILL, power loss) leaves ``running``. An error before the first batch
+(training, validation, test or predict) leaves no run directory at all: the CLI removes the
+one this run created (:meth:`RunStatus.remove_unstarted_run_dir`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -54,10 +56,52 @@ class RunStatus(pl.Callback):
     """Keeps ``status.json`` of the run directory: running, failed, interrupted.
 
     ``completed`` is written by the CLI after the final checkpoint and validation
-    (:func:`mark_completed`).
+    (:func:`mark_completed`). It also remembers whether this run created its directory and
+    whether the first batch started, so that a run which fails before its first batch leaves
+    no directory behind (:meth:`note_run_dir`, then :meth:`remove_unstarted_run_dir`).
     """
 
+    def __init__(self) -> None:
+        self.created: list[Path] = []  # the run directory, then the parents it will create
+        self.started = False
+
+    def note_run_dir(self, trainer: pl.Trainer) -> None:
+        """Remembers which folders of the run directory do not exist yet.
+
+        Call it before ``trainer.fit``/``validate``/...: the loggers create the directory as
+        the trainer sets up, before any callback hook.
+        """
+        log_dir = rank_zero_log_dir(trainer)
+        self.started = False
+        self.created = []
+        if log_dir is not None:
+            folder = Path(log_dir).absolute()
+            while not folder.exists():
+                self.created.append(folder)
+                folder = folder.parent
+
+    def _start(self, *_: Any) -> None:
+        self.started = True
+
+    on_sanity_check_start = on_validation_start = on_test_start = on_predict_start = _start
+
+    def remove_unstarted_run_dir(self) -> None:
+        """Removes the run directory this run created if it failed before its first batch.
+
+        A directory that existed before (a resumed run, ``--trainer.logger false``'s
+        ``default_root_dir``) is kept; so is a parent that another run wrote into meanwhile.
+        """
+        if self.started or not self.created:
+            return
+        shutil.rmtree(self.created[0], ignore_errors=True)
+        for parent in self.created[1:]:
+            try:
+                parent.rmdir()
+            except OSError:  # not empty: a concurrent run's directory is in there
+                return
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = True
         log_dir = rank_zero_log_dir(trainer)
         if log_dir is not None:
             write_run_status(

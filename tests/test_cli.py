@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar, TQDMProgressBar
 
 from ssl_biases.cli import SSLBiasesCLI, cli_main
+from ssl_biases.run_dir import is_completed, write_run_status
 
-from helpers import CONFIGS, column, read_metrics, tiny_args
+from helpers import CONFIGS, column, fit_args, read_metrics, tiny_args
 
 
 def test_fit_writes_a_complete_run_directory_and_learns(
@@ -139,3 +140,57 @@ def test_progress_bar_is_rich_on_a_terminal_and_line_based_in_a_log(
     args = tiny_args(tiny_backbone_config, "--trainer.enable_progress_bar", "true")
     cli = SSLBiasesCLI(args=args, run=False)
     assert type(cli.trainer.progress_bar_callback) is bar
+
+
+# ---------------------------------------------------------------- Lightning's own trainer flags
+def test_fast_dev_run_runs_its_batches_and_writes_no_run_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = cli_main(fit_args("simclr", tmp_path, "--trainer.fast_dev_run=3"))
+    assert cli.trainer.global_step == 3
+    assert not (tmp_path / "runs").exists()
+
+
+def test_logger_false_trains_without_the_lr_monitor(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = cli_main(fit_args("simclr", tmp_path, "--trainer.logger=false", "--trainer.max_steps=2"))
+    assert cli.trainer.global_step == 2
+    assert not any(isinstance(cb, LearningRateMonitor) for cb in cli.trainer.callbacks)
+    # Lightning's layout without a logger: everything under default_root_dir (here the cwd)
+    checkpoint = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 2
+    assert is_completed(tmp_path)
+
+
+def test_default_root_dir_holds_the_runs_and_ckpt_path_last_resumes_there(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "elsewhere"
+    first = cli_main(
+        fit_args("simclr", tmp_path, f"--trainer.default_root_dir={root}", "--trainer.max_steps=2")
+    )
+    run = root / "ssl" / "version_0"
+    assert Path(first.trainer.log_dir) == run
+    assert (run / "checkpoints/last.ckpt").is_file() and is_completed(run)
+    assert not (tmp_path / "runs").exists()
+    write_run_status(run, "running")  # as a killed run leaves it: resumable
+    again = cli_main(
+        fit_args(
+            "simclr",
+            tmp_path,
+            f"--trainer.default_root_dir={root}",
+            "--trainer.max_steps=4",
+            "--ckpt_path=last",
+        )
+    )
+    assert Path(again.trainer.log_dir) == run
+    assert again.trainer.global_step == 4
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 4
+    assert not (root / "ssl" / "version_1").exists()  # continued in place, not a fresh run
+
+
+def test_an_explicit_logger_save_dir_wins_over_default_root_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["--trainer.default_root_dir", "a", "--trainer.logger.save_dir", "b"]
+    cli = SSLBiasesCLI(args=tiny_args(str(CONFIGS / "backbone/vit_tiny.yaml"), *args), run=False)
+    assert Path(cli.trainer.log_dir) == Path("b/ssl/version_0")
+    plain = SSLBiasesCLI(args=tiny_args(str(CONFIGS / "backbone/vit_tiny.yaml")), run=False)
+    assert Path(plain.trainer.log_dir) == Path("runs/ssl/version_0")

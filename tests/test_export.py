@@ -109,6 +109,24 @@ def test_config_yaml_of_the_run_is_the_fallback_and_its_absence_an_error(tiny_ru
     assert exit_info.value.code == 2
 
 
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_garbage_or_truncated_checkpoint_is_a_clear_error(tiny_run, tmp_path, capsys, damage):
+    run, _ = tiny_run
+    bad = tmp_path / "bad.ckpt"
+    if damage == "garbage":
+        bad.write_bytes(b"this is not a checkpoint\n" * 4)
+    else:
+        whole = (run / "checkpoints/last.ckpt").read_bytes()
+        bad.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*bad\.ckpt.*ssl-biases fit"):
+        export_checkpoint(bad, tmp_path / "out")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--ckpt", str(bad), "--output", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "cannot read checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_timm_backbone_loads_into_timm_create_model_directly(tmp_path):
     backbone = TimmBackbone("test_vit", image_size=32).eval()
     config = {

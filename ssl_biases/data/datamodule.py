@@ -158,6 +158,9 @@ class SSLDataModule(pl.LightningDataModule):
         super().__init__()
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
+        for flag, size in (("batch_size", batch_size), ("probe_batch_size", probe_batch_size)):
+            if size < 1:
+                raise ValueError(f"--data.{flag} must be 1 or more, got {size}")
         if shapes_shortcut and dataset != "shapes":
             raise ValueError(
                 f"shapes_shortcut plants its cue in `shapes` only, not in {dataset!r}: "

@@ -4,6 +4,7 @@ them leaves a run directory that a later run could take for a finished one."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,19 +12,19 @@ import torch
 from PIL import Image
 
 from ssl_biases.backbones import create_backbone
-from ssl_biases.cli import SSLBiasesCLI, cli_main
+from ssl_biases.cli import DEBUG_ENV, SSLBiasesCLI, cli_main, main
 from ssl_biases.data.datamodule import SSLDataModule
 from ssl_biases.data.datasets import build_dataset
-from ssl_biases.run_dir import is_completed, read_run_status
+from ssl_biases.run_dir import RunStatus, is_completed, read_run_status
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def fit_args(folder: Path, *extra: str, width: int = 32) -> list[str]:
+def fit_args(folder: Path, *extra: str, width: int = 32, num_heads: int = 2) -> list[str]:
     backbone = folder / f"backbone{width}.yaml"
     backbone.write_text(
         "model: {init_args: {backbone: {class_path: ssl_biases.backbones.IsotropicNet, "
-        f"init_args: {{width: {width}, depth: 1, num_heads: 2, patch_size: 4}}}}}}}}\n"
+        f"init_args: {{width: {width}, depth: 1, num_heads: {num_heads}, patch_size: 4}}}}}}}}\n"
     )
     return [
         "fit",
@@ -217,7 +218,47 @@ def test_batch_larger_than_the_dataset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="batch_size 64 is larger than the training set"):
         cli_main(fit_args(tmp_path, "--data.batch_size=64"))
-    assert_no_finished_run(tmp_path)
+    # found as the trainer sets up, after the loggers made the run directory: removed again
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flag", ["batch_size", "probe_batch_size"])
+def test_batch_size_zero_names_the_flag(tmp_path, monkeypatch, flag):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=f"--data.{flag} must be 1 or more, got 0"):
+        cli_main(fit_args(tmp_path, f"--data.{flag}=0"))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_malformed_yaml_config_names_the_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("data:\n  batch_size: [8,\n")
+    with pytest.raises(SystemExit) as stop:
+        cli_main([*fit_args(tmp_path), f"--config={broken}"])
+    assert stop.value.code == 2
+    assert f"config file {broken} is not valid YAML" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_user_error_is_one_message_without_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    monkeypatch.setattr("sys.argv", ["ssl-biases"])  # as the console script sees it
+    args = fit_args(tmp_path, width=30, num_heads=4)
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert error.splitlines()[-2:] == [
+        "ssl-biases: error: width 30 is not divisible by num_heads 4",
+        f"(for the traceback, rerun with {DEBUG_ENV}=1)",
+    ]
+    assert "Traceback" not in error and len(error.splitlines()) <= 3, error  # + "Seed set to 0"
+    monkeypatch.setenv(DEBUG_ENV, "1")  # the traceback for a bug report
+    with pytest.raises(ValueError, match="width 30 is not divisible by num_heads 4"):
+        main(args)
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("where", ["command line", "config file"])
@@ -251,3 +292,47 @@ def test_checkpoint_of_another_architecture_names_the_shapes(tmp_path, monkeypat
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         cli_main(fit_args(tmp_path, f"--ckpt_path={path}"))
     assert not (tmp_path / "runs").exists()  # refused before any run directory was made
+
+
+def test_predict_with_a_checkpoint_of_another_width_names_the_shapes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    narrow = SSLBiasesCLI(args=fit_args(tmp_path)[1:], run=False).model
+    path = tmp_path / "narrow.ckpt"
+    torch.save({"state_dict": narrow.state_dict(), "global_step": 0}, path)
+    args = [a for a in fit_args(tmp_path, f"--ckpt_path={path}", width=48)[1:]]
+    args = [a for a in args if not a.startswith(("--trainer.max_steps", "--checkpoint"))]
+    with pytest.raises(ValueError, match=r"shapes differ.*checkpoint \(\d+, 32.*model \(48"):
+        cli_main(["predict", *args, f"--embeddings.output_dir={tmp_path / 'emb'}"])
+    assert not (tmp_path / "emb").exists()
+
+
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_missing_ckpt_path_file_names_the_flag(tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    args = [command, *fit_args(tmp_path, f"--ckpt_path={tmp_path / 'gone.ckpt'}")[1:]]
+    with pytest.raises(FileNotFoundError, match=r"--ckpt_path .*gone\.ckpt: no such file"):
+        cli_main(args)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_directory_that_existed_is_kept_after_an_early_failure(tmp_path):
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[SimpleNamespace(log_dir="")])
+    fresh, resumed = tmp_path / "runs/ssl/version_0", tmp_path / "old/ssl/version_3"
+    resumed.mkdir(parents=True)
+    for folder in (fresh, resumed):
+        status = RunStatus()
+        trainer.loggers[0].log_dir = str(folder)
+        status.note_run_dir(trainer)  # before the trainer (and its loggers) set up
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text("{}\n")
+        status.remove_unstarted_run_dir()
+    assert not (tmp_path / "runs").exists()  # made by this run: removed with its parents
+    assert (resumed / "config.yaml").is_file()  # a resumed run's directory stays
+
+    started = RunStatus()
+    trainer.loggers[0].log_dir = str(fresh)
+    started.note_run_dir(trainer)
+    fresh.mkdir(parents=True)
+    started.on_validation_start(trainer, None)
+    started.remove_unstarted_run_dir()
+    assert fresh.is_dir()  # failed after its first batch: kept, with its `failed` status
