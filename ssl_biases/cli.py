@@ -35,6 +35,7 @@ from ssl_biases.data.datamodule import SSLDataModule
 from ssl_biases.export import CHECKPOINT_KEY as BACKBONE_CONFIG_KEY
 from ssl_biases.faults import (
     AtomicCheckpointIO,
+    LastCheckpoint,
     NaNGuard,
     PreemptionCheckpoint,
     RandomState,
@@ -143,6 +144,7 @@ class SSLBiasesCLI(LightningCLI):
         parser.add_lightning_class_args(FewShotProbe, "fewshot")  # every 10 epochs
         parser.add_lightning_class_args(LayerwiseKNNProbe, "layerwise")  # opt-in
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")  # every epoch, 10 min
         parser.add_lightning_class_args(TensorBoardSummaries, "tensorboard")
         parser.add_lightning_class_args(EmbeddingWriter, "embeddings")  # predict
         parser.add_lightning_class_args(NaNGuard, "nan_guard")

@@ -5,6 +5,8 @@ and the test that checks it):
 
 * :class:`AtomicCheckpointIO` writes a checkpoint next to its target and renames it into
   place, so a kill while saving leaves the previous ``last.ckpt`` intact.
+* :class:`LastCheckpoint` refreshes ``checkpoints/last.ckpt`` at every training epoch end and
+  at least every ``every_n_minutes`` of training, whatever the probes say.
 * :class:`PreemptionCheckpoint` turns SIGTERM (Lightning's handler) and SIGINT into: finish
   the current batch, save ``checkpoints/last.ckpt``, exit with status ``128 + signal``.
 * :class:`NaNGuard` stops on a NaN/Inf loss before the weights are updated, naming the step
@@ -20,6 +22,7 @@ import io
 import os
 import random
 import signal
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -108,6 +111,77 @@ def last_good_checkpoint(trainer: pl.Trainer) -> str:
     return path if path else "none (no checkpoint was saved yet)"
 
 
+def last_checkpoint_path(trainer: pl.Trainer, filename: str = "last.ckpt") -> Path:
+    """``filename`` in the run's checkpoint folder (the ``ModelCheckpoint``'s ``dirpath``)."""
+    folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+    if folder is None:
+        folder = Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+    return Path(folder) / filename
+
+
+# ---------------------------------------------------------------------------- last.ckpt
+class LastCheckpoint(pl.Callback):
+    """Refreshes ``checkpoints/last.ckpt`` at every training epoch end and every N minutes.
+
+    Lightning's ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` only when it also
+    writes a top-k file, so with a monitored probe metric it waits for a validation (and for
+    an improvement of it); this callback writes it regardless of validation. Saving goes
+    through the trainer (so the atomic :class:`AtomicCheckpointIO` and every rank take part),
+    and the loggers are flushed with it, so ``metrics.csv`` holds every step up to it.
+
+    Args:
+        every_n_minutes: Also save after the first training batch that ends at least this
+            many minutes after the previous save (or the start of training); ``0`` saves after
+            every batch.
+        filename: Checkpoint name in the run's ``checkpoints/`` folder.
+    """
+
+    def __init__(self, every_n_minutes: float = 10.0, filename: str = "last.ckpt") -> None:
+        if every_n_minutes < 0:
+            raise ValueError(f"every_n_minutes must be >= 0, got {every_n_minutes}")
+        self.every_n_minutes = every_n_minutes
+        self.filename = filename
+        self._last_time = time.monotonic()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_time = time.monotonic()
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        due = time.monotonic() - self._last_time >= 60.0 * self.every_n_minutes
+        if trainer.strategy.broadcast(due):  # rank 0's clock decides for all ranks
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer)
+
+    def save(self, trainer: pl.Trainer) -> None:
+        """Writes ``last.ckpt`` now, unless this step's is written already."""
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        path = last_checkpoint_path(trainer, self.filename)
+        saved = getattr(trainer.strategy.checkpoint_io, "last_saved", None)  # set on rank 0
+        written = saved is not None and Path(saved[0]) == path and saved[1] == trainer.global_step
+        if trainer.strategy.broadcast(written):  # e.g. by ModelCheckpoint at this step
+            return
+        for callback in trainer.checkpoint_callbacks:
+            folder = getattr(callback, "dirpath", None)
+            if getattr(callback, "save_last", False) and folder and Path(folder) == path.parent:
+                # ModelCheckpoint(save_last) then keeps writing last.ckpt, not last-v1.ckpt
+                callback.last_model_path = os.path.join(folder, self.filename)
+        trainer.save_checkpoint(str(path))
+        if trainer.is_global_zero:  # the metrics logged so far are on disk with it
+            for logger in trainer.loggers:
+                logger.save()
+        self._last_time = time.monotonic()
+
+
 # ------------------------------------------------------------------------------ pre-emption
 class Preempted(SIGTERMException):
     """Training stopped on a signal after saving a checkpoint; exit status ``128 + signum``."""
@@ -170,11 +244,7 @@ class PreemptionCheckpoint(pl.Callback):
             raise Preempted(self.requested or signal.SIGINT)
 
     def checkpoint_path(self, trainer: pl.Trainer) -> Path:
-        callback = trainer.checkpoint_callback
-        folder = getattr(callback, "dirpath", None)
-        if folder is None:
-            folder = Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
-        return Path(folder) / self.filename
+        return last_checkpoint_path(trainer, self.filename)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -17,6 +18,37 @@ from ssl_biases.cli import cli_main
 from ssl_biases.run_dir import read_run_status, resumable_version, write_run_status
 
 from helpers import ROOT, TOTAL_STEPS, fit_args, train_losses
+
+STEPS_PER_EPOCH = 6  # fit_args: shapes_size 48 / batch_size 8
+
+
+class KillAtStep(pl.Callback):
+    """SIGKILLs its own process when training reaches ``step`` (nothing runs after that)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_until_killed(folder, *extra: str) -> subprocess.Popen:
+    """``ssl-biases fit`` in a subprocess (one thread), waited for; returns the process."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+    }
+    process = subprocess.run(
+        [sys.executable, "-m", "ssl_biases", *fit_args("simclr", folder, *extra)],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=300,
+    )
+    return process
 
 
 @pytest.fixture
@@ -96,3 +128,32 @@ def test_ckpt_path_last_picks_the_newest_unfinished_run_with_a_last_checkpoint(t
     (tmp_path / "ssl" / "notes").mkdir()
     assert resumable_version(tmp_path, "ssl") == 2
     assert resumable_version(tmp_path, "other") is None
+
+
+@pytest.mark.parametrize(
+    ("timer", "expected_step"),
+    [([], 4 * STEPS_PER_EPOCH), (["--last_checkpoint.every_n_minutes=0"], 4 * STEPS_PER_EPOCH + 3)],
+    ids=["epoch end (10 minutes)", "every batch (0 minutes)"],
+)
+def test_last_checkpoint_is_refreshed_without_any_validation(timer, expected_step, tmp_path):
+    # A probe-monitored ModelCheckpoint that never sees a validation writes no last.ckpt;
+    # LastCheckpoint writes it at every epoch end and, at 0 minutes, after every batch (the
+    # batch before the kill: the step it was killed at).
+    kill_at = 4 * STEPS_PER_EPOCH + 3  # in the 5th epoch
+    process = run_until_killed(
+        tmp_path,
+        "--trainer.max_epochs=50",
+        "--trainer.limit_val_batches=null",
+        "--trainer.check_val_every_n_epoch=1000",
+        "--checkpoint.monitor=val/knn_top1",
+        "--checkpoint.every_n_train_steps=null",
+        *timer,
+        "--trainer.callbacks+=test_resume.KillAtStep",
+        f"--trainer.callbacks.step={kill_at}",
+    )
+    assert process.returncode == -signal.SIGKILL
+    last = tmp_path / "runs" / "ssl" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == expected_step
+    assert checkpoint["epoch"] >= 3
+    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]  # no validation, no best
