@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -48,6 +47,7 @@ from ssl_biases.probes.knn import KNNProbe
 from ssl_biases.probes.layerwise import LayerwiseKNNProbe
 from ssl_biases.probes.linear import LinearProbe
 from ssl_biases.run_dir import (
+    RunDirCSVLogger,
     RunStatus,
     check_checkpoint_fits,
     mark_completed,
@@ -253,10 +253,8 @@ class SSLBiasesCLI(LightningCLI):
         trainer = self.trainer
         loggers = list(trainer.loggers)
         if loggers and not any(isinstance(lg, CSVLogger) for lg in loggers):
-            # The CSV writer warns about the TensorBoard files already in the shared run dir;
-            # it only ever replaces a previous metrics.csv, and a new run dir has none.
-            warnings.filterwarnings("ignore", message=r"Experiment logs directory .* not empty")
-            loggers.append(CSVLogger(save_dir=loggers[0].log_dir, name="", version=""))
+            # appends to the metrics.csv of a resumed run (Lightning's writer deletes it)
+            loggers.append(RunDirCSVLogger(loggers[0].log_dir))
             trainer.loggers = loggers
         trainer.callbacks.append(ValidationTracker())
 

@@ -183,20 +183,13 @@ class LastCheckpoint(pl.Callback):
 
 
 # ------------------------------------------------------------------------------ pre-emption
-class Preempted(SIGTERMException):
-    """Training stopped on a signal after saving a checkpoint; exit status ``128 + signum``."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(128 + signum)
-        self.signum = signum
-
-
 class PreemptionCheckpoint(pl.Callback):
     """On SIGTERM or SIGINT: finish the batch, save ``last.ckpt``, exit with ``128 + signal``.
 
     SIGTERM is Lightning's own signal handling (it raises ``SIGTERMException`` after the batch,
-    on every rank); SIGINT (Ctrl-C) is caught here the same way instead of interrupting the
-    step half-way. A second Ctrl-C interrupts at once, without a checkpoint.
+    its logged metrics included, on every rank); SIGINT (Ctrl-C) is caught here and handed to
+    that same stop instead of interrupting the step half-way (the exception's exit code then
+    says SIGINT). A second Ctrl-C interrupts at once, without a checkpoint.
 
     Args:
         filename: Checkpoint name in the run's ``checkpoints/`` folder (``--ckpt_path last``
@@ -241,7 +234,10 @@ class PreemptionCheckpoint(pl.Callback):
         if trainer.world_size > 1:  # every rank stops at the same batch
             requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
         if requested:
-            raise Preempted(self.requested or signal.SIGINT)
+            self.requested = self.requested or signal.SIGINT
+            # Lightning's SIGTERM flag: it stops after this batch's metrics reach the loggers
+            # and its loop state is complete (raising here would lose the step's metrics)
+            trainer._signal_connector.received_sigterm = True
 
     def checkpoint_path(self, trainer: pl.Trainer) -> Path:
         return last_checkpoint_path(trainer, self.filename)
@@ -252,6 +248,8 @@ class PreemptionCheckpoint(pl.Callback):
         self._restore_sigint()  # Lightning skips callbacks' teardown after an exception
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
             return
+        if self.requested is not None:  # SIGINT: exit with 130, not SIGTERM's 143
+            exception.code = 128 + self.requested
         path = self.checkpoint_path(trainer)
         trainer.save_checkpoint(str(path))
         if trainer.is_global_zero:
