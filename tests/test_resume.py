@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from ssl_biases.cli import cli_main
+from ssl_biases.cli import SSLBiasesCLI, cli_main
 from ssl_biases.run_dir import read_run_status, resumable_version, write_run_status
 
 from helpers import ROOT, TOTAL_STEPS, fit_args, train_losses
@@ -116,6 +116,67 @@ def test_sigkill_then_resume_matches_uninterrupted_run(method, tmp_path, monkeyp
     resumed_moments = [s["exp_avg"] for s in final["optimizer_states"][0]["state"].values()]
     assert all(torch.equal(a, b) for a, b in zip(moments, resumed_moments, strict=True))
     assert final["lr_schedulers"] == expected["lr_schedulers"]
+
+
+class CrashAtStep(pl.Callback):
+    """Raises at the start of a given step: a crash with only the checkpoints left on disk."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+VALIDATE_EVERY_EPOCH = (
+    "--trainer.limit_val_batches=null",
+    "--checkpoint.monitor=val/knn_top1",
+    "--checkpoint.save_top_k=-1",  # keep best-epoch0-step6.ckpt
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "checkpoint"),
+    [
+        ((), "last.ckpt"),  # LastCheckpoint at the end of epoch 0, crash in epoch 1
+        (VALIDATE_EVERY_EPOCH, "best-epoch0-step6.ckpt"),  # saved at train epoch end
+        (
+            (*VALIDATE_EVERY_EPOCH, "--checkpoint.save_on_train_epoch_end=false"),
+            "best-epoch0-step6.ckpt",  # saved at the end of the validation
+        ),
+    ],
+    ids=["last.ckpt at epoch end", "best at epoch end", "best at validation end"],
+)
+def test_resume_from_an_end_of_epoch_checkpoint_is_exact(
+    extra, checkpoint, tmp_path, monkeypatch, one_thread
+):
+    args = [
+        *fit_args("simclr", tmp_path, "--checkpoint.every_n_train_steps=null", *extra)[1:],
+        "--trainer.max_epochs=3",
+    ]
+    monkeypatch.chdir(tmp_path)
+    cli_main(["fit", *args])  # the uninterrupted run: version_0
+    reference = train_losses(tmp_path / "runs" / "ssl" / "version_0")
+    assert sorted(reference) == list(range(3 * STEPS_PER_EPOCH))
+    if checkpoint == "last.ckpt":  # version_1 crashes in epoch 1 and resumes in place
+        cli = SSLBiasesCLI(args=args, run=False)
+        cli.trainer.callbacks.append(CrashAtStep(STEPS_PER_EPOCH + 2))
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        path = tmp_path / "runs" / "ssl" / "version_1" / "checkpoints" / checkpoint
+        ckpt_path, run = "last", path.parent.parent
+    else:  # a new run (version_1) continues the uninterrupted run's best checkpoint
+        path = tmp_path / "runs" / "ssl" / "version_0" / "checkpoints" / checkpoint
+        ckpt_path, run = str(path), tmp_path / "runs" / "ssl" / "version_1"
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    assert saved["global_step"] == STEPS_PER_EPOCH
+    assert saved["SSLDataModule"]["epoch"] == 1 and saved["SSLDataModule"]["batches_done"] == 0
+    cli_main(["fit", *args, f"--ckpt_path={ckpt_path}"])
+    resumed = train_losses(run)  # every step label once, each loss the uninterrupted run's
+    assert sorted(resumed) == list(range(STEPS_PER_EPOCH, 3 * STEPS_PER_EPOCH))
+    for step, values in resumed.items():
+        assert values == reference[step], f"step {step}: {values}"
 
 
 def test_ckpt_path_last_picks_the_newest_unfinished_run_with_a_last_checkpoint(tmp_path):
