@@ -35,6 +35,7 @@ from ssl_biases.export import CHECKPOINT_KEY as BACKBONE_CONFIG_KEY
 from ssl_biases.faults import (
     AtomicCheckpointIO,
     LastCheckpoint,
+    LearningRateOnResume,
     NaNGuard,
     PreemptionCheckpoint,
     RandomState,
@@ -174,6 +175,7 @@ class SSLBiasesCLI(LightningCLI):
             *callbacks,
             PreemptionCheckpoint(),
             RandomState(),
+            LearningRateOnResume(),
             RunStatus(),
             SkippedImageCounter(),
         ]

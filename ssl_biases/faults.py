@@ -11,6 +11,8 @@ and the test that checks it):
   the current batch, save ``checkpoints/last.ckpt``, exit with status ``128 + signal``.
 * :class:`NaNGuard` stops on a NaN/Inf loss before the weights are updated, naming the step
   and the last good checkpoint, or (``skip=True``) drops that batch's update and counts it.
+* :class:`LearningRateOnResume` lets a learning rate given on a resume (``--ckpt_path``)
+  replace the checkpoint's, so that "resume with a lower learning rate" works.
 * :class:`RandomState` stores the global random generators in every checkpoint and restores
   them when training resumes (masking and drop-path draw from them).
 * :class:`SkippedImageCounter` logs ``data/skipped_images`` (``data.skip_corrupt``).
@@ -33,7 +35,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 
@@ -99,16 +101,16 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def last_good_checkpoint(trainer: pl.Trainer) -> str:
-    """The newest checkpoint this run wrote or resumed from, as ``"path (step N)"``."""
+def last_good_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The newest checkpoint this run wrote or resumed from, as ``"path (step N)"``; ``None``
+    before the first one."""
     checkpoint_io = trainer.strategy.checkpoint_io
     if isinstance(checkpoint_io, AtomicCheckpointIO) and checkpoint_io.last_saved is not None:
         path, step = checkpoint_io.last_saved
         return f"{path} (step {step})"
     callback = trainer.checkpoint_callback
     path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
-    path = path or trainer.ckpt_path or ""
-    return path if path else "none (no checkpoint was saved yet)"
+    return path or trainer.ckpt_path or None
 
 
 def last_checkpoint_path(trainer: pl.Trainer, filename: str = "last.ckpt") -> Path:
@@ -324,11 +326,19 @@ class NaNGuard(pl.Callback):
         self._consecutive += 1
         if not self.skip or self._consecutive > self.max_consecutive_skips:
             reason = f" after {self._consecutive - 1} skipped batches in a row" if self.skip else ""
+            checkpoint = last_good_checkpoint(trainer)
+            if checkpoint is None:
+                advice = "No checkpoint was saved yet: run again from the start with"
+            else:
+                advice = (
+                    f"Last good checkpoint: {checkpoint}. Resume from it (the same command plus "
+                    "--ckpt_path last, which continues the newest unfinished run) with"
+                )
             raise NonFiniteLossError(
-                f"{where}{reason}; training stopped before updating the weights. Last good "
-                f"checkpoint: {last_good_checkpoint(trainer)}. Resume from it with --ckpt_path "
-                "last and a lower learning rate (or gradient clipping, --trainer."
-                "gradient_clip_val), or skip such batches with --nan_guard.skip true."
+                f"{where}{reason}; training stopped before updating the weights. {advice} a "
+                "lower learning rate (--model.init_args.optimizer.init_args.lr, which replaces "
+                "the checkpoint's), gradient clipping (--trainer.gradient_clip_val), or skip "
+                "such batches with --nan_guard.skip true."
             )
         self._skipping = True
         self.skipped += 1
@@ -353,6 +363,64 @@ class NaNGuard(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.skipped = int(state_dict.get("skipped", 0))
+
+
+class LearningRateOnResume(pl.Callback):
+    """On a resume, a changed learning rate replaces the checkpoint's (with a logged note).
+
+    Lightning restores the optimiser and scheduler states from the checkpoint, and with them
+    the learning rates of the run that wrote it. This callback notes the base learning rate
+    of every parameter group as the current config makes it (``initial_lr``, the scheduler's
+    base, else ``lr``) before the restore; where it differs from the restored one after it,
+    the group's base rate and its scheduler's ``base_lrs`` become the configured one and the
+    current rate is rescaled by the same ratio, so the schedule goes on from where it was
+    (exact for multiplicative schedules such as the default cosine with warm-up). An
+    unchanged config leaves the restored state untouched (an exact resume).
+    """
+
+    def __init__(self) -> None:
+        self._configured: list[list[float]] = []
+
+    @staticmethod
+    def _base(group: dict[str, Any]) -> float:
+        return float(group.get("initial_lr", group["lr"]))
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._configured = [
+            [self._base(group) for group in optimizer.param_groups]
+            for optimizer in trainer.optimizers
+        ]
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        configured, self._configured = self._configured, []
+        if trainer.ckpt_path is None or not configured:
+            return
+        changes = []
+        for index, (optimizer, bases) in enumerate(
+            zip(trainer.optimizers, configured, strict=True)
+        ):
+            for number, (group, base) in enumerate(zip(optimizer.param_groups, bases, strict=True)):
+                restored = self._base(group)
+                if base == restored:
+                    continue
+                ratio = base / restored if restored else 1.0
+                group["lr"] = group["lr"] * ratio if restored else base
+                if "initial_lr" in group:
+                    group["initial_lr"] = base
+                for config in trainer.lr_scheduler_configs:
+                    scheduler = config.scheduler
+                    if getattr(scheduler, "optimizer", None) is optimizer:
+                        scheduler.base_lrs[number] = base
+                        if hasattr(scheduler, "_last_lr"):
+                            scheduler._last_lr[number] = group["lr"]
+                name = group.get("name", number)
+                changes.append(f"optimizer {index} group {name}: {restored:.3g} -> {base:.3g}")
+        if changes:
+            rank_zero_info(
+                "LearningRateOnResume: the configured learning rate replaces the checkpoint's "
+                "(base rates; the schedule continues from the checkpoint's step): "
+                + "; ".join(changes)
+            )
 
 
 # ---------------------------------------------------------------------- exact-resume state
