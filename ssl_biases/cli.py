@@ -17,7 +17,6 @@ import importlib
 import os
 import signal
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -40,6 +39,8 @@ from ssl_biases.data.datamodule import SSLDataModule
 from ssl_biases.export import CHECKPOINT_KEY as BACKBONE_CONFIG_KEY
 from ssl_biases.faults import (
     AtomicCheckpointIO,
+    LastCheckpoint,
+    LearningRateOnResume,
     NaNGuard,
     PreemptionCheckpoint,
     RandomState,
@@ -53,6 +54,7 @@ from ssl_biases.probes.knn import KNNProbe
 from ssl_biases.probes.layerwise import LayerwiseKNNProbe
 from ssl_biases.probes.linear import LinearProbe
 from ssl_biases.run_dir import (
+    RunDirCSVLogger,
     RunStatus,
     check_checkpoint_fits,
     mark_completed,
@@ -168,6 +170,7 @@ class SSLBiasesCLI(LightningCLI):
         parser.add_lightning_class_args(FewShotProbe, "fewshot")  # every 10 epochs
         parser.add_lightning_class_args(LayerwiseKNNProbe, "layerwise")  # opt-in
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")  # every epoch, 10 min
         parser.add_lightning_class_args(TensorBoardSummaries, "tensorboard")
         parser.add_lightning_class_args(EmbeddingWriter, "embeddings")  # predict
         parser.add_lightning_class_args(NaNGuard, "nan_guard")
@@ -198,6 +201,7 @@ class SSLBiasesCLI(LightningCLI):
             *callbacks,
             PreemptionCheckpoint(),
             RandomState(),
+            LearningRateOnResume(),
             RunStatus(),
             SkippedImageCounter(),
         ]
@@ -310,10 +314,8 @@ class SSLBiasesCLI(LightningCLI):
         # fast_dev_run's DummyLogger has no log_dir (it writes nothing)
         has_dir = bool(loggers) and loggers[0].log_dir is not None
         if has_dir and not any(isinstance(lg, CSVLogger) for lg in loggers):
-            # The CSV writer warns about the TensorBoard files already in the shared run dir;
-            # it only ever replaces a previous metrics.csv, and a new run dir has none.
-            warnings.filterwarnings("ignore", message=r"Experiment logs directory .* not empty")
-            loggers.append(CSVLogger(save_dir=loggers[0].log_dir, name="", version=""))
+            # appends to the metrics.csv of a resumed run (Lightning's writer deletes it)
+            loggers.append(RunDirCSVLogger(loggers[0].log_dir))
             trainer.loggers = loggers
         trainer.callbacks.append(ValidationTracker())
 

@@ -5,10 +5,14 @@ and the test that checks it):
 
 * :class:`AtomicCheckpointIO` writes a checkpoint next to its target and renames it into
   place, so a kill while saving leaves the previous ``last.ckpt`` intact.
+* :class:`LastCheckpoint` refreshes ``checkpoints/last.ckpt`` at every training epoch end and
+  at least every ``every_n_minutes`` of training, whatever the probes say.
 * :class:`PreemptionCheckpoint` turns SIGTERM (Lightning's handler) and SIGINT into: finish
   the current batch, save ``checkpoints/last.ckpt``, exit with status ``128 + signal``.
 * :class:`NaNGuard` stops on a NaN/Inf loss before the weights are updated, naming the step
   and the last good checkpoint, or (``skip=True``) drops that batch's update and counts it.
+* :class:`LearningRateOnResume` lets a learning rate given on a resume (``--ckpt_path``)
+  replace the checkpoint's, so that "resume with a lower learning rate" works.
 * :class:`RandomState` stores the global random generators in every checkpoint and restores
   them when training resumes (masking and drop-path draw from them).
 * :class:`SkippedImageCounter` logs ``data/skipped_images`` (``data.skip_corrupt``).
@@ -20,6 +24,7 @@ import io
 import os
 import random
 import signal
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -30,7 +35,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 
@@ -96,33 +101,97 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def last_good_checkpoint(trainer: pl.Trainer) -> str:
-    """The newest checkpoint this run wrote or resumed from, as ``"path (step N)"``."""
+def last_good_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The newest checkpoint this run wrote or resumed from, as ``"path (step N)"``; ``None``
+    before the first one."""
     checkpoint_io = trainer.strategy.checkpoint_io
     if isinstance(checkpoint_io, AtomicCheckpointIO) and checkpoint_io.last_saved is not None:
         path, step = checkpoint_io.last_saved
         return f"{path} (step {step})"
     callback = trainer.checkpoint_callback
     path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
-    path = path or trainer.ckpt_path or ""
-    return path if path else "none (no checkpoint was saved yet)"
+    return path or trainer.ckpt_path or None
+
+
+def last_checkpoint_path(trainer: pl.Trainer, filename: str = "last.ckpt") -> Path:
+    """``filename`` in the run's checkpoint folder (the ``ModelCheckpoint``'s ``dirpath``)."""
+    folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+    if folder is None:
+        folder = Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+    return Path(folder) / filename
+
+
+# ---------------------------------------------------------------------------- last.ckpt
+class LastCheckpoint(pl.Callback):
+    """Refreshes ``checkpoints/last.ckpt`` at every training epoch end and every N minutes.
+
+    Lightning's ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` only when it also
+    writes a top-k file, so with a monitored probe metric it waits for a validation (and for
+    an improvement of it); this callback writes it regardless of validation. Saving goes
+    through the trainer (so the atomic :class:`AtomicCheckpointIO` and every rank take part),
+    and the loggers are flushed with it, so ``metrics.csv`` holds every step up to it.
+
+    Args:
+        every_n_minutes: Also save after the first training batch that ends at least this
+            many minutes after the previous save (or the start of training); ``0`` saves after
+            every batch.
+        filename: Checkpoint name in the run's ``checkpoints/`` folder.
+    """
+
+    def __init__(self, every_n_minutes: float = 10.0, filename: str = "last.ckpt") -> None:
+        if every_n_minutes < 0:
+            raise ValueError(f"every_n_minutes must be >= 0, got {every_n_minutes}")
+        self.every_n_minutes = every_n_minutes
+        self.filename = filename
+        self._last_time = time.monotonic()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_time = time.monotonic()
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        due = time.monotonic() - self._last_time >= 60.0 * self.every_n_minutes
+        if trainer.strategy.broadcast(due):  # rank 0's clock decides for all ranks
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer)
+
+    def save(self, trainer: pl.Trainer) -> None:
+        """Writes ``last.ckpt`` now, unless this step's is written already."""
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        path = last_checkpoint_path(trainer, self.filename)
+        saved = getattr(trainer.strategy.checkpoint_io, "last_saved", None)  # set on rank 0
+        written = saved is not None and Path(saved[0]) == path and saved[1] == trainer.global_step
+        if trainer.strategy.broadcast(written):  # e.g. by ModelCheckpoint at this step
+            return
+        for callback in trainer.checkpoint_callbacks:
+            folder = getattr(callback, "dirpath", None)
+            if getattr(callback, "save_last", False) and folder and Path(folder) == path.parent:
+                # ModelCheckpoint(save_last) then keeps writing last.ckpt, not last-v1.ckpt
+                callback.last_model_path = os.path.join(folder, self.filename)
+        trainer.save_checkpoint(str(path))
+        if trainer.is_global_zero:  # the metrics logged so far are on disk with it
+            for logger in trainer.loggers:
+                logger.save()
+        self._last_time = time.monotonic()
 
 
 # ------------------------------------------------------------------------------ pre-emption
-class Preempted(SIGTERMException):
-    """Training stopped on a signal after saving a checkpoint; exit status ``128 + signum``."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(128 + signum)
-        self.signum = signum
-
-
 class PreemptionCheckpoint(pl.Callback):
     """On SIGTERM or SIGINT: finish the batch, save ``last.ckpt``, exit with ``128 + signal``.
 
     SIGTERM is Lightning's own signal handling (it raises ``SIGTERMException`` after the batch,
-    on every rank); SIGINT (Ctrl-C) is caught here the same way instead of interrupting the
-    step half-way. A second Ctrl-C interrupts at once, without a checkpoint.
+    its logged metrics included, on every rank); SIGINT (Ctrl-C) is caught here and handed to
+    that same stop instead of interrupting the step half-way (the exception's exit code then
+    says SIGINT). A second Ctrl-C interrupts at once, without a checkpoint.
 
     Args:
         filename: Checkpoint name in the run's ``checkpoints/`` folder (``--ckpt_path last``
@@ -167,14 +236,13 @@ class PreemptionCheckpoint(pl.Callback):
         if trainer.world_size > 1:  # every rank stops at the same batch
             requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
         if requested:
-            raise Preempted(self.requested or signal.SIGINT)
+            self.requested = self.requested or signal.SIGINT
+            # Lightning's SIGTERM flag: it stops after this batch's metrics reach the loggers
+            # and its loop state is complete (raising here would lose the step's metrics)
+            trainer._signal_connector.received_sigterm = True
 
     def checkpoint_path(self, trainer: pl.Trainer) -> Path:
-        callback = trainer.checkpoint_callback
-        folder = getattr(callback, "dirpath", None)
-        if folder is None:
-            folder = Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
-        return Path(folder) / self.filename
+        return last_checkpoint_path(trainer, self.filename)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -182,6 +250,8 @@ class PreemptionCheckpoint(pl.Callback):
         self._restore_sigint()  # Lightning skips callbacks' teardown after an exception
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
             return
+        if self.requested is not None:  # SIGINT: exit with 130, not SIGTERM's 143
+            exception.code = 128 + self.requested
         path = self.checkpoint_path(trainer)
         trainer.save_checkpoint(str(path))
         if trainer.is_global_zero:
@@ -256,11 +326,19 @@ class NaNGuard(pl.Callback):
         self._consecutive += 1
         if not self.skip or self._consecutive > self.max_consecutive_skips:
             reason = f" after {self._consecutive - 1} skipped batches in a row" if self.skip else ""
+            checkpoint = last_good_checkpoint(trainer)
+            if checkpoint is None:
+                advice = "No checkpoint was saved yet: run again from the start with"
+            else:
+                advice = (
+                    f"Last good checkpoint: {checkpoint}. Resume from it (the same command plus "
+                    "--ckpt_path last, which continues the newest unfinished run) with"
+                )
             raise NonFiniteLossError(
-                f"{where}{reason}; training stopped before updating the weights. Last good "
-                f"checkpoint: {last_good_checkpoint(trainer)}. Resume from it with --ckpt_path "
-                "last and a lower learning rate (or gradient clipping, --trainer."
-                "gradient_clip_val), or skip such batches with --nan_guard.skip true."
+                f"{where}{reason}; training stopped before updating the weights. {advice} a "
+                "lower learning rate (--model.init_args.optimizer.init_args.lr, which replaces "
+                "the checkpoint's), gradient clipping (--trainer.gradient_clip_val), or skip "
+                "such batches with --nan_guard.skip true."
             )
         self._skipping = True
         self.skipped += 1
@@ -285,6 +363,64 @@ class NaNGuard(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.skipped = int(state_dict.get("skipped", 0))
+
+
+class LearningRateOnResume(pl.Callback):
+    """On a resume, a changed learning rate replaces the checkpoint's (with a logged note).
+
+    Lightning restores the optimiser and scheduler states from the checkpoint, and with them
+    the learning rates of the run that wrote it. This callback notes the base learning rate
+    of every parameter group as the current config makes it (``initial_lr``, the scheduler's
+    base, else ``lr``) before the restore; where it differs from the restored one after it,
+    the group's base rate and its scheduler's ``base_lrs`` become the configured one and the
+    current rate is rescaled by the same ratio, so the schedule goes on from where it was
+    (exact for multiplicative schedules such as the default cosine with warm-up). An
+    unchanged config leaves the restored state untouched (an exact resume).
+    """
+
+    def __init__(self) -> None:
+        self._configured: list[list[float]] = []
+
+    @staticmethod
+    def _base(group: dict[str, Any]) -> float:
+        return float(group.get("initial_lr", group["lr"]))
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._configured = [
+            [self._base(group) for group in optimizer.param_groups]
+            for optimizer in trainer.optimizers
+        ]
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        configured, self._configured = self._configured, []
+        if trainer.ckpt_path is None or not configured:
+            return
+        changes = []
+        for index, (optimizer, bases) in enumerate(
+            zip(trainer.optimizers, configured, strict=True)
+        ):
+            for number, (group, base) in enumerate(zip(optimizer.param_groups, bases, strict=True)):
+                restored = self._base(group)
+                if base == restored:
+                    continue
+                ratio = base / restored if restored else 1.0
+                group["lr"] = group["lr"] * ratio if restored else base
+                if "initial_lr" in group:
+                    group["initial_lr"] = base
+                for config in trainer.lr_scheduler_configs:
+                    scheduler = config.scheduler
+                    if getattr(scheduler, "optimizer", None) is optimizer:
+                        scheduler.base_lrs[number] = base
+                        if hasattr(scheduler, "_last_lr"):
+                            scheduler._last_lr[number] = group["lr"]
+                name = group.get("name", number)
+                changes.append(f"optimizer {index} group {name}: {restored:.3g} -> {base:.3g}")
+        if changes:
+            rank_zero_info(
+                "LearningRateOnResume: the configured learning rate replaces the checkpoint's "
+                "(base rates; the schedule continues from the checkpoint's step): "
+                + "; ".join(changes)
+            )
 
 
 # ---------------------------------------------------------------------- exact-resume state

@@ -6,11 +6,13 @@ checkpoint was saved) when the run stops early, and ``completed`` only after the
 checkpoint and validation. A folder without ``"status": "completed"`` is never a finished run:
 a killed process (SIGKILL, power loss) leaves ``running``. An error before the first batch
 (training, validation, test or predict) leaves no run directory at all: the CLI removes the
-one this run created (:meth:`RunStatus.remove_unstarted_run_dir`).
+one this run created (:meth:`RunStatus.remove_unstarted_run_dir`). A resumed run appends to
+the directory's ``metrics.csv`` (:class:`RunDirCSVLogger`).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -21,6 +23,9 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
@@ -148,6 +153,42 @@ def mark_completed(trainer: pl.Trainer) -> None:
             global_step=trainer.global_step,
             best_checkpoint=getattr(callback, "best_model_path", None) or None,
         )
+
+
+class AppendingCSVWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that it continues an existing ``metrics.csv``.
+
+    Lightning's writer deletes the file it finds (with a warning); this one reads its header
+    so that new rows are appended under it (and the file is rewritten only when a new
+    metric adds a column, keeping every earlier row).
+    """
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+                self.metrics_keys = sorted(next(csv.reader(handle), []))
+
+
+class RunDirCSVLogger(CSVLogger):
+    """A ``CSVLogger`` writing ``metrics.csv`` straight into ``log_dir`` and appending to it.
+
+    A run resumed into its directory (``--ckpt_path last``) so keeps the rows logged before
+    the stop; steps trained again after the last checkpoint appear twice.
+
+    Args:
+        log_dir: The run directory (the TensorBoard logger's ``log_dir``).
+    """
+
+    def __init__(self, log_dir: str | Path) -> None:
+        super().__init__(save_dir=str(log_dir), name="", version="")
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> AppendingCSVWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AppendingCSVWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def resumable_version(save_dir: str | Path, name: str) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -11,13 +12,14 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ssl_biases import faults
 from ssl_biases.cli import SSLBiasesCLI, cli_main, main
 from ssl_biases.faults import AtomicCheckpointIO, NaNGuard, NonFiniteLossError, RandomState
 from ssl_biases.run_dir import is_completed, read_run_status
 
-from helpers import TOTAL_STEPS, train_losses
+from helpers import TOTAL_STEPS, read_metrics, train_losses
 from helpers import fit_args as method_fit_args
 
 
@@ -26,8 +28,8 @@ def fit_args(folder: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[float]]:
-    """Per-step losses of the uninterrupted run (seed 0)."""
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run directory of the uninterrupted run (seed 0)."""
     folder = tmp_path_factory.mktemp("reference")
     cwd = os.getcwd()
     os.chdir(folder)
@@ -37,7 +39,13 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[float]
         os.chdir(cwd)
     run = folder / "runs" / "ssl" / "version_0"
     assert is_completed(run)
-    return train_losses(run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run: Path) -> dict[int, list[float]]:
+    """Per-step losses of the uninterrupted run (seed 0)."""
+    return train_losses(reference_run)
 
 
 # ------------------------------------------------------------------------------ determinism
@@ -77,9 +85,17 @@ def test_signal_saves_a_checkpoint_and_the_resume_is_exact(
     cli_main([*fit_args(tmp_path), "--ckpt_path=last"])
     assert is_completed(run)
     resumed = train_losses(run)
-    assert min(resumed) <= saved and max(resumed) == TOTAL_STEPS - 1
+    # metrics.csv keeps the rows of the first process: every step once, from the start
+    assert sorted(resumed) == list(range(TOTAL_STEPS))
     for step, values in resumed.items():
-        assert values == [reference[step][0]] * len(values), f"step {step}"
+        assert values == [reference[step][0]], f"step {step}"
+    # TensorBoard: one event file per process, together every step once
+    event_files = sorted(run.glob("events.out.tfevents.*"))
+    assert len(event_files) == 2
+    steps = sorted(
+        event.step for event in EventAccumulator(str(run)).Reload().Scalars("train/loss")
+    )
+    assert steps == list(range(TOTAL_STEPS))
 
 
 class CrashAtStep(pl.Callback):
@@ -178,6 +194,43 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path, m
     assert f"{Path('runs/ssl/version_0/checkpoints/last.ckpt')} (step 4)" in message
     assert torch.load(last, weights_only=False)["global_step"] == 4
     assert read_run_status(last.parent.parent)["status"] == "failed"
+
+
+def test_nan_loss_before_any_checkpoint_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(NonFiniteLossError) as error:
+        fit_with_nan(tmp_path, {1})  # the first checkpoint is at step 2
+    message = str(error.value)
+    assert "No checkpoint was saved yet: run again from the start" in message
+    assert "Last good checkpoint" not in message and "--ckpt_path" not in message
+    assert not (tmp_path / "runs" / "ssl" / "version_0" / "checkpoints").exists()
+
+
+def test_a_learning_rate_given_on_a_resume_replaces_the_checkpoints(
+    reference_run, tmp_path, monkeypatch, caplog
+):
+    # the NaN guard's advice: resume with --ckpt_path last and a lower learning rate
+    monkeypatch.chdir(tmp_path)
+    cli = SSLBiasesCLI(args=fit_args(tmp_path)[1:], run=False)
+    cli._add_csv_logger()  # metrics.csv, as `ssl-biases fit` has
+    cli.trainer.callbacks.append(CrashAtStep(5))  # last.ckpt: step 4
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    lower = "--model.init_args.optimizer.init_args.lr=1e-4"  # simclr.yaml: 1e-3
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
+        resumed = cli_main([*fit_args(tmp_path, lower), "--ckpt_path=last"])
+    groups = {g["name"]: g for g in resumed.trainer.optimizers[0].param_groups}
+    assert groups["decay"]["initial_lr"] == pytest.approx(1e-4 * 8 / 256)  # batch-scaled
+    assert groups["online_probe"]["initial_lr"] == pytest.approx(1e-3)  # unchanged
+    rows = read_metrics(tmp_path / "runs" / "ssl" / "version_0")
+    reference_rows = read_metrics(reference_run)
+    lr = "lr-AdamW/decay"
+    expected = {int(r["step"]): float(r[lr]) for r in reference_rows if r.get(lr)}
+    logged = {int(r["step"]): float(r[lr]) for r in rows if r.get(lr)}  # the resumed run's last
+    assert sorted(logged) == list(range(TOTAL_STEPS))
+    for step, value in logged.items():  # the same schedule, from step 4 at a tenth of the rate
+        assert value == pytest.approx(expected[step] / (10 if step >= 4 else 1)), f"step {step}"
+    assert "the configured learning rate replaces the checkpoint's" in caplog.text
 
 
 def test_nan_guard_skip_drops_the_update_and_counts_it(tmp_path, monkeypatch):

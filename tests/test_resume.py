@@ -10,13 +10,45 @@ import subprocess
 import sys
 import time
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
-from ssl_biases.cli import cli_main
+from ssl_biases.cli import SSLBiasesCLI, cli_main
 from ssl_biases.run_dir import read_run_status, resumable_version, write_run_status
 
 from helpers import ROOT, TOTAL_STEPS, fit_args, train_losses
+
+STEPS_PER_EPOCH = 6  # fit_args: shapes_size 48 / batch_size 8
+
+
+class KillAtStep(pl.Callback):
+    """SIGKILLs its own process when training reaches ``step`` (nothing runs after that)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_until_killed(folder, *extra: str) -> subprocess.Popen:
+    """``ssl-biases fit`` in a subprocess (one thread), waited for; returns the process."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+    }
+    process = subprocess.run(
+        [sys.executable, "-m", "ssl_biases", *fit_args("simclr", folder, *extra)],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=300,
+    )
+    return process
 
 
 @pytest.fixture
@@ -66,8 +98,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(method, tmp_path, monkeyp
     assert not (killed_dir / "runs" / "ssl" / "version_1").exists()
     assert read_run_status(run)["status"] == "completed"
     assert (run / "config.resume1.yaml").is_file()  # the first run's config.yaml is kept
-    resumed = train_losses(run)
-    assert min(resumed) == resumed_from and max(resumed) == TOTAL_STEPS - 1
+    resumed = train_losses(run)  # rows the killed process wrote are kept (issue 17)
+    retrained = sorted(step for step in resumed if step >= resumed_from)
+    assert retrained == list(range(resumed_from, TOTAL_STEPS))
     for step, values in resumed.items():
         assert values == [reference[step][0]] * len(values), f"step {step}: {values}"
 
@@ -85,6 +118,67 @@ def test_sigkill_then_resume_matches_uninterrupted_run(method, tmp_path, monkeyp
     assert final["lr_schedulers"] == expected["lr_schedulers"]
 
 
+class CrashAtStep(pl.Callback):
+    """Raises at the start of a given step: a crash with only the checkpoints left on disk."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+VALIDATE_EVERY_EPOCH = (
+    "--trainer.limit_val_batches=null",
+    "--checkpoint.monitor=val/knn_top1",
+    "--checkpoint.save_top_k=-1",  # keep best-epoch0-step6.ckpt
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "checkpoint"),
+    [
+        ((), "last.ckpt"),  # LastCheckpoint at the end of epoch 0, crash in epoch 1
+        (VALIDATE_EVERY_EPOCH, "best-epoch0-step6.ckpt"),  # saved at train epoch end
+        (
+            (*VALIDATE_EVERY_EPOCH, "--checkpoint.save_on_train_epoch_end=false"),
+            "best-epoch0-step6.ckpt",  # saved at the end of the validation
+        ),
+    ],
+    ids=["last.ckpt at epoch end", "best at epoch end", "best at validation end"],
+)
+def test_resume_from_an_end_of_epoch_checkpoint_is_exact(
+    extra, checkpoint, tmp_path, monkeypatch, one_thread
+):
+    args = [
+        *fit_args("simclr", tmp_path, "--checkpoint.every_n_train_steps=null", *extra)[1:],
+        "--trainer.max_epochs=3",
+    ]
+    monkeypatch.chdir(tmp_path)
+    cli_main(["fit", *args])  # the uninterrupted run: version_0
+    reference = train_losses(tmp_path / "runs" / "ssl" / "version_0")
+    assert sorted(reference) == list(range(3 * STEPS_PER_EPOCH))
+    if checkpoint == "last.ckpt":  # version_1 crashes in epoch 1 and resumes in place
+        cli = SSLBiasesCLI(args=args, run=False)
+        cli.trainer.callbacks.append(CrashAtStep(STEPS_PER_EPOCH + 2))
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        path = tmp_path / "runs" / "ssl" / "version_1" / "checkpoints" / checkpoint
+        ckpt_path, run = "last", path.parent.parent
+    else:  # a new run (version_1) continues the uninterrupted run's best checkpoint
+        path = tmp_path / "runs" / "ssl" / "version_0" / "checkpoints" / checkpoint
+        ckpt_path, run = str(path), tmp_path / "runs" / "ssl" / "version_1"
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    assert saved["global_step"] == STEPS_PER_EPOCH
+    assert saved["SSLDataModule"]["epoch"] == 1 and saved["SSLDataModule"]["batches_done"] == 0
+    cli_main(["fit", *args, f"--ckpt_path={ckpt_path}"])
+    resumed = train_losses(run)  # every step label once, each loss the uninterrupted run's
+    assert sorted(resumed) == list(range(STEPS_PER_EPOCH, 3 * STEPS_PER_EPOCH))
+    for step, values in resumed.items():
+        assert values == reference[step], f"step {step}: {values}"
+
+
 def test_ckpt_path_last_picks_the_newest_unfinished_run_with_a_last_checkpoint(tmp_path):
     for version, has_last in ((0, True), (2, True), (3, False), (4, True), (10, False)):
         folder = tmp_path / "ssl" / f"version_{version}" / "checkpoints"
@@ -96,3 +190,32 @@ def test_ckpt_path_last_picks_the_newest_unfinished_run_with_a_last_checkpoint(t
     (tmp_path / "ssl" / "notes").mkdir()
     assert resumable_version(tmp_path, "ssl") == 2
     assert resumable_version(tmp_path, "other") is None
+
+
+@pytest.mark.parametrize(
+    ("timer", "expected_step"),
+    [([], 4 * STEPS_PER_EPOCH), (["--last_checkpoint.every_n_minutes=0"], 4 * STEPS_PER_EPOCH + 3)],
+    ids=["epoch end (10 minutes)", "every batch (0 minutes)"],
+)
+def test_last_checkpoint_is_refreshed_without_any_validation(timer, expected_step, tmp_path):
+    # A probe-monitored ModelCheckpoint that never sees a validation writes no last.ckpt;
+    # LastCheckpoint writes it at every epoch end and, at 0 minutes, after every batch (the
+    # batch before the kill: the step it was killed at).
+    kill_at = 4 * STEPS_PER_EPOCH + 3  # in the 5th epoch
+    process = run_until_killed(
+        tmp_path,
+        "--trainer.max_epochs=50",
+        "--trainer.limit_val_batches=null",
+        "--trainer.check_val_every_n_epoch=1000",
+        "--checkpoint.monitor=val/knn_top1",
+        "--checkpoint.every_n_train_steps=null",
+        *timer,
+        "--trainer.callbacks+=test_resume.KillAtStep",
+        f"--trainer.callbacks.step={kill_at}",
+    )
+    assert process.returncode == -signal.SIGKILL
+    last = tmp_path / "runs" / "ssl" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == expected_step
+    assert checkpoint["epoch"] >= 3
+    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]  # no validation, no best
