@@ -282,7 +282,7 @@ def test_probes_keep_their_every_n_epochs_without_an_epoch_bound(max_epochs, act
     fit_state = SimpleNamespace(fn="fit")
     trainers = [
         SimpleNamespace(sanity_checking=False, state=fit_state, current_epoch=epoch,
-                        max_epochs=max_epochs, should_stop=False)
+                        max_epochs=max_epochs, should_stop=False, max_steps=-1, global_step=0)
         for epoch in (0, 1)
     ]  # fmt: skip
     assert [probe._active(t) for t in trainers] == active  # -1: not "the last epoch" each time
