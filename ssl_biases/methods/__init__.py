@@ -5,7 +5,9 @@ from ssl_biases.methods.byol import BYOL
 from ssl_biases.methods.dino import DINO
 from ssl_biases.methods.mae import MAE
 from ssl_biases.methods.masked import MaskedModeling
+from ssl_biases.methods.mocov3 import MoCoV3
 from ssl_biases.methods.reconstruction import MaskedReconstruction
 from ssl_biases.methods.simclr import SimCLR
 
 __all__ = ["BYOL", "DINO", "MAE", "MaskedModeling", "MaskedReconstruction", "SSLMethod", "SimCLR"]
+__all__ += ["MoCoV3"]
