@@ -1,5 +1,6 @@
 """Self-supervised methods: one file each, sharing `SSLMethod`."""
 
+from ssl_biases.methods.barlow_twins import BarlowTwins
 from ssl_biases.methods.base import SSLMethod
 from ssl_biases.methods.byol import BYOL
 from ssl_biases.methods.dino import DINO
@@ -8,6 +9,7 @@ from ssl_biases.methods.masked import MaskedModeling
 from ssl_biases.methods.mocov3 import MoCoV3
 from ssl_biases.methods.reconstruction import MaskedReconstruction
 from ssl_biases.methods.simclr import SimCLR
+from ssl_biases.methods.vicreg import VICReg
 
 __all__ = ["BYOL", "DINO", "MAE", "MaskedModeling", "MaskedReconstruction", "SSLMethod", "SimCLR"]
-__all__ += ["MoCoV3"]
+__all__ += ["BarlowTwins", "MoCoV3", "VICReg"]
