@@ -61,6 +61,10 @@ HEADS = {  # tiny heads so a step costs milliseconds
         "--model.init_args.output_dim=64",
         "--model.init_args.n_local_views=2",
     ],
+    "mocov3": [
+        "--model.init_args.projection_hidden_dim=64",
+        "--model.init_args.projection_dim=32",
+    ],
     "mae": [
         "--model.init_args.decoder_dim=32",
         "--model.init_args.decoder_depth=1",

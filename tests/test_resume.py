@@ -60,7 +60,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("method", ["simclr", "byol", "dino", "mae", "ijepa", "ibot"])
+@pytest.mark.parametrize("method", ["simclr", "byol", "dino", "mae", "ijepa", "ibot", "mocov3"])
 def test_sigkill_then_resume_matches_uninterrupted_run(method, tmp_path, monkeypatch, one_thread):
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     reference_dir.mkdir()

@@ -1,5 +1,6 @@
 """Self-supervised methods: one file each, sharing `SSLMethod`."""
 
+from ssl_biases.methods.barlow_twins import BarlowTwins
 from ssl_biases.methods.base import SSLMethod
 from ssl_biases.methods.byol import BYOL
 from ssl_biases.methods.dino import DINO
@@ -7,10 +8,13 @@ from ssl_biases.methods.ibot import IBOT
 from ssl_biases.methods.ijepa import IJEPA
 from ssl_biases.methods.mae import MAE
 from ssl_biases.methods.masked import MaskedModeling
+from ssl_biases.methods.mocov3 import MoCoV3
 from ssl_biases.methods.reconstruction import MaskedReconstruction
 from ssl_biases.methods.simclr import SimCLR
+from ssl_biases.methods.vicreg import VICReg
 
 __all__ = [
+    "BarlowTwins",
     "BYOL",
     "DINO",
     "IBOT",
@@ -18,6 +22,8 @@ __all__ = [
     "MAE",
     "MaskedModeling",
     "MaskedReconstruction",
+    "MoCoV3",
     "SSLMethod",
     "SimCLR",
+    "VICReg",
 ]

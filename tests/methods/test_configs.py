@@ -9,12 +9,25 @@ import pytest
 import torch
 
 from ssl_biases.cli import SSLBiasesCLI, cli_main
-from ssl_biases.methods import BYOL, DINO, IBOT, IJEPA, MAE, MaskedModeling, SimCLR
+from ssl_biases.methods import (
+    BYOL,
+    DINO,
+    IBOT,
+    IJEPA,
+    MAE,
+    BarlowTwins,
+    MaskedModeling,
+    MoCoV3,
+    SimCLR,
+    VICReg,
+)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 METHODS = {"simclr": SimCLR, "byol": BYOL, "dino": DINO, "mae": MAE, "masked": MaskedModeling}
 METHODS |= {"ijepa": IJEPA, "ibot": IBOT}  # masked prediction with a mask token
+METHODS |= {"mocov3": MoCoV3, "vicreg": VICReg, "barlow_twins": BarlowTwins}
 TINY_ISOTROPIC = ["vit_tiny", "localvit_tiny", "mixer_tiny", "convmixer_tiny", "poolformer_tiny"]
+TINY_BACKBONES = [*TINY_ISOTROPIC, "resnet18_cifar"]
 
 
 def args(method: str, backbone: str, *extra: str) -> list[str]:
@@ -38,6 +51,27 @@ def test_every_method_config_instantiates_with_the_vit_tiny_config(method) -> No
 def test_methods_that_need_no_token_dropping_take_an_mlp_mixer(method) -> None:
     cli = SSLBiasesCLI(args=args(method, str(CONFIGS / "backbone/mixer_tiny.yaml")), run=False)
     assert cli.model.backbone.token_mixer == "mlp"
+
+
+# each tiny backbone once, each new two-view method twice (they use the backbone alike)
+@pytest.mark.parametrize(
+    ("method", "backbone"),
+    zip(["mocov3", "vicreg", "barlow_twins"] * 2, TINY_BACKBONES, strict=True),
+)
+def test_two_view_methods_take_every_tiny_backbone(method, backbone) -> None:
+    cli = SSLBiasesCLI(args=args(method, str(CONFIGS / f"backbone/{backbone}.yaml")), run=False)
+    views = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]
+    loss, features = cli.model.ssl_step(views)
+    assert torch.isfinite(loss) and features.shape == (4, cli.model.backbone.num_features)
+
+
+def test_mocov3_random_patch_projection_needs_a_patch_stem() -> None:
+    vit = str(CONFIGS / "backbone/vit_tiny.yaml")
+    cli = SSLBiasesCLI(args=args("mocov3", vit, "--model.freeze_patch_embed", "true"), run=False)
+    assert not cli.model.backbone.stem.proj.weight.requires_grad
+    resnet = str(CONFIGS / "backbone/resnet18_cifar.yaml")
+    with pytest.raises(ValueError, match="freeze_patch_embed: false"):
+        SSLBiasesCLI(args=args("mocov3", resnet, "--model.freeze_patch_embed", "true"), run=False)
 
 
 def test_incompatible_pairs_raise_the_promised_errors() -> None:
@@ -68,7 +102,10 @@ def test_mask_token_methods_take_every_tiny_isotropic_backbone_and_refuse_a_resn
             )
 
 
-@pytest.mark.parametrize("method", ["byol", "dino", "mae", "masked", "ijepa", "ibot"])
+@pytest.mark.parametrize(
+    "method",
+    ["byol", "dino", "mae", "masked", "ijepa", "ibot", "mocov3", "vicreg", "barlow_twins"],
+)
 def test_fit_a_few_steps_and_the_checkpoint_reproduces_student_teacher_and_centre(
     method, tmp_path, monkeypatch, tiny_backbone_config
 ) -> None:
@@ -87,7 +124,7 @@ def test_fit_a_few_steps_and_the_checkpoint_reproduces_student_teacher_and_centr
     state = cli.model.state_dict()
     assert state.keys() == checkpoint["state_dict"].keys()
     assert all(torch.equal(state[k], checkpoint["state_dict"][k]) for k in state)
-    if method in ("byol", "dino", "ijepa", "ibot"):
+    if method in ("byol", "dino", "ijepa", "ibot", "mocov3"):
         assert any(k.startswith("teacher_backbone.") for k in state)
         student = cli.model.backbone.stem.proj.weight
         teacher = cli.model.teacher_backbone.stem.proj.weight
