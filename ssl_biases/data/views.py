@@ -121,6 +121,34 @@ class ViewRecipe:
         return [spec for spec in self.views for _ in range(spec.count)]
 
 
+def asymmetric_two_views(
+    image_size: int,
+    min_scale: float,
+    cj_strength: float,
+    gaussian_blur: float,
+    solarization_prob: float,
+) -> ViewRecipe:
+    """BYOL's two asymmetric views (arXiv 2006.07733; lightly's ``BYOLView1Transform`` and
+    ``BYOLView2Transform``), also used by MoCo v3 and Barlow Twins: the same crop, flip,
+    jitter (0.4, 0.4, 0.2, 0.1 times ``cj_strength``, p 0.8) and greyscale (p 0.2); view 1
+    blurs with ``gaussian_blur`` and never solarises, view 2 blurs with a tenth of it and
+    solarises with ``solarization_prob``."""
+    common = {
+        "size": image_size,
+        "scale": (min_scale, 1.0),
+        "jitter_prob": 0.8,
+        **lightly_jitter(cj_strength, 0.4, 0.4, 0.2, 0.1),
+        "grey_prob": 0.2,
+        "blur_sigma": (0.1, 2.0),
+    }
+    return ViewRecipe(
+        (
+            ViewSpec(**common, blur_prob=gaussian_blur, solarize_prob=0.0),
+            ViewSpec(**common, blur_prob=0.1 * gaussian_blur, solarize_prob=solarization_prob),
+        )
+    )
+
+
 def per_image_view(spec: ViewSpec, norm: Normalization) -> T.Compose:
     """One view of a PIL image, from lightly's and torchvision's transforms (loader workers)."""
     mode = T.InterpolationMode.BICUBIC if spec.interpolation == "bicubic" else None

@@ -7,11 +7,10 @@ from typing import Any
 import torch
 from lightly.loss import BarlowTwinsLoss
 from lightly.models.modules import BarlowTwinsProjectionHead
-from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform
 from lightly.utils import dist
 from torch import Tensor, nn
 
-from ssl_biases.data.transforms import Normalization
+from ssl_biases.data.views import ViewRecipe, asymmetric_two_views
 from ssl_biases.methods.base import SSLMethod
 
 
@@ -61,22 +60,12 @@ class BarlowTwins(SSLMethod):
         )
         self.criterion = BarlowTwinsLoss(lambda_param=lambda_param, gather_distributed=False)
 
-    def train_views(self, image_size: int, norm: Normalization) -> BYOLTransform:
-        common = {
-            "input_size": image_size,
-            "min_scale": self.hparams.min_scale,
-            "cj_strength": self.hparams.cj_strength,
-            "normalize": norm.as_lightly(),
-        }
-        return BYOLTransform(
-            view_1_transform=BYOLView1Transform(
-                gaussian_blur=self.hparams.gaussian_blur, solarization_prob=0.0, **common
-            ),
-            view_2_transform=BYOLView2Transform(
-                gaussian_blur=0.1 * self.hparams.gaussian_blur,
-                solarization_prob=self.hparams.solarization_prob,
-                **common,
-            ),
+    def view_recipe(self, image_size: int) -> ViewRecipe:
+        """BYOL's two asymmetric views, as Barlow Twins uses (lightly's ``BYOLView1Transform`` /
+        ``BYOLView2Transform``)."""
+        hp = self.hparams
+        return asymmetric_two_views(
+            image_size, hp.min_scale, hp.cj_strength, hp.gaussian_blur, hp.solarization_prob
         )
 
     def ssl_step(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -27,6 +27,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_biases.data.transforms import Normalization
+from ssl_biases.data.views import ViewRecipe, per_image_views
 from ssl_biases.methods.budget import TimeBudget, cosine_between, warmup_cosine
 from ssl_biases.methods.lens import (
     Lens,
@@ -34,9 +35,6 @@ from ssl_biases.methods.lens import (
     lens_eval_features,
     lens_training_step,
 )
-
-if TYPE_CHECKING:  # the recipe type only; the data side builds the views
-    from ssl_biases.data.views import ViewRecipe
 
 NO_WEIGHT_DECAY_NAMES = ("pos_embed", "token", "latent")
 
@@ -121,8 +119,18 @@ class SSLMethod(pl.LightningModule):
         raise NotImplementedError
 
     def train_views(self, image_size: int, norm: Normalization) -> Callable[[Any], list[Tensor]]:
-        """The augmentation that turns one training image into the method's list of views."""
-        raise NotImplementedError
+        """The augmentation that turns one training image into the method's list of views.
+
+        By default lightly's per-image transforms built from :meth:`view_recipe`, so the
+        loader-worker views and the device views (``--data.augment device``) come from one
+        statement; a method without a recipe overrides this.
+        """
+        recipe = self.view_recipe(image_size)
+        if recipe is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} states no view_recipe: override train_views or view_recipe"
+            )
+        return per_image_views(recipe, norm)
 
     def view_recipe(self, image_size: int) -> ViewRecipe | None:
         """The method's views as data (``--data.augment device`` needs it); ``None``: none."""

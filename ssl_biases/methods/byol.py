@@ -7,11 +7,12 @@ from typing import Any
 import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-from lightly.transforms.multi_view_transform import MultiViewTransform
 from torch import Tensor, nn
 
-from ssl_biases.data.transforms import Normalization
-from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter, per_image_views
+from ssl_biases.data.views import (
+    ViewRecipe,
+    asymmetric_two_views,
+)
 from ssl_biases.methods.base import SSLMethod
 
 
@@ -74,26 +75,10 @@ class BYOL(SSLMethod):
 
     def view_recipe(self, image_size: int) -> ViewRecipe:
         """Two asymmetric views, lightly's ``BYOLView1Transform`` / ``BYOLView2Transform``."""
-        common = {
-            "size": image_size,
-            "scale": (self.hparams.min_scale, 1.0),
-            "jitter_prob": 0.8,
-            **lightly_jitter(self.hparams.cj_strength, 0.4, 0.4, 0.2, 0.1),
-            "grey_prob": 0.2,
-            "blur_sigma": (0.1, 2.0),
-        }
-        blur = self.hparams.gaussian_blur
-        return ViewRecipe(
-            (
-                ViewSpec(**common, blur_prob=blur, solarize_prob=0.0),
-                ViewSpec(
-                    **common, blur_prob=0.1 * blur, solarize_prob=self.hparams.solarization_prob
-                ),
-            )
+        hp = self.hparams
+        return asymmetric_two_views(
+            image_size, hp.min_scale, hp.cj_strength, hp.gaussian_blur, hp.solarization_prob
         )
-
-    def train_views(self, image_size: int, norm: Normalization) -> MultiViewTransform:
-        return per_image_views(self.view_recipe(image_size), norm)
 
     def ssl_step(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
         batch_size = views[0].shape[0]

@@ -8,11 +8,9 @@ from typing import Any
 import torch
 from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
-from lightly.transforms.multi_view_transform import MultiViewTransform
 from torch import Tensor, nn
 
-from ssl_biases.data.transforms import Normalization
-from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter, per_image_views
+from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter
 from ssl_biases.methods.base import SSLMethod
 
 
@@ -197,9 +195,6 @@ class DINO(SSLMethod):
                 )
             )
         return ViewRecipe(tuple(views))
-
-    def train_views(self, image_size: int, norm: Normalization) -> MultiViewTransform:
-        return per_image_views(self.view_recipe(image_size), norm)
 
     # --------------------------------------------------------------------------- training
     def teacher_temperature(self, step: int) -> float:

@@ -11,12 +11,10 @@ from typing import Any
 
 import torch
 from lightly.models.utils import get_at_index, patchify, random_token_mask, unpatchify
-from lightly.transforms.multi_view_transform import MultiViewTransform
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ssl_biases.data.transforms import Normalization
-from ssl_biases.data.views import ViewRecipe, ViewSpec, per_image_views
+from ssl_biases.data.views import ViewRecipe, ViewSpec
 from ssl_biases.methods.base import SSLMethod
 
 PATCH_API = ("embed_patches", "forward_tokens", "pool_tokens", "patch_size", "num_prefix_tokens")
@@ -81,9 +79,6 @@ class MaskedReconstruction(SSLMethod):
             size=image_size, scale=(self.hparams.min_scale, 1.0), interpolation="bicubic"
         )
         return ViewRecipe((view,))
-
-    def train_views(self, image_size: int, norm: Normalization) -> MultiViewTransform:
-        return per_image_views(self.view_recipe(image_size), norm)
 
     # --------------------------------------------------------------------------- training
     def mask(self, images: Tensor) -> tuple[Tensor, Tensor]:

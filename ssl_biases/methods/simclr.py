@@ -7,11 +7,9 @@ from typing import Any
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
-from lightly.transforms.multi_view_transform import MultiViewTransform
 from torch import Tensor, nn
 
-from ssl_biases.data.transforms import Normalization
-from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter, per_image_views
+from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter
 from ssl_biases.methods.base import SSLMethod
 
 
@@ -67,9 +65,6 @@ class SimCLR(SSLMethod):
             count=2,
         )
         return ViewRecipe((view,))
-
-    def train_views(self, image_size: int, norm: Normalization) -> MultiViewTransform:
-        return per_image_views(self.view_recipe(image_size), norm)
 
     def ssl_step(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
         features = self.backbone(torch.cat(views[:2]))  # [2B, D], both views in one pass

@@ -7,10 +7,9 @@ from typing import Any
 import torch
 from lightly.loss import VICRegLoss
 from lightly.models.modules.heads import VICRegProjectionHead
-from lightly.transforms import VICRegTransform
 from torch import Tensor, nn
 
-from ssl_biases.data.transforms import Normalization
+from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter
 from ssl_biases.methods.base import SSLMethod
 
 
@@ -77,16 +76,24 @@ class VICReg(SSLMethod):
             gather_distributed=True,
         )
 
-    def train_views(self, image_size: int, norm: Normalization) -> VICRegTransform:
-        return VICRegTransform(
-            input_size=image_size,
-            min_scale=self.hparams.min_scale,
-            cj_strength=self.hparams.cj_strength,
-            gaussian_blur=self.hparams.gaussian_blur,
-            solarize_prob=self.hparams.solarize_prob,
-            random_gray_scale=self.hparams.random_gray_scale,
-            normalize=norm.as_lightly(),
+    def view_recipe(self, image_size: int) -> ViewRecipe:
+        """Two views of lightly's ``VICRegTransform`` (jitter 0.8, 0.8, 0.4, 0.2 times
+        ``cj_strength``, p 0.8; greyscale; solarisation; blur). lightly solarises before it
+        blurs; the recipe blurs first (the order of every recipe), which differs only when
+        both ``gaussian_blur`` and ``solarize_prob`` are on (blur is off at 32 px)."""
+        hp = self.hparams
+        view = ViewSpec(
+            size=image_size,
+            scale=(hp.min_scale, 1.0),
+            jitter_prob=0.8,
+            **lightly_jitter(hp.cj_strength, 0.8, 0.8, 0.4, 0.2),
+            grey_prob=hp.random_gray_scale,
+            blur_prob=hp.gaussian_blur,
+            blur_sigma=(0.1, 2.0),
+            solarize_prob=hp.solarize_prob,
+            count=2,
         )
+        return ViewRecipe((view,))
 
     def ssl_step(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
         features = self.backbone(torch.cat(views[:2]))  # [2B, D], both views in one pass

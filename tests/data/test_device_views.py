@@ -32,7 +32,17 @@ from ssl_biases.data.device_views import DeviceViews, ViewParams, hashed_uniform
 from ssl_biases.data.sampler import ResumableSampler
 from ssl_biases.data.transforms import Normalization
 from ssl_biases.data.views import ViewRecipe, ViewSpec
-from ssl_biases.methods import BYOL, DINO, SimCLR
+from ssl_biases.methods import (
+    BYOL,
+    DINO,
+    IBOT,
+    MAE,
+    BarlowTwins,
+    MaskedModeling,
+    MoCoV3,
+    SimCLR,
+    VICReg,
+)
 from ssl_biases.methods.base import SSLMethod
 
 NORM = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -362,3 +372,16 @@ def test_gpu_views_are_the_cpu_views() -> None:
     on_gpu = views(images.cuda(), batch_keys.cuda())
     for a, b in zip(on_cpu, on_gpu):
         torch.testing.assert_close(b.cpu(), a, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "method_class", [SimCLR, BYOL, DINO, MAE, MaskedModeling, MoCoV3, BarlowTwins, VICReg, IBOT]
+)
+def test_every_recipe_makes_its_views_on_the_device_path(method_class: type) -> None:
+    method = method_class(IsotropicNet(image_size=32, patch_size=4, width=32, depth=1, num_heads=2))
+    recipe = method.view_recipe(32)
+    views = DeviceViews(recipe, NORM, seed=0)(uint8_images(8, side=40), keys(8))
+    assert [tuple(v.shape) for v in views] == [(8, 3, s.size, s.size) for s in recipe.expanded()]
+    assert all(torch.isfinite(v).all() for v in views)
+    loss, features = method.ssl_step(views)  # the method reads the device views as its own
+    assert torch.isfinite(loss) and features.shape == (8, 32)

@@ -12,12 +12,22 @@ from lightly.transforms import (
     DINOTransform,
     MAETransform,
     SimCLRTransform,
+    VICRegTransform,
 )
 
 from ssl_biases.backbones import IsotropicNet
 from ssl_biases.data.transforms import Normalization
 from ssl_biases.data.views import ViewRecipe, ViewSpec, per_image_views
-from ssl_biases.methods import BYOL, DINO, MAE, MaskedModeling, SimCLR
+from ssl_biases.methods import (
+    BYOL,
+    DINO,
+    MAE,
+    BarlowTwins,
+    MaskedModeling,
+    MoCoV3,
+    SimCLR,
+    VICReg,
+)
 
 NORM = Normalization((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
 LIGHTLY_NORM = NORM.as_lightly()
@@ -91,8 +101,9 @@ def test_simclr_views_are_lightlys_simclr_transform() -> None:
     assert ours[0][2] == ("jitter", 0.8, (0.44, 1.56), (0.44, 1.56), (0.44, 1.56), (-0.14, 0.14))
 
 
-def test_byol_views_are_lightlys_asymmetric_views() -> None:
-    method = BYOL(backbone(), min_scale=0.1, cj_strength=0.6, gaussian_blur=0.5)
+@pytest.mark.parametrize("method_class", [BYOL, MoCoV3, BarlowTwins])
+def test_byol_views_are_lightlys_asymmetric_views(method_class: type) -> None:
+    method = method_class(backbone(), min_scale=0.1, cj_strength=0.6, gaussian_blur=0.5)
     common = {"input_size": 32, "min_scale": 0.1, "cj_strength": 0.6, "normalize": LIGHTLY_NORM}
     lightly = BYOLTransform(
         view_1_transform=BYOLView1Transform(gaussian_blur=0.5, solarization_prob=0.0, **common),
@@ -167,3 +178,19 @@ def test_bad_view_specs_are_value_errors(kwargs: dict) -> None:
         ViewSpec(32, **kwargs)
     with pytest.raises(ValueError, match="at least one"):
         ViewRecipe(())
+
+
+def test_vicreg_views_are_lightlys_vicreg_views() -> None:
+    method = VICReg(backbone(), min_scale=0.15, cj_strength=0.6, random_gray_scale=0.3)
+    lightly = VICRegTransform(
+        input_size=32,
+        min_scale=0.15,
+        cj_strength=0.6,
+        random_gray_scale=0.3,
+        solarize_prob=0.1,
+        gaussian_blur=0.0,
+        normalize=LIGHTLY_NORM,
+    )
+    ours = describe_all(method.train_views(32, NORM))
+    assert ours == describe_all(lightly) and len(ours) == 2
+    assert ours[0][2] == ("jitter", 0.8, (0.52, 1.48), (0.52, 1.48), (0.76, 1.24), (-0.12, 0.12))
