@@ -13,7 +13,7 @@
 #   pytest tests/data/test_device_views.py -k gpu
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
-[[ -x $PY ]] || PY=python3
+[[ -x $PY ]] || PY=python  # e.g. PY=/work/main/.venv/bin/python
 export PYTHONPATH=$PWD
 mode=()
 if [[ ${1:-} == --cpu-smoke ]]; then
