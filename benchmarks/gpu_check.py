@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import json
 import math
 import shutil
@@ -278,12 +279,19 @@ def device_batches(sizes: Sizes, data_root: str | None) -> Callable[[], Tensor]:
 
 
 def loader_section(
-    sizes: Sizes, backbone: str, next_views: Callable[[], Tensor], flops: float, peak: float | None
+    sizes: Sizes,
+    backbone: str,
+    make_batches: Callable[[], Callable[[], Tensor]],
+    flops: float,
+    peak: float | None,
+    warmup: int,
 ) -> dict[str, Any]:
-    """(b) or (c): the step fed by ``next_views``."""
+    """(b) or (c): the step fed by the loader ``make_batches()`` builds once the model is built
+    (no head start for the loader); ``warmup`` steps first, to drain the burst of batches that
+    all workers make at once when they start."""
     device = torch.device(sizes.device)
     step = SimCLRStep(backbone, sizes.setting, device)
-    timing = time_loop(step, next_views, device, sizes.warmup, sizes.steps)
+    timing = time_loop(step, make_batches(), device, warmup, sizes.steps)
     return summarise(sizes, timing, flops, peak)
 
 
@@ -415,7 +423,7 @@ def markdown(results: dict[str, Any]) -> str:
         verdict = f"{'meets' if mfu >= GOAL_VIT_S16_MFU else 'misses'} {goal}" if mfu else "no peak"
         lines.append(
             f"- vit_s16 224 px, batch {vit['batch_size']}: {fmt(vit['images_per_s'], 1)} images/s, "
-            f"MFU {fmt(mfu)}% ({verdict})"
+            f"MFU {fmt(mfu) + '%' if mfu else 'n/a'} ({verdict})"
         )
     elif vit:
         lines.append(f"- vit_s16: error: {vit['error']}")
@@ -443,6 +451,7 @@ def guarded(
     except Exception as error:  # a section's failure must not lose the others' figures
         where[key] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
         traceback.print_exc()
+    gc.collect()  # a finished section's loader workers go now, not during the next one
     if isinstance(where[key], dict):
         where[key]["section_seconds"] = time.perf_counter() - start
     results["meta"]["seconds"] = time.perf_counter() - results["meta"]["start"]
@@ -492,7 +501,12 @@ def run(sizes: Sizes, out: Path, data_root: str | None, sections: list[str]) -> 
                 f"{backbone}/b_workers{workers}",
                 out,
                 lambda b=backbone, w=workers, f=flops: loader_section(
-                    sizes, b, worker_batches(sizes, data_root, w), f, peak
+                    sizes,
+                    b,
+                    partial(worker_batches, sizes, data_root, w),
+                    f,
+                    peak,
+                    max(sizes.warmup, 2 * w) if sizes.warmup else 0,  # prefetch_factor 2
                 ),
             )
         dev = guarded(
@@ -501,7 +515,7 @@ def run(sizes: Sizes, out: Path, data_root: str | None, sections: list[str]) -> 
             f"{backbone}/c_device",
             out,
             lambda b=backbone, f=flops: loader_section(
-                sizes, b, device_batches(sizes, data_root), f, peak
+                sizes, b, partial(device_batches, sizes, data_root), f, peak, sizes.warmup
             ),
         )
         if "images_per_s" in alone and "images_per_s" in dev:
