@@ -26,7 +26,7 @@ repository (only the repository travels to a GPU machine, 64 MiB at most, so cop
 an ignored folder first; ``build/`` is ignored)::
 
     python benchmarks/gpu_check.py --make-subset ../shared/data/cifar10 build/cifar10 \
-        --train-per-class 2000 --test-per-class 500        # 20k + 5k images, about 23 MB
+        --train-per-class 2000 --test-per-class 500        # 20k + 5k images, 23 MB (37 MB tar)
 
 without it, the generated ``shapes`` dataset (``--shapes-size`` images).
 

@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_check.sh OUTDIR [--data-root build/cifar10]   # on one GPU
 #   bash benchmarks/gpu_check.sh --cpu-smoke OUTDIR                     # the same, tiny, on CPU
 # Only the repository travels to a GPU machine (64 MiB at most): copy a CIFAR-10 subset into an
-# ignored folder first, e.g. 2000 train + 500 test images per class (about 23 MB):
+# ignored folder first, e.g. 2000 train + 500 test images per class (23 MB, a 37 MB tar):
 #   python benchmarks/gpu_check.py --make-subset ../shared/data/cifar10 build/cifar10 \
 #       --train-per-class 2000 --test-per-class 500
 # and carry build/cifar10; without --data-root the generated `shapes` dataset is used.
