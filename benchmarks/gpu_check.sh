@@ -1,16 +1,32 @@
 #!/usr/bin/env bash
-# Device-path checks on one GPU (issue 14), about 3 minutes: the GPU views equal the CPU views,
-# views/s of every recipe on the GPU, and a 30-step DINO fit with the views and the train set
-# on the GPU (--data.augment device --data.cache device). Run from the repository root.
+# All GPU figures of issue 14 in one run, at most ~8 minutes on one H200 (benchmarks/gpu_check.py
+# says what is measured): results.json, results.md (the table), gpu_check.log and the CLI runs'
+# logs under OUTDIR. Run from the repository root:
+#   bash benchmarks/gpu_check.sh OUTDIR [--data-root build/cifar10]   # on one GPU
+#   bash benchmarks/gpu_check.sh --cpu-smoke OUTDIR                     # the same, tiny, on CPU
+# Only the repository travels to a GPU machine (64 MiB at most): copy a CIFAR-10 subset into an
+# ignored folder first, e.g. 2000 train + 500 test images per class (23 MB, a 37 MB tar):
+#   python benchmarks/gpu_check.py --make-subset ../shared/data/cifar10 build/cifar10 \
+#       --train-per-class 2000 --test-per-class 500
+# and carry build/cifar10; without --data-root the generated `shapes` dataset is used.
+# The earlier device-path checks (GPU views == CPU views) stay in the test suite:
+#   pytest tests/data/test_device_views.py -k gpu
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
+[[ -x $PY ]] || PY=python  # e.g. PY=/work/main/.venv/bin/python
 export PYTHONPATH=$PWD
-$PY -m pytest -q -p no:warnings tests/data/test_device_views.py -k "gpu or two_ranks or cache"
-$PY benchmarks/views.py --device cuda --threads 4 --batch-size 512 --images 256
-$PY benchmarks/views.py --device cuda --threads 4 --batch-size 512 --images 64 --image-size 96 \
-    --methods dino
-$PY -m ssl_biases fit --config configs/method/dino.yaml --config configs/backbone/vit_tiny.yaml \
-    --config configs/data/shapes.yaml --config configs/trainer/gpu.yaml \
-    --data.augment device --data.cache device --data.num_workers 0 --data.batch_size 256 \
-    --data.shapes_size 8192 --trainer.max_steps 30 --trainer.limit_val_batches 0 \
-    --trainer.num_sanity_val_steps 0 "$@"
+mode=()
+if [[ ${1:-} == --cpu-smoke ]]; then
+    mode=(--cpu-smoke)
+    shift
+fi
+if [[ $# -lt 1 || $1 == -* ]]; then
+    echo "usage: bash benchmarks/gpu_check.sh [--cpu-smoke] OUTDIR [gpu_check.py options]" >&2
+    exit 2
+fi
+out=$1
+shift
+mkdir -p "$out"
+# 480 s: the 8-minute budget; whatever finished is in results.json already
+timeout 480 "$PY" benchmarks/gpu_check.py "${mode[@]}" --out "$out" "$@" 2>&1 \
+    | tee "$out/gpu_check.log"

@@ -168,3 +168,45 @@ def test_random_init_floor_has_the_study_backbones_and_probe_data(name, floor_na
         assert [(v.label, v.configs, v.args) for v in study_data] == [
             (v.label, v.configs, v.args) for v in dict(floor.axes)["data"]
         ]
+
+
+# --- issue 14 (real scale): the anchor grid of lightly's CIFAR-10 benchmark --------------------
+def test_anchor_grid_parses_every_cell_with_lightlys_hyperparameters(monkeypatch):
+    from ssl_biases.experiments.results import check_report
+    from ssl_biases.experiments.sweep import (
+        cell_settings,
+        check_cell_arguments,
+        cli_parser,
+        fit_command,
+    )
+
+    monkeypatch.chdir(ROOT)
+    experiment = load_experiment(ROOT / "configs/experiment/anchor_lightly_cifar10.yaml")
+    cells = experiment.cells()
+    check_configs(cells)
+    check_report(experiment)
+    check_cell_arguments(cells, [], "fit")  # what `sweep --dry-run` checks
+    assert [c.values["method"] for c in cells] == ["simclr", "byol", "dino"]
+    parser = cli_parser()
+    lrs = {}
+    for cell in cells:
+        command = fit_command(cell, ROOT / cell.cell_id, [])
+        config = parser.parse_args(cell_settings(command)).fit
+        callbacks = [c.class_path.rpartition(".")[2] for c in config.trainer.callbacks]
+        assert callbacks == ["LearningRateMonitor", "KNNProbe"]
+        knn = config.trainer.callbacks[1].init_args
+        assert (knn.k, knn.temperature, knn.name) == (200, 0.1, "knn200")
+        optimizer = config.model.init_args.optimizer
+        assert optimizer.class_path == "torch.optim.SGD"
+        lrs[cell.values["method"]] = optimizer.init_args.lr
+        assert config.model.init_args.reference_batch_size == 128
+        assert config.model.init_args.warmup_fraction == 0.0
+        assert config.data.batch_size == 512 and config.trainer.max_epochs == 200
+        assert config.data.max_probe_train_samples is None
+        assert config.model.init_args.backbone.init_args.cifar_stem is True
+    # BYOL's loss is twice lightly's: half the LR gives the same SGD step
+    assert lrs == {"simclr": 0.06, "byol": 0.03, "dino": 0.06}
+    assert experiment.report["metric"] == "val/knn200_top1"
+
+
+# --- end issue 14 ------------------------------------------------------------------------------

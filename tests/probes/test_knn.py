@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -51,3 +53,86 @@ def test_knn_bank_blocks_change_nothing_and_bad_chunks_fail():
 
 
 # --- end issue 7 -------------------------------------------------------------------------------
+
+
+# --- issue 14 (real scale): a named second probe, lightly's k=200, T=0.1 -----------------------
+def _validate_with(probes: list, bank, bank_labels, query, query_labels) -> dict[str, float]:
+    import lightning.pytorch as pl
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from helpers import FrozenModule
+
+    loaders = [
+        DataLoader(TensorDataset(bank, bank_labels), batch_size=64),
+        DataLoader(TensorDataset(query, query_labels), batch_size=16),
+    ]
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        callbacks=probes,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.validate(FrozenModule(nn.Identity()), loaders, verbose=False)
+    return {key: float(value) for key, value in trainer.callback_metrics.items()}
+
+
+def test_named_knn_probe_logs_beside_the_default_with_its_own_k_and_temperature():
+    # noisy clusters of unequal sizes: 200 neighbours favour the big classes more than 20 do
+    g = torch.Generator().manual_seed(3)
+    sizes = torch.tensor([150, 90, 40, 20])
+    bank_labels = torch.arange(4).repeat_interleave(sizes)  # [300]
+    query_labels = torch.arange(4).repeat(10)  # [40]
+    centres = torch.randn(4, 8, generator=g)
+    bank = centres[bank_labels] + torch.randn(300, 8, generator=g)  # [300, 8]
+    query = centres[query_labels] + torch.randn(40, 8, generator=g)  # [40, 8]
+    metrics = _validate_with(
+        [KNNProbe(), KNNProbe(k=200, temperature=0.1, name="knn200")],
+        bank,
+        bank_labels,
+        query,
+        query_labels,
+    )
+    for name, k, t in (("knn", 20, 0.07), ("knn200", 200, 0.1)):
+        scores = naive_knn_scores(query, bank, bank_labels, 4, k=k, t=t)
+        expected = (scores.argmax(dim=1) == query_labels).float().mean().item()
+        assert metrics[f"val/{name}_top1"] == pytest.approx(expected, abs=1e-6)
+    assert metrics["val/knn200_top5"] == 1.0  # 4 classes: always in the top 5
+    assert metrics["val/knn_top1"] != metrics["val/knn200_top1"]  # two probes, two answers
+    with pytest.raises(ValueError, match="metric prefix"):
+        KNNProbe(name="val/knn")
+
+
+# --- end issue 14 ------------------------------------------------------------------------------
+
+
+def test_a_second_knn_probe_from_trainer_callbacks_runs_beside_the_clis_own(tmp_path):
+    import json
+
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    from ssl_biases.cli import cli_main
+
+    from helpers import read_metrics, tiny_args, write_tiny_backbone
+
+    callbacks = [
+        {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor"},
+        {
+            "class_path": "ssl_biases.probes.knn.KNNProbe",
+            "init_args": {"k": 200, "temperature": 0.1, "name": "knn200"},
+        },
+    ]
+    cli = cli_main(
+        [
+            "validate",
+            *tiny_args(write_tiny_backbone(tmp_path)),
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.callbacks={json.dumps(callbacks)}",
+        ]
+    )
+    probes = [cb for cb in cli.trainer.callbacks if isinstance(cb, KNNProbe)]
+    assert sorted((p.name, p.k) for p in probes) == [("knn", 20), ("knn200", 200)]
+    assert any(isinstance(cb, LearningRateMonitor) for cb in cli.trainer.callbacks)
+    (row,) = [r for r in read_metrics(Path(cli.trainer.log_dir)) if r.get("val/knn200_top1")]
+    assert 0.0 <= float(row["val/knn200_top1"]) <= 1.0 and row["val/knn_top1"]
