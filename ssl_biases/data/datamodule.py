@@ -355,23 +355,33 @@ class SSLDataModule(pl.LightningDataModule):
                     "set `datamodule.device_views`."
                 )
             self.device_views = DeviceViews(recipe, self.norm, self.order_seed)
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        patch_size = getattr(getattr(module, "backbone", None), "patch_size", None)
-        if isinstance(self.input_shuffle, PatchShuffle) and patch_size not in (
-            None,
-            self.input_shuffle.patch_size,
-        ):
-            rank_zero_warn(
-                f"--data.shuffle_patch_size {self.input_shuffle.patch_size} differs from the "
-                f"backbone's patch_size {patch_size}: the fixed permutation does not move "
-                "the network's own patches."
-            )
+        if stage == "fit" and isinstance(self.input_shuffle, PatchShuffle):
+            self._check_shuffle_patch_size(self.trainer.lightning_module if self.trainer else None)
         _ = self.norm  # resolved (and recorded) before Lightning logs the hyperparameters
         if stage in ("fit", "validate", "test") and not self.has_probe_set:
             rank_zero_warn(
                 "no labelled probe set (--data.probe_root): the probes are off and checkpoints "
                 "are last.ckpt (and --checkpoint.every_n_train_steps); set --data.probe_root "
                 "to a '<dir>/{train,test}/<class>/' tree to probe."
+            )
+
+    def _check_shuffle_patch_size(self, module: Any) -> None:
+        """Every view side must be a multiple of ``shuffle_patch_size``; warn if it is not the
+        backbone's patch size."""
+        p = self.input_shuffle.patch_size
+        recipe_of = getattr(module, "view_recipe", None)
+        recipe = recipe_of(self.image_size) if recipe_of is not None else None
+        sizes = sorted({spec.size for spec in recipe.views}) if recipe is not None else []
+        if any(size % p for size in sizes):
+            raise ValueError(
+                f"--data.shuffle cuts views into {p} px patches, but the method's views are "
+                f"{sizes} px: set --data.shuffle_patch_size to a divisor of all of them."
+            )
+        patch_size = getattr(getattr(module, "backbone", None), "patch_size", None)
+        if patch_size not in (None, p):
+            rank_zero_warn(
+                f"--data.shuffle_patch_size {p} differs from the backbone's patch_size "
+                f"{patch_size}: the fixed permutation does not move the network's own patches."
             )
 
     def train_dataset(self) -> Dataset:

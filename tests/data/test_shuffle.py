@@ -16,7 +16,7 @@ from ssl_biases.data.shuffle import (
     ShuffledViews,
     fixed_input_shuffle,
 )
-from ssl_biases.methods import SimCLR
+from ssl_biases.methods import DINO, SimCLR
 
 KINDS = [k for k in SHUFFLE_KINDS if k != "none"]
 
@@ -167,3 +167,11 @@ def test_shuffled_views_handles_lists_of_view_tensors() -> None:
 def test_a_patch_size_other_than_the_backbones_is_warned_about() -> None:
     with pytest.warns(UserWarning, match="shuffle_patch_size 4 differs from the backbone's"):
         _fitted(SSLDataModule(**DATA, shuffle="patch"), _simclr(patch_size=8))
+
+
+def test_every_view_size_must_be_a_multiple_of_the_patch_size() -> None:
+    dino = DINO(IsotropicNet(image_size=16, patch_size=8, width=32, depth=1, num_heads=2))
+    dm = SSLDataModule(**DATA, shuffle="patch", shuffle_patch_size=16)  # local views are 8 px
+    with pytest.raises(ValueError, match=r"views are \[8, 16\] px: set --data.shuffle_patch_size"):
+        _fitted(dm, dino)
+    _fitted(SSLDataModule(**DATA, shuffle="pixel"), dino)  # any size for the global shuffle
