@@ -17,9 +17,10 @@ computes:
 - layer-wise weighted kNN top-1 (``ssl_biases.probes.layerwise``) and the best block;
 - weighted kNN top-1/top-5, the offline linear probe and the all-classes few-shot probe
   (``FewShotProbe`` protocol) on the final embedding;
-- patch- and pixel-shuffle sensitivity (MLP-Mixer, arXiv 2105.01601, Sec. 3.4): kNN top-1
-  when bank *and* queries are shuffled by one fixed permutation (patches of the backbone's
-  patch size; pixels over the whole image), as the paper trains and tests on shuffled data;
+- layout reliance (``ssl_biases.analysis.shuffle.layout_reliance``): kNN top-1 of the frozen
+  backbone when bank *and* queries are shuffled by one fixed permutation (patch order at the
+  backbone's patch size, pixels inside patches, pixels over the whole image; the permutations
+  of MLP-Mixer, arXiv 2105.01601, which trains on shuffled images instead: ``--data.shuffle``);
   ``relative`` = shuffled / unshuffled top-1, ``drop`` = unshuffled - shuffled.
 
 It writes ``DIR/report.json`` (keys ``block<i>`` and ``head<j>``, blocks from 0) and PNG
@@ -54,7 +55,7 @@ from ssl_biases.analysis.attention import (
     offset_local_heads,
 )
 from ssl_biases.analysis.cka import MinibatchCKA
-from ssl_biases.analysis.shuffle import PatchShuffle, PixelShuffle
+from ssl_biases.analysis.shuffle import layout_reliance
 from ssl_biases.data.datamodule import SSLDataModule
 from ssl_biases.export import read_checkpoint
 from ssl_biases.probes.fewshot import FewShotProbe
@@ -220,20 +221,9 @@ def analyze_backbones(
             "layerwise_best_block": int(layerwise.argmax()),
         }
         patch_size = int(getattr(bb, "patch_size", 4))  # 4 px for backbones without patches
-        shuffles = {
-            "patch": PatchShuffle(patch_size, seed=shuffle_seed),
-            "pixel": PixelShuffle(seed=shuffle_seed),
-        }
-        entry["shuffle"] = {"patch_size": patch_size, "seed": shuffle_seed}
-        for kind, shuffle in shuffles.items():
-            top1 = knn.evaluate(
-                _embed(bb, bank_loader, shuffle), bank_y, _embed(bb, query_loader, shuffle), query_y
-            )["knn_top1"]
-            entry["shuffle"][kind] = {
-                "knn_top1": top1,
-                "relative": top1 / max(entry["knn_top1"], 1e-12),
-                "drop": entry["knn_top1"] - top1,
-            }
+        entry["shuffle"] = layout_reliance(
+            bb, bank_loader, query_loader, patch_size, shuffle_seed, knn, entry["knn_top1"]
+        )
         entry["cka"] = _keyed(self_cka[a].compute(), "block", "block")
         entry["attention"] = None
         if attn.get(a) is not None:
@@ -470,7 +460,7 @@ def run_analysis(
         f"{list(seeds)}, supports drawn from the bank, l2_reg 1024",
         "offline_linear": "L-BFGS logistic regression on standardised bank features",
         "layerwise": "class token (prefix tokens) or token mean / spatial mean per block",
-        "shuffle": "fixed permutation applied to bank and queries; kNN top-1",
+        "shuffle": "frozen backbone; one fixed permutation applied to bank and queries; kNN top-1",
         "cka": "minibatch linear CKA, unbiased HSIC, flattened block outputs of the queries",
     }
     report["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -1,118 +1,96 @@
-"""Fixed patch and pixel permutations of MLP-Mixer's invariance study (arXiv 2105.01601).
+"""Layout reliance: how much a *frozen* representation needs the spatial layout of its input.
 
-Tolstikhin et al. (Sec. 3.4) train and evaluate models on images whose patches (and the
-pixels inside each patch), or whose pixels over the whole image, are shuffled by one fixed
-permutation shared by all images. A model without position-dependent parameters in its
-token mixer (MLP-Mixer's token MLP, a ViT without position embeddings) is unaffected by
-the patch permutation, while networks with locality biases (ConvNets) suffer.
+The network was trained on ordinary images; here its probe bank and queries are both
+rearranged by one fixed permutation (:mod:`ssl_biases.data.shuffle`) and the weighted kNN
+top-1 on the frozen embeddings is compared with the unshuffled one. A large drop says the
+learned features depend on where things are (patch order, pixel order inside patches, or the
+whole layout); no drop says they do not, e.g. under ``patch`` for a backbone without position
+embeddings and with mean pooling, whose embedding is exactly invariant.
 
-Both transforms draw their permutation from ``torch.randperm`` with a generator seeded by
-``seed`` (on CPU), once per image size, so the same seed gives the same permutation in
-every process and run. They act on ``[B, C, H, W]`` batches and on single ``[C, H, W]``
-images (so they also work as a per-image dataset transform).
+This is **not** the MLP-Mixer protocol (arXiv 2105.01601, Sec. 3.4): the paper trains *and*
+tests each model on shuffled images, measuring what a model can learn from shuffled data. That
+is ``--data.shuffle`` (``SSLDataModule(shuffle=...)``) at pretraining time. The two answer
+different questions: an unshuffled-trained network can lose accuracy under a permutation it
+would be fully able to learn.
+
+``PatchShuffle`` and ``PixelShuffle`` live in :mod:`ssl_biases.data.shuffle`; they are
+re-exported here under their old names.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ssl_biases.data.shuffle import PatchShuffle, PixelShuffle, fixed_input_shuffle
+from ssl_biases.probes.knn import KNNProbe
+
+__all__ = ["LAYOUT_SHUFFLES", "PatchShuffle", "PixelShuffle", "layout_reliance", "layout_shuffles"]
+
+# the permutations `layout_reliance` applies, in report order
+LAYOUT_SHUFFLES = ("patch", "within_patch", "pixel")
 
 
-def _fixed_permutation(size: int, seed: int) -> Tensor:
-    """Deterministic permutation of ``range(size)`` for ``seed``: ``[size]`` int64 on CPU."""
-    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))
+def layout_shuffles(patch_size: int, seed: int = 0) -> dict[str, nn.Module]:
+    """``{kind: fixed permutation}`` for :data:`LAYOUT_SHUFFLES` (patch order, pixels inside
+    each ``patch_size`` patch, pixels over the whole image), all drawn from ``seed``."""
+    return {kind: fixed_input_shuffle(kind, patch_size, seed) for kind in LAYOUT_SHUFFLES}
 
 
-def _as_batch(x: Tensor) -> Tensor:
-    if x.ndim not in (3, 4):
-        raise ValueError(
-            f"expected an image [C, H, W] or a batch [B, C, H, W], got {tuple(x.shape)}"
-        )
-    return x if x.ndim == 4 else x[None]  # [B, C, H, W]
+@torch.no_grad()
+def _embed(backbone: nn.Module, loader: DataLoader, shuffle: nn.Module | None) -> Tensor:
+    """Embeddings ``[N, D]`` of a loader's images, shuffled first when ``shuffle`` is set."""
+    out = [backbone(images if shuffle is None else shuffle(images)) for images, _ in loader]
+    return torch.cat(out).float()
 
 
-class PatchShuffle(nn.Module):
-    """Shuffle the grid of ``patch_size x patch_size`` patches by one fixed permutation.
-
-    Every image of a given size gets the same permutation of patch positions; the pixels
-    inside each patch stay as they were unless ``shuffle_within_patch`` is set, which also
-    applies one fixed permutation of the ``p * p`` pixel positions to every patch (Mixer's
-    "patch + pixel shuffling", arXiv 2105.01601, Sec. 3.4).
-
-    Args:
-        patch_size: side of a patch in pixels; must divide the image height and width.
-        seed: seed of the permutation(s).
-        shuffle_within_patch: also permute pixel positions inside patches.
-    """
-
-    def __init__(self, patch_size: int, seed: int = 0, shuffle_within_patch: bool = False) -> None:
-        super().__init__()
-        if patch_size < 1:
-            raise ValueError(f"patch_size must be positive, got {patch_size}")
-        self.patch_size = patch_size
-        self.seed = seed
-        self.shuffle_within_patch = shuffle_within_patch
-
-    def permutation(self, height: int, width: int) -> Tensor:
-        """Source patch index for each output patch, row-major: ``[(H/p) * (W/p)]``."""
-        p = self.patch_size
-        if height % p or width % p:
-            raise ValueError(
-                f"image size {height}x{width} is not divisible by patch_size={p}; "
-                "resize or crop the images to a multiple of the patch size"
-            )
-        return _fixed_permutation((height // p) * (width // p), self.seed)
-
-    def pixel_permutation(self) -> Tensor:
-        """Source pixel index inside a patch for each output pixel: ``[p * p]``."""
-        return _fixed_permutation(self.patch_size**2, self.seed + 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Shuffle ``[B, C, H, W]`` or ``[C, H, W]``; returns the same shape."""
-        batch = _as_batch(x)  # [B, C, H, W]
-        b, c, h, w = batch.shape
-        p = self.patch_size
-        perm = self.permutation(h, w).to(x.device)  # [G]
-        gh, gw = h // p, w // p
-        patches = batch.reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5)  # [B,gh,gw,C,p,p]
-        patches = patches.reshape(b, gh * gw, c, p * p)[:, perm]  # [B, G, C, p*p]
-        if self.shuffle_within_patch:
-            patches = patches[..., self.pixel_permutation().to(x.device)]  # [B, G, C, p*p]
-        patches = patches.reshape(b, gh, gw, c, p, p).permute(0, 3, 1, 4, 2, 5)  # [B,C,gh,p,gw,p]
-        return patches.reshape(x.shape)
-
-    def extra_repr(self) -> str:
-        return (
-            f"patch_size={self.patch_size}, seed={self.seed}, "
-            f"shuffle_within_patch={self.shuffle_within_patch}"
-        )
-
-
-class PixelShuffle(nn.Module):
-    """Shuffle pixel positions over the whole image by one fixed permutation.
-
-    Mixer's "global shuffling" (arXiv 2105.01601, Sec. 3.4): all channels of a pixel move
-    together, and every image of a given size gets the same permutation. Not to be confused
-    with ``torch.nn.PixelShuffle`` (sub-pixel upsampling).
+@torch.no_grad()
+def layout_reliance(
+    backbone: nn.Module,
+    bank_loader: DataLoader,
+    query_loader: DataLoader,
+    patch_size: int,
+    seed: int = 0,
+    knn: KNNProbe | None = None,
+    unshuffled_top1: float | None = None,
+) -> dict[str, Any]:
+    """kNN top-1 of a frozen backbone when bank and queries are shuffled by one permutation.
 
     Args:
-        seed: seed of the permutation.
+        backbone: the frozen backbone, in eval mode.
+        bank_loader: ``(images, labels)`` of the probe bank.
+        query_loader: ``(images, labels)`` of the queries.
+        patch_size: patch side of ``patch`` and ``within_patch`` (the backbone's).
+        seed: seed of the fixed permutations.
+        knn: the kNN probe (default :class:`~ssl_biases.probes.knn.KNNProbe`).
+        unshuffled_top1: the unshuffled kNN top-1, if already known (else computed).
+
+    Returns:
+        ``{"patch_size", "seed", kind: {"knn_top1", "relative", "drop"}}`` for each kind of
+        :data:`LAYOUT_SHUFFLES`; ``relative`` = shuffled / unshuffled top-1, ``drop`` =
+        unshuffled - shuffled.
     """
+    knn = knn if knn is not None else KNNProbe()
+    bank_y = torch.cat([y for _, y in bank_loader])
+    query_y = torch.cat([y for _, y in query_loader])
 
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        self.seed = seed
+    def top1(shuffle: nn.Module | None) -> float:
+        bank_x, query_x = (
+            _embed(backbone, bank_loader, shuffle),
+            _embed(backbone, query_loader, shuffle),
+        )
+        return float(knn.evaluate(bank_x, bank_y, query_x, query_y)[f"{knn.name}_top1"])
 
-    def permutation(self, height: int, width: int) -> Tensor:
-        """Source pixel index for each output pixel, row-major: ``[H * W]``."""
-        return _fixed_permutation(height * width, self.seed)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Shuffle ``[B, C, H, W]`` or ``[C, H, W]``; returns the same shape."""
-        batch = _as_batch(x)  # [B, C, H, W]
-        b, c, h, w = batch.shape
-        perm = self.permutation(h, w).to(x.device)  # [H*W]
-        return batch.reshape(b, c, h * w)[..., perm].reshape(x.shape)
-
-    def extra_repr(self) -> str:
-        return f"seed={self.seed}"
+    base = top1(None) if unshuffled_top1 is None else unshuffled_top1
+    result: dict[str, Any] = {"patch_size": patch_size, "seed": seed}
+    for kind, shuffle in layout_shuffles(patch_size, seed).items():
+        shuffled = top1(shuffle)
+        result[kind] = {
+            "knn_top1": shuffled,
+            "relative": shuffled / max(base, 1e-12),
+            "drop": base - shuffled,
+        }
+    return result

@@ -22,6 +22,13 @@ from ssl_biases.data.device_cache import CacheKeys, DeviceCache, KeyDataset, Raw
 from ssl_biases.data.device_views import DeviceViews
 from ssl_biases.data.sampler import ResumableSampler, SeededViews
 from ssl_biases.data.shapes import ShapesDataset
+from ssl_biases.data.shuffle import (
+    PatchShuffle,
+    ShuffledViews,
+    ShuffleKind,
+    fixed_input_shuffle,
+    shuffle_tensors,
+)
 from ssl_biases.data.transforms import Normalization, channel_statistics, probe_transform
 
 ViewTransform = Callable[[Any], Any]
@@ -129,6 +136,16 @@ class SSLDataModule(pl.LightningDataModule):
             queries, ``max_val_samples`` of them) or ``probe_train`` (the probe bank,
             ``max_probe_train_samples`` of the train split; ``null`` for all of it). Without a
             probe set: the ``train_root`` images (``max_val_samples`` of them), labels -1.
+        shuffle: Train *and* test on images rearranged by one fixed permutation (MLP-Mixer,
+            arXiv 2105.01601, Sec. 3.4): ``none``, ``patch`` (patch order),
+            ``within_patch`` (pixels inside each patch), ``patch_and_within_patch`` (both:
+            the paper's "patch + pixel shuffling") or ``pixel`` (pixels over the whole image:
+            its "global shuffling"). Applied to every pretraining view after augmentation (on
+            both ``augment`` paths), to the probe bank and queries and to ``predict``; see
+            :mod:`ssl_biases.data.shuffle`.
+        shuffle_patch_size: Patch side of the patch kinds of ``shuffle``: set it to the
+            backbone's ``patch_size`` (it is not linked; a mismatch is warned about at fit).
+        shuffle_seed: Seed of the fixed permutation (the same in every split, epoch and run).
     """
 
     def __init__(
@@ -154,6 +171,9 @@ class SSLDataModule(pl.LightningDataModule):
         train_root: str | None = None,
         probe_root: str | None = None,
         normalization: Literal["auto", "data", "imagenet"] = "auto",
+        shuffle: ShuffleKind = "none",
+        shuffle_patch_size: int = 4,
+        shuffle_seed: int = 0,
     ) -> None:
         super().__init__()
         if image_size < 8:
@@ -219,6 +239,14 @@ class SSLDataModule(pl.LightningDataModule):
         self._norm: Normalization | None = None
         self.train_views: ViewTransform | None = None
         self._datasets: dict[str, Dataset] = {}
+        self.input_shuffle = fixed_input_shuffle(shuffle, shuffle_patch_size, shuffle_seed)
+        if shuffle not in ("none", "pixel") and image_size % shuffle_patch_size:
+            raise ValueError(
+                f"--data.shuffle {shuffle} cuts {image_size} px images into "
+                f"{shuffle_patch_size} px patches, which does not divide them: set "
+                "--data.shuffle_patch_size to a divisor of --data.image_size (the backbone's "
+                "patch size)."
+            )
         self.save_hyperparameters()  # hparams.yaml; `norm` adds the values it resolves to
 
     @staticmethod
@@ -327,12 +355,33 @@ class SSLDataModule(pl.LightningDataModule):
                     "set `datamodule.device_views`."
                 )
             self.device_views = DeviceViews(recipe, self.norm, self.order_seed)
+        if stage == "fit" and isinstance(self.input_shuffle, PatchShuffle):
+            self._check_shuffle_patch_size(self.trainer.lightning_module if self.trainer else None)
         _ = self.norm  # resolved (and recorded) before Lightning logs the hyperparameters
         if stage in ("fit", "validate", "test") and not self.has_probe_set:
             rank_zero_warn(
                 "no labelled probe set (--data.probe_root): the probes are off and checkpoints "
                 "are last.ckpt (and --checkpoint.every_n_train_steps); set --data.probe_root "
                 "to a '<dir>/{train,test}/<class>/' tree to probe."
+            )
+
+    def _check_shuffle_patch_size(self, module: Any) -> None:
+        """Every view side must be a multiple of ``shuffle_patch_size``; warn if it is not the
+        backbone's patch size."""
+        p = self.input_shuffle.patch_size
+        recipe_of = getattr(module, "view_recipe", None)
+        recipe = recipe_of(self.image_size) if recipe_of is not None else None
+        sizes = sorted({spec.size for spec in recipe.views}) if recipe is not None else []
+        if any(size % p for size in sizes):
+            raise ValueError(
+                f"--data.shuffle cuts views into {p} px patches, but the method's views are "
+                f"{sizes} px: set --data.shuffle_patch_size to a divisor of all of them."
+            )
+        patch_size = getattr(getattr(module, "backbone", None), "patch_size", None)
+        if patch_size not in (None, p):
+            rank_zero_warn(
+                f"--data.shuffle_patch_size {p} differs from the backbone's patch_size "
+                f"{patch_size}: the fixed permutation does not move the network's own patches."
             )
 
     def train_dataset(self) -> Dataset:
@@ -354,7 +403,16 @@ class SSLDataModule(pl.LightningDataModule):
             return KeyDataset(len(dataset))
         if self.augment == "device":  # uint8 images; the views are made after the transfer
             return RawImages(dataset)
-        return SeededViews(dataset, self.train_views, self.order_seed)
+        views = self.train_views
+        if self.input_shuffle is not None and views is not None:  # each final view
+            views = ShuffledViews(views, self.input_shuffle)
+        return SeededViews(dataset, views, self.order_seed)
+
+    def _probe_transform(self) -> Callable[[Any], Any]:
+        """Unaugmented probe images, shuffled by ``shuffle`` like the training views."""
+        transform = probe_transform(self.image_size, self.norm)
+        shuffle = self.input_shuffle
+        return transform if shuffle is None else ShuffledViews(transform, shuffle)
 
     def probe_dataset(self, split: str) -> Dataset:
         """Unaugmented ``(tensor, label)`` images for probes: ``probe_train`` or ``test``."""
@@ -371,7 +429,7 @@ class SSLDataModule(pl.LightningDataModule):
             base = fixed_subset(base, self.max_probe_train_samples, self.seed + 1)
         else:
             base = fixed_subset(self.raw_dataset("test"), self.max_val_samples, self.seed + 2)
-        return TransformedDataset(base, probe_transform(self.image_size, self.norm))
+        return TransformedDataset(base, self._probe_transform())
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
         return DataLoader(
@@ -415,7 +473,10 @@ class SSLDataModule(pl.LightningDataModule):
         if isinstance(batch, RawBatch):
             if self.device_views is None:
                 raise ValueError("uint8 training batches need `device_views` (augment: device)")
-            return self.device_views(batch.images, batch.keys), batch.labels
+            views = self.device_views(batch.images, batch.keys)
+            if self.input_shuffle is not None:  # each final view, as on the workers path
+                views = shuffle_tensors(views, self.input_shuffle)
+            return views, batch.labels
         return batch
 
     # exact resume of the data order; skipped images
@@ -461,7 +522,7 @@ class SSLDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         if not self.has_probe_set:  # embed the pretraining images themselves (labels -1)
             raw = fixed_subset(self.raw_dataset("train"), self.max_val_samples, self.seed + 2)
-            dataset = TransformedDataset(raw, probe_transform(self.image_size, self.norm))
+            dataset = TransformedDataset(raw, self._probe_transform())
             return self._loader(dataset, self.probe_batch_size, train=False)
         dataset = self.probe_dataset(self.predict_split)
         return self._loader(dataset, self.probe_batch_size, train=False)
