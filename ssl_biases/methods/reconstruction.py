@@ -73,8 +73,8 @@ class MaskedReconstruction(SSLMethod):
 
         Returns:
             ``(predictions [B, M, p*p*C], features [B, num_features])``: the predicted
-            pixels of the masked patches in ``idx_mask`` order, and the pooled encoding the
-            online probe trains on.
+            pixels of the masked patches in ``idx_mask`` order, and the pooled encoding of
+            the masked input (the online probe uses :meth:`probe_features` instead).
         """
         raise NotImplementedError
 
@@ -112,9 +112,22 @@ class MaskedReconstruction(SSLMethod):
     def ssl_step(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
         images = views[0]  # [B, C, H, W]
         idx_keep, idx_mask = self.mask(images)  # [B, K], [B, M]
-        prediction, features = self.predict_masked(images, idx_keep, idx_mask)  # [B, M, P]
+        prediction, _ = self.predict_masked(images, idx_keep, idx_mask)  # [B, M, P]
         loss = F.mse_loss(prediction, self.targets(images, idx_mask))
-        return loss, features
+        return loss, self.probe_features(images)
+
+    @torch.no_grad()
+    def probe_features(self, images: Tensor) -> Tensor:
+        """Backbone embeddings ``[B, num_features]`` of the *unmasked* view, for the online
+        probe: one extra no-grad forward pass.
+
+        The probe is tested on unmasked images, so training it on the masked input's encoding
+        (what the step computes anyway) would give a train/test mismatch no other method has,
+        and ``val/linear_top1`` would not compare across methods. Measured cost on 2 CPU
+        threads (width 64, depth 4, 8x8 tokens, batch 64): +13 % of an MAE step, +29 % of a
+        masked-modelling step.
+        """
+        return self.backbone(images)  # [B, D]
 
     # ------------------------------------------------------------------------- validation
     val_mask_seed: int = 0

@@ -90,3 +90,18 @@ def test_val_masked_mse_is_logged_on_the_probe_queries_and_identical_across_vali
     # the two batches of 4 under their fixed masks, averaged over the 8 queries
     by_batch = [model.held_out_masked_mse(fixed_images(8)[4 * i : 4 * i + 4], i) for i in (0, 1)]
     assert values[0] == pytest.approx(torch.stack(by_batch).mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("make", [make_mae, MaskedModeling])
+def test_online_probe_trains_on_the_unmasked_views_features(
+    tiny_net, fixed_images, monkeypatch, make
+) -> None:
+    model = make(tiny_net()).train()
+    images = fixed_images(4)
+    seen = []
+    monkeypatch.setattr(model, "online_probe_loss", lambda f, y: seen.append(f) or f.sum() * 0)
+    model.training_step(([images], torch.zeros(4, dtype=torch.long)), 0)
+    with torch.no_grad():
+        expected = model.backbone(images)  # [4, 32], the unmasked view
+    torch.testing.assert_close(seen[0], expected)
+    assert not seen[0].requires_grad  # no extra graph through the backbone
