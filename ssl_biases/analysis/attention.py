@@ -30,6 +30,8 @@ Every statistic is additive over batches (a sum and a count per head): the funct
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -249,6 +251,8 @@ def offset_local_heads(
     max_distance: float = 0.3,
     min_offset: float = 0.05,
     min_directionality: float = 0.5,
+    *,
+    grid_size: tuple[int, int] | None = None,
 ) -> list[tuple[int, int]]:
     """Find offset local heads: low attention distance, clear fixed offset (arXiv 2212.03862).
 
@@ -259,8 +263,10 @@ def offset_local_heads(
        grid has mean distance 0.59 on an 8x8 grid, 0.56 on 14x14, tending to 0.52 (the mean
        distance of two random points of the unit square) on fine grids, so 0.3 is about half
        of "global", while a head fixed on a neighbour one or two patches away (1/7 or
-       2/7 = 0.29 on an 8x8 grid) passes. Grids smaller than 5x5 (patch step > 0.25) cannot
-       resolve locality this way.
+       2/7 = 0.29 on an 8x8 grid) passes. On a grid whose patch step ``1 / (K - 1)`` exceeds
+       ``max_distance`` (K <= 4 at 0.3; the minimum is 5x5, step 0.25) even a head fixed
+       on its nearest neighbour fails, so the rule cannot find the heads it is meant for:
+       given ``grid_size``, that case warns (once per call site).
     2. ``offset >= min_offset`` (default 0.05). The attention centre moves by at least 5% of
        the image side: a fixed one-patch neighbour head on any grid up to 21x21 qualifies
        (offset ``1/(K-1)``: 1/7 = 0.143 on 8x8, 1/13 = 0.077 on 14x14); a local but centred
@@ -279,6 +285,8 @@ def offset_local_heads(
         max_distance: upper bound on the mean attention distance.
         min_offset: lower bound on the offset.
         min_directionality: lower bound on ``offset / distance``.
+        grid_size: ``(K_h, K_w)`` patch grid the statistics come from; only used to warn
+            when it is too coarse for ``max_distance``.
 
     Returns:
         ``(block, head)`` pairs in increasing order. NaN entries never qualify.
@@ -288,6 +296,17 @@ def offset_local_heads(
             "distance and offset must both be [blocks, heads], got "
             f"{tuple(distance.shape)} and {tuple(offset.shape)}"
         )
+    if grid_size is not None:
+        step = 1.0 / max(max(grid_size) - 1, 1)  # the finer axis' patch step, image sides
+        if step > max_distance:
+            minimum = math.ceil(1.0 / max_distance) + 1
+            warnings.warn(
+                f"offset_local_heads: on a {grid_size[0]}x{grid_size[1]} grid one patch step is "
+                f"{step:.2f} of the image, above max_distance={max_distance}, so a head fixed "
+                f"on its nearest neighbour cannot qualify; use a grid of at least "
+                f"{minimum}x{minimum} (smaller patches or larger images) for this rule",
+                stacklevel=2,
+            )
     distance = distance.double()  # [L, H]
     offset = offset.double()  # [L, H]
     directionality = offset / distance.clamp_min(1e-12)  # [L, H]

@@ -67,7 +67,7 @@ REPORT_FILE = "report.json"
 OFFSET_LOCAL_RULE = {
     name: param.default
     for name, param in inspect.signature(offset_local_heads).parameters.items()
-    if param.default is not inspect.Parameter.empty
+    if param.default is not inspect.Parameter.empty and name != "grid_size"
 }  # the documented thresholds of `offset_local_heads`, recorded in the report
 FIGURES = (
     "attention_distance.png",
@@ -231,7 +231,7 @@ def analyze_backbones(
             maps = torch.stack([m.compute() for _, m in attn[a]])  # [L, H, Ch, Cw]
             offset = attention_offset(maps)  # [L, H]
             center = attention_center(maps)  # [L, H, 2]
-            heads = offset_local_heads(distance, offset)
+            heads = offset_local_heads(distance, offset, grid_size=tuple(bb.grid_size))
             arrays[f"{a}/aligned_maps"] = maps
             entry["attention"] = {
                 "grid_size": list(bb.grid_size),

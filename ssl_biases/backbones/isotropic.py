@@ -39,8 +39,10 @@ class IsotropicNet(nn.Module):
     Every block has the same width and token count. ``last_dim`` (Bordes et al., arXiv
     2304.05369) changes the width of the *last block's output only*: that block's channel
     MLP maps ``width -> mlp_ratio * width -> last_dim`` and its residual branch goes through a
-    linear projection ``width -> last_dim`` (identity when ``last_dim == width``); the final
-    LayerNorm and pooling then work at ``last_dim``, and ``num_features == last_dim``.
+    linear projection ``width -> last_dim`` (identity when ``last_dim == width``; otherwise a
+    scaled semi-orthogonal start that keeps the skip path's per-channel scale, see
+    :meth:`.IsotropicBlock.init_residual_proj`); the final LayerNorm and pooling then work
+    at ``last_dim``, and ``num_features == last_dim``.
 
     A class token exists only with ``pool='cls'``, which needs an attention mixer: the
     ``mlp``, ``conv`` and ``pool`` mixers have no way to move information from the patches
@@ -139,6 +141,7 @@ class IsotropicNet(nn.Module):
         self.norm = nn.LayerNorm(self.num_features)
         self.pool = create_pool(pool, self.num_features, num_heads, mlp_ratio)
         self.apply(self._init_weights)
+        self.blocks[-1].init_residual_proj()  # after the generic init, which would shrink it
         if self.cls_token is not None:
             trunc_normal_(self.cls_token, std=0.02)
 

@@ -26,9 +26,9 @@ class MAE(MaskedReconstruction):
     ``token_mixer='attention'`` (presets ``vit_*``). Other mixers need the full grid; use the
     BERT-style :class:`~ssl_biases.methods.masked.MaskedModeling` (``configs/method/masked.yaml``).
 
-    The online probe trains on the pooled encoding of the *visible* patches (the encoder
-    output this step computes anyway): a full, unmasked forward pass would cost about as much
-    again as the encoder's training pass. The probes at validation see unmasked images.
+    The online probe trains on the unmasked view's embedding (an extra no-grad forward,
+    :meth:`~ssl_biases.methods.reconstruction.MaskedReconstruction.probe_features`, about
+    +13 % of a step at CPU scale), as it is tested on unmasked images.
 
     Args:
         backbone: An IsotropicNet with an attention token mixer.

@@ -1,6 +1,7 @@
 """Tests for ssl_biases/analysis/attention.py: cases with known answers and naive loops."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -213,3 +214,15 @@ def test_bad_token_count_raises() -> None:
     attn = torch.full((1, 1, 17, 17), 1.0 / 17)
     with pytest.raises(ValueError, match="grid_size"):
         mean_attention_distance(attn, (4, 4), num_prefix_tokens=0)
+
+
+@pytest.mark.parametrize(("grid", "warns"), [((4, 4), True), ((8, 8), False), ((5, 5), False)])
+def test_offset_local_heads_warns_when_the_grid_is_too_coarse(grid, warns) -> None:
+    # 4x4: one patch step is 1/3 > 0.3, so a pure nearest-neighbour head cannot qualify
+    distance = offset = torch.full((1, 1), 1.0 / (grid[0] - 1))  # such a head, [1, 1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        heads = offset_local_heads(distance, offset, grid_size=grid)
+    messages = [str(w.message) for w in caught]
+    assert any("at least 5x5" in m for m in messages) == warns, messages
+    assert heads == ([] if warns else [(0, 0)])

@@ -105,6 +105,32 @@ def test_last_dim_equal_to_width_changes_nothing():
     assert sum(p.numel() for p in a.parameters()) == sum(p.numel() for p in b.parameters())
 
 
+def last_block_scales(last_dim: int) -> tuple[float, float]:
+    """(RMS(R x) / RMS(x), output std of the last block) at width 64 for one ``last_dim``."""
+    model = net(width=64, last_dim=last_dim)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        tokens, grid = model._prepare(model.embed_patches(x), None, model.grid_size)
+        tokens = model.blocks[0](tokens, grid)  # [B, N, 64], the last block's input
+        last = model.blocks[-1]
+        skip = last.residual_proj(tokens)  # [B, N, last_dim]
+        out = last(tokens, grid)  # [B, N, last_dim]
+    rms = lambda t: t.pow(2).mean().sqrt().item()  # noqa: E731
+    return rms(skip) / rms(tokens), out.std().item()
+
+
+def test_last_dim_keeps_the_skip_path_scale():
+    # trunc_normal(0.02) projections give a skip gain of sqrt(64) * 0.02 = 0.16 (sixfold
+    # shrink) and a last-block output std ~6x below last_dim=64's; the scaled orthogonal
+    # start keeps both within 15 % of the identity's.
+    gain_ref, std_ref = last_block_scales(64)
+    assert gain_ref == pytest.approx(1.0)
+    for last_dim in (16, 256):
+        gain, std = last_block_scales(last_dim)
+        assert gain == pytest.approx(1.0, rel=0.15), last_dim
+        assert std == pytest.approx(std_ref, rel=0.15), last_dim
+
+
 @pytest.mark.parametrize("pos_embed", ["none", "learned"])
 def test_forward_tokens_keep_equals_running_on_subset(pos_embed):
     model = net(pos_embed=pos_embed, pool="cls")

@@ -7,6 +7,7 @@ import torch
 
 from ssl_biases.backbones import ResNet
 from ssl_biases.methods import MaskedModeling
+from ssl_biases.methods.masked import embed_with_mask_token
 
 MIXERS = ["attention", "local_attention", "mlp", "conv", "pool"]
 
@@ -54,3 +55,44 @@ def test_loss_is_the_mse_on_masked_patches_only(tiny_net, fixed_images, monkeypa
 def test_a_backbone_without_patch_tokens_is_refused() -> None:
     with pytest.raises(ValueError, match="IsotropicNet"):
         MaskedModeling(ResNet(arch="resnet18", image_size=32, cifar_stem=True))
+
+
+def mask_token_outputs(backbone, images) -> torch.Tensor:
+    """Output tokens ``[B, 8, D]`` at 8 masked positions (every 2nd patch) of a 4x4 grid."""
+    torch.manual_seed(0)
+    mask = torch.zeros(images.shape[0], 16, dtype=torch.bool)  # [B, N]
+    mask[:, ::2] = True
+    token = torch.randn(1, 1, backbone.width)  # [1, 1, D]
+    with torch.no_grad():
+        tokens = embed_with_mask_token(backbone, images, mask, token)  # [B, N, D]
+        encoded = backbone.forward_tokens(tokens)[:, backbone.num_prefix_tokens :]  # [B, N, D]
+    return encoded[:, ::2]  # [B, 8, D]
+
+
+def spread_over_positions(outputs: torch.Tensor) -> float:
+    """Largest distance of a mask token's output from the mean over positions, relative."""
+    centred = outputs - outputs.mean(dim=1, keepdim=True)  # [B, 8, D]
+    return (centred.norm(dim=-1).max() / outputs.norm(dim=-1).mean()).item()
+
+
+@pytest.mark.parametrize("pool", ["gap", "cls"])
+def test_global_attention_without_pos_embed_is_refused(tiny_net, fixed_images, pool) -> None:
+    backbone = tiny_net(token_mixer="attention", pos_embed="none", pool=pool).eval()
+    # the known answer behind the refusal: every mask token's output is the same
+    assert spread_over_positions(mask_token_outputs(backbone, fixed_images(2))) < 1e-5
+    with pytest.raises(ValueError, match="pos_embed='learned'"):
+        MaskedModeling(backbone)
+
+
+@pytest.mark.parametrize(
+    ("mixer", "pos_embed"),
+    [("attention", "learned"), ("attention", "sincos2d")]
+    + [(mixer, "none") for mixer in ("local_attention", "mlp", "conv", "pool")],
+)
+def test_allowed_cells_give_mask_tokens_position_dependent_outputs(
+    tiny_net, fixed_images, mixer, pos_embed
+) -> None:
+    backbone = tiny_net(token_mixer=mixer, pos_embed=pos_embed, pool="gap").eval()
+    MaskedModeling(backbone)  # accepted
+    # at init the spreads are 5e-3 (local attention, mlp) to 0.5 (pool); the refused cell 1e-7
+    assert spread_over_positions(mask_token_outputs(backbone, fixed_images(2))) > 1e-3
