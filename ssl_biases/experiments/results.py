@@ -3,8 +3,8 @@
 A finished cell has ``done.json``; its metrics are the last logged value of every ``val/*``,
 ``test/*`` and ``train/loss`` column over the ``metrics.csv`` files of its ``version_<n>/``
 run directories (a resumed cell has several). Groups of cells that differ only in the
-``seed`` axis are summarised as mean ± sample standard deviation (``n`` seeds; ± is left out
-for one seed).
+``seed`` axis are summarised as mean ± the half-width of a 95 % Student-t confidence interval
+over their ``n`` seeds (:mod:`ssl_biases.experiments.confidence`; one seed: "n=1, no CI").
 
 The experiment's ``report`` section chooses the headline table and plot::
 
@@ -16,12 +16,21 @@ The experiment's ``report`` section chooses the headline table and plot::
       x: token_mixer         #   token mixers along x,
       hue: pos_embed         #   one bar per position embedding
       baseline: configs/experiment/bias_cifar10_small_random.yaml  # optional
+      contrasts:                                   # optional
+        - {axis: token_mixer, levels: [conv, attention]}
 
 With a ``baseline`` experiment (e.g. the same backbones untrained, ``command: validate``),
-every row also gets ``gain/<metric>``: its metric minus the baseline's seed mean for the cell
-with the same labels on the baseline's axes, in a pivot table and a plot of its own. The
-gain over a backbone's own random initialisation separates what a method learned from what
-the architecture gives before any training.
+every row also gets ``gain/<metric>``: its metric minus the baseline cell with the same labels
+on the baseline's axes *and the same seed* (the trained run starts from exactly that cell's
+weights), in a pivot table and a plot of its own. Where the baseline lacks the row's seed the
+gain subtracts the baseline's seed mean instead, and the tables mark it ``†``. The gain over a
+backbone's own random initialisation separates what a method learned from what the
+architecture gives before any training.
+
+A contrast ``{axis: A, levels: [a, b]}`` is the paired difference ``a - b`` of every metric
+and gain: the cell with label ``a`` minus the cell with label ``b`` and the same label on
+every other axis, seed included; one table line per value of the other (non-seed) axes, the
+mean difference ± its 95 % interval over the pairs, bold where the interval excludes 0.
 """
 
 from __future__ import annotations
@@ -35,13 +44,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ssl_biases.experiments.confidence import format_mean_ci, mean_ci
 from ssl_biases.experiments.grid import SEED_AXIS, Experiment, load_experiment
 
 METRIC_PREFIXES = ("val/", "test/")
 EXTRA_METRICS = ("train/loss",)
 
 
-REPORT_KEYS = ("metric", "metrics", "rows", "columns", "panel", "x", "hue", "baseline")
+REPORT_KEYS = (
+    "metric", "metrics", "rows", "columns", "panel", "x", "hue", "baseline", "contrasts"
+)  # fmt: skip
+
+UNPAIRED = "gain_unpaired"
+"""Row key: ``;``-joined metrics whose gain subtracts the baseline's seed mean (no same seed)."""
+
+UNPAIRED_MARK = "†"
+UNPAIRED_NOTE = (
+    f"{UNPAIRED_MARK}: the baseline lacks a seed of this cell, whose gain subtracts the "
+    "baseline's seed mean instead of the same seed's value."
+)
 
 
 def check_report(experiment: Experiment) -> None:
@@ -74,6 +95,7 @@ def check_report(experiment: Experiment) -> None:
                 f"{where}: metric {metric!r} is never collected; name a logged metric that "
                 f"starts with one of {list(METRIC_PREFIXES + EXTRA_METRICS)}, e.g. val/knn_top1"
             )
+    check_contrasts(experiment)
     if report.get("baseline"):
         try:
             baseline = load_experiment(report["baseline"])
@@ -83,6 +105,35 @@ def check_report(experiment: Experiment) -> None:
         varied = [a for a in baseline.axis_names if a != SEED_AXIS and a not in axes]
         if varied:
             raise ValueError(_baseline_axes_message(baseline.name, varied))
+
+
+def check_contrasts(experiment: Experiment) -> None:
+    """Raises ``ValueError`` unless each of ``report.contrasts`` names a non-seed axis and two
+    of its labels: ``{axis: token_mixer, levels: [conv, attention]}``."""
+    contrasts = experiment.report.get("contrasts") or []
+    where = f"experiment {experiment.name!r}: report.contrasts"
+    if not isinstance(contrasts, list):
+        raise ValueError(
+            f"{where} must be a list of {{axis: ..., levels: [a, b]}}, got {contrasts!r}"
+        )
+    labels = {name: [v.label for v in values] for name, values in experiment.axes}
+    for i, contrast in enumerate(contrasts):
+        if not isinstance(contrast, dict) or set(contrast) != {"axis", "levels"}:
+            raise ValueError(
+                f"{where}[{i}] must be {{axis: ..., levels: [a, b]}}, got {contrast!r}"
+            )
+        axis, levels = contrast["axis"], contrast["levels"]
+        if axis not in labels or axis == SEED_AXIS:
+            choices = [a for a in labels if a != SEED_AXIS]
+            raise ValueError(f"{where}[{i}].axis is {axis!r}; contrast one of the axes {choices}")
+        if not isinstance(levels, list) or len(levels) != 2 or levels[0] == levels[1]:
+            raise ValueError(f"{where}[{i}].levels must be two different labels, got {levels!r}")
+        unknown = [str(level) for level in levels if str(level) not in labels[axis]]
+        if unknown:
+            raise ValueError(
+                f"{where}[{i}]: {unknown} are no labels of axis {axis!r}; its labels are "
+                f"{labels[axis]}"
+            )
 
 
 def _baseline_axes_message(name: str, varied: list[str]) -> str:
@@ -125,10 +176,13 @@ def collect_results(experiment: Experiment) -> list[dict[str, Any]]:
 def add_baseline_gains(
     rows: list[dict[str, Any]], baseline: Experiment, metrics: Sequence[str]
 ) -> list[str]:
-    """Adds ``gain/<metric>`` to each row: metric minus the matching baseline cells' mean.
+    """Adds ``gain/<metric>`` to each row: metric minus the matching baseline cell's, by seed.
 
     Rows are matched to the baseline's finished cells on the baseline's non-seed axes, which
-    the rows must share. A row without a finished baseline match gets no gain. Where the
+    the rows must share, and on the seed: the floor of a seed-``s`` cell is the untrained
+    seed-``s`` cell, whose weights are the trained run's initial weights. Where the baseline
+    lacks the seed, the gain subtracts the baseline's seed mean and the row's ``gain_unpaired``
+    names the metric. A row without any finished baseline match gets no gain. Where the
     baseline's report lists ``metrics``, only those are compared (an untrained baseline's
     online-probe accuracy, say, is no floor).
 
@@ -146,10 +200,20 @@ def add_baseline_gains(
         floor = group_over_seeds(baseline_rows, baseline.axis_names, metric)
         if not floor:
             continue
+        same_seed = {
+            (tuple(str(r[k]) for k in keys), str(r.get(SEED_AXIS))): float(r[metric])
+            for r in baseline_rows
+            if metric in r
+        }
         for row in rows:
-            match = floor.get(tuple(str(row[k]) for k in keys))
-            if metric in row and match:
-                row[f"gain/{metric}"] = float(row[metric]) - sum(match) / len(match)
+            labels = tuple(str(row[k]) for k in keys)
+            if metric not in row or labels not in floor:
+                continue
+            paired = same_seed.get((labels, str(row.get(SEED_AXIS))))
+            if paired is None:
+                paired = sum(floor[labels]) / len(floor[labels])
+                row[UNPAIRED] = ";".join(filter(None, [row.get(UNPAIRED, ""), metric]))
+            row[f"gain/{metric}"] = float(row[metric]) - paired
         added.append(f"gain/{metric}")
     return added
 
@@ -192,16 +256,43 @@ def group_over_seeds(
     return dict(groups)
 
 
+def is_unpaired(row: dict[str, Any], metric: str) -> bool:
+    """Whether ``row``'s ``metric`` is a gain over the baseline's seed mean (see above)."""
+    return metric.startswith("gain/") and metric[5:] in str(row.get(UNPAIRED, "")).split(";")
+
+
+def format_cell(group: list[dict[str, Any]], metric: str) -> str:
+    """One table cell: ``metric`` over the rows of a group, mean ± 95 % CI in % (points).
+
+    A gain or a contrast is signed and bold where its interval excludes 0; a gain over the
+    baseline's seed mean is marked ``†``.
+    """
+    values = [float(r[metric]) for r in group if metric in r]
+    text = format_mean_ci(values, mark_nonzero=metric.startswith(("gain/", "contrast/")))
+    if any(is_unpaired(r, metric) for r in group if metric in r):
+        text += f" {UNPAIRED_MARK}"
+    return text
+
+
+def group_rows(rows: list[dict[str, Any]], keys: list[str]) -> dict[tuple[str, ...], list]:
+    """``{(label per key): [rows]}`` in first-seen (grid) order."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(str(row[k]) for k in keys)].append(row)
+    return dict(groups)
+
+
 def summary_table(rows: list[dict[str, Any]], axes: list[str], metrics: list[str]) -> str:
-    """Markdown table: one line per group of seeds, ``mean ± std`` (in %) per metric."""
+    """Markdown table: one line per group of seeds, ``mean ± 95 % CI`` (in %) per metric."""
     keys = [a for a in axes if a != SEED_AXIS]
-    grouped = {m: group_over_seeds(rows, axes, m) for m in metrics}
-    groups = list(dict.fromkeys(g for m in metrics for g in grouped[m]))  # grid order
     header = [*keys, "seeds", *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for group in groups:
-        seeds = max(len(grouped[m].get(group, [])) for m in metrics)
-        cells = [format_mean_std(grouped[m].get(group, [])) for m in metrics]
+    for group, members in group_rows(rows, keys).items():
+        members = [r for r in members if any(m in r for m in metrics)]
+        if not members:
+            continue
+        seeds = max(sum(m in r for r in members) for m in metrics)
+        cells = [format_cell(members, m) for m in metrics]
         lines.append("| " + " | ".join([*group, str(seeds), *cells]) + " |")
     return "\n".join(lines)
 
@@ -213,21 +304,57 @@ def pivot_table(
     row_axis: str,
     column_axes: list[str],
 ) -> str:
-    """Markdown pivot of ``metric`` (mean ± std over seeds, %): ``row_axis`` x ``column_axes``."""
+    """Markdown pivot of ``metric`` (mean ± 95 % CI over seeds, %), rows x column axes."""
     labels = {name: [v.label for v in values] for name, values in experiment.axes}
-    values: dict[tuple[str, tuple[str, ...]], list[float]] = defaultdict(list)
-    for row in rows:
-        if metric in row:
-            column = tuple(str(row[a]) for a in column_axes)
-            values[(str(row[row_axis]), column)].append(float(row[metric]))
+    groups = group_rows([r for r in rows if metric in r], [row_axis, *column_axes])
     columns = [()]
     for axis in column_axes:
         columns = [(*c, label) for c in columns for label in labels[axis]]
     header = [row_axis, *(" / ".join(c) for c in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label in labels[row_axis]:
-        cells = [format_mean_std(values.get((label, c), [])) for c in columns]
+        cells = [format_cell(groups.get((label, *c), []), metric) for c in columns]
         lines.append("| " + " | ".join([label, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def contrast_differences(
+    rows: list[dict[str, Any]], axes: list[str], contrast: dict[str, Any], metric: str
+) -> dict[tuple[str, ...], list[float]]:
+    """Paired differences ``a - b`` of ``metric`` for ``contrast = {axis, levels: [a, b]}``.
+
+    A pair is the two cells that carry ``a`` and ``b`` on the contrast's axis and the same
+    label on every other axis, seed included. Returns ``{(label per other non-seed axis):
+    [difference per seed]}``, in grid order; a cell without its partner is left out.
+    """
+    axis, (a, b) = contrast["axis"], [str(level) for level in contrast["levels"]]
+    others = [x for x in axes if x != axis]
+    cells: dict[tuple[tuple[str, ...], str], float] = {}
+    for row in rows:
+        if metric in row and str(row[axis]) in (a, b):
+            cells[(tuple(str(row[x]) for x in others), str(row[axis]))] = float(row[metric])
+    differences: dict[tuple[str, ...], list[float]] = defaultdict(list)
+    for (key, level), value in cells.items():
+        if level == a and (key, b) in cells:
+            group = tuple(label for x, label in zip(others, key) if x != SEED_AXIS)
+            differences[group].append(value - cells[(key, b)])
+    return dict(differences)
+
+
+def contrast_table(
+    rows: list[dict[str, Any]], axes: list[str], contrast: dict[str, Any], metrics: list[str]
+) -> str:
+    """Markdown table of a contrast: one line per value of the other non-seed axes, the mean
+    paired difference ± its 95 % CI (points) per metric, bold where the CI excludes 0."""
+    keys = [x for x in axes if x not in (contrast["axis"], SEED_AXIS)]
+    differences = {m: contrast_differences(rows, axes, contrast, m) for m in metrics}
+    groups = list(dict.fromkeys(g for m in metrics for g in differences[m]))
+    header = [*keys, "pairs", *metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group in groups:
+        pairs = max(len(differences[m].get(group, [])) for m in metrics)
+        cells = [format_mean_ci(differences[m].get(group, []), mark_nonzero=True) for m in metrics]
+        lines.append("| " + " | ".join([*group, str(pairs), *cells]) + " |")
     return "\n".join(lines)
 
 
@@ -240,7 +367,7 @@ def plot_metric(
     panel: str | None,
     path: Path,
 ) -> None:
-    """Grouped bars of ``metric`` (mean, std error bars over seeds): x axis, hue, panels."""
+    """Grouped bars of ``metric`` (mean, 95 % CI error bars over seeds): x axis, hue, panels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -265,9 +392,9 @@ def plot_metric(
                     and (panel is None or str(r[panel]) == panel_label)
                     and (hue is None or str(r[hue]) == hue_label)
                 ]
-                mean, std = mean_std(values) if values else (math.nan, 0.0)
+                mean, half = mean_ci(values) if values else (math.nan, None)
                 means.append(100 * mean)
-                stds.append(100 * std)
+                stds.append(100 * (half or 0.0))
             positions = [i + (h - (len(hues) - 1) / 2) * width for i in range(len(labels[x]))]
             errors = stds if any(s > 0 for s in stds) else None  # one seed: no bars
             ax.bar(positions, means, width, yerr=errors, label=hue_label, capsize=2)
@@ -307,7 +434,7 @@ def write_report(experiment: Experiment, rows: list[dict[str, Any]]) -> list[Pat
             pivot_table(rows, experiment, metric, report["rows"], columns),
             "",
         ]
-    text += ["## All metrics (%, mean ± std over seeds)", ""]
+    text += ["## All metrics (%, mean ± 95 % CI over seeds, Student t)", ""]
     text += [summary_table(rows, axes, metrics), ""]
     plotted = [metric]
     if rows and report.get("baseline"):
@@ -321,10 +448,26 @@ def write_report(experiment: Experiment, rows: list[dict[str, Any]]) -> list[Pat
             if gains:
                 gain = f"gain/{metric}" if f"gain/{metric}" in gains else gains[0]
                 plotted.append(gain)
-                text += [f"## Gain over {baseline.name} (points: metric minus its mean there)", ""]
+                text += [
+                    f"## Gain over {baseline.name} (points: metric minus the same seed's there; "
+                    "bold: the 95 % CI excludes 0)",
+                    "",
+                ]
                 if report.get("rows"):
                     text += [pivot_table(rows, experiment, gain, report["rows"], columns), ""]
                 text += [summary_table(rows, axes, gains), ""]
+                if any(is_unpaired(r, g) for r in rows for g in gains):
+                    text += [UNPAIRED_NOTE, ""]
+                metrics = [*metrics, *gains]
+    for contrast in (report.get("contrasts") or []) if rows else []:
+        a, b = contrast["levels"]
+        text += [
+            f"## Contrast {contrast['axis']}: {a} − {b} (points, paired by seed and every other "
+            "axis; mean ± 95 % CI, bold: excludes 0)",
+            "",
+            contrast_table(rows, axes, contrast, metrics),
+            "",
+        ]
     paths = [out / "results.csv", out / "results.md"]
     write_csv(rows, paths[0])
     paths[1].write_text("\n".join(text))

@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from ssl_biases.experiments.confidence import (
+    excludes_zero,
+    format_mean_ci,
+    mean_ci,
+    t_quantile_975,
+)
 from ssl_biases.experiments.grid import load_experiment
 from ssl_biases.experiments.results import (
     check_report,
     collect_results,
+    contrast_differences,
     final_metrics,
     format_mean_std,
     mean_std,
@@ -87,7 +94,8 @@ def test_report_averages_over_seeds_and_marks_missing_cells(tmp_path):
     assert float(table[0]["val/knn_top1"]) == 0.5
     text = paths[1].read_text()
     assert "5 of 8 cells finished" in text
-    assert "| attention | 55.0 ± 7.1 | 40.0 |" in text
+    # simclr/attention: 55 ± t(1) * sd / sqrt(2) = 12.706 * 7.07 / 1.414 = 63.5; byol one seed
+    assert "| attention | 55.0 ± 63.5 | 40.0 (n=1, no CI) |" in text
     assert "| mlp | 30.0 ± 0.0 | – |" in text
     assert paths[2].name == "val_knn_top1.png" and paths[2].stat().st_size > 1000
 
@@ -103,11 +111,11 @@ report: {{metrics: [val/knn_top1]}}
 """
 
 
-def test_report_gain_over_a_baseline_is_the_metric_minus_the_matching_baseline_mean(tmp_path):
+def test_report_gain_over_a_baseline_is_paired_by_seed_with_a_marked_fallback(tmp_path):
     floor_path = tmp_path / "floor.yaml"
     floor_path.write_text(FLOOR.format(out=tmp_path / "floor"))
     floor = load_experiment(floor_path)
-    finish_cells(floor, {None: {"attention": [0.2, 0.3], "mlp": [0.1]}})
+    finish_cells(floor, {None: {"attention": [0.2, 0.3], "mlp": [0.1]}})  # mlp: no seed 1
     path = tmp_path / "toy.yaml"
     report = f"x: token_mixer, baseline: {floor_path}, metrics: [val/knn_top1, train/loss]}}"
     path.write_text(EXPERIMENT.replace("x: token_mixer}", report))
@@ -117,14 +125,22 @@ def test_report_gain_over_a_baseline_is_the_metric_minus_the_matching_baseline_m
     paths = write_report(experiment, collect_results(experiment))
     with open(paths[0]) as handle:
         table = {r["cell_id"]: r for r in csv.DictReader(handle)}
-    # simclr/attention seed 1: 0.6 - mean(0.2, 0.3)
-    gain = float(table["method-simclr_token_mixer-attention_seed-1"]["gain/val/knn_top1"])
-    assert gain == pytest.approx(0.35)
+    gain = {k: float(r["gain/val/knn_top1"]) for k, r in table.items()}
+    # same seed: 0.5 - 0.2 and 0.6 - 0.3 (the floor's mean would give 0.25 and 0.35)
+    assert gain["method-simclr_token_mixer-attention_seed-0"] == pytest.approx(0.3)
+    assert gain["method-simclr_token_mixer-attention_seed-1"] == pytest.approx(0.3)
+    assert gain["method-byol_token_mixer-attention_seed-0"] == pytest.approx(0.2)
+    # the floor lacks mlp seed 1: that gain is over the floor's mean (0.1), and marked
+    assert gain["method-simclr_token_mixer-mlp_seed-1"] == pytest.approx(0.2)
+    assert table["method-simclr_token_mixer-mlp_seed-1"]["gain_unpaired"] == "val/knn_top1"
+    assert table["method-simclr_token_mixer-mlp_seed-0"]["gain_unpaired"] == ""
     assert "gain/train/loss" not in table["method-simclr_token_mixer-attention_seed-1"]
     text = paths[1].read_text()
     assert "## Gain over floor" in text
-    assert "| attention | 30.0 ± 7.1 | 15.0 |" in text  # simclr 0.55 - 0.25, byol 0.4 - 0.25
-    assert "| mlp | 20.0 ± 0.0 | – |" in text
+    # paired gains of 0.3 and 0.3: no spread, an interval [30, 30] that excludes 0: bold
+    assert "| attention | **+30.0 ± 0.0** | +20.0 (n=1, no CI) |" in text
+    assert "| mlp | **+20.0 ± 0.0** † | – |" in text
+    assert "†: the baseline lacks a seed of this cell" in text
     assert [p.name for p in paths[2:]] == ["val_knn_top1.png", "gain_val_knn_top1.png"]
 
 
@@ -156,6 +172,12 @@ def test_a_baseline_that_varies_an_axis_the_experiment_does_not_is_refused(tmp_p
         ("{x: token_mixer, hue: seeds}", "report.hue is 'seeds'"),
         ("{metric: knn_top1}", "metric 'knn_top1' is never collected"),
         ("{metrics: val/knn_top1}", "metrics must be a list"),
+        ("{contrasts: {axis: token_mixer}}", "contrasts must be a list"),
+        ("{contrasts: [{axis: token_mixer}]}", r"contrasts\[0\] must be \{axis"),
+        ("{contrasts: [{axis: mixer, levels: [mlp, attention]}]}", "axis is 'mixer'"),
+        ("{contrasts: [{axis: seed, levels: [0, 1]}]}", "axis is 'seed'"),
+        ("{contrasts: [{axis: token_mixer, levels: [mlp]}]}", "two different labels"),
+        ("{contrasts: [{axis: token_mixer, levels: [mlp, conv]}]}", r"\['conv'\] are no labels"),
     ],
 )
 def test_check_report_refuses_what_would_fail_after_the_cells_ran(tmp_path, report, message):
@@ -181,5 +203,51 @@ def test_a_missing_baseline_file_still_writes_the_tables(tmp_path):
     with pytest.warns(UserWarning, match="absent.yaml"):
         paths = write_report(experiment, collect_results(experiment))
     text = paths[1].read_text()
-    assert "| attention | 55.0 ± 7.1 | 40.0 |" in text and "No gains" in text
+    assert "| attention | 55.0 ± 63.5 | 40.0 (n=1, no CI) |" in text and "No gains" in text
     assert [p.name for p in paths[2:]] == ["val_knn_top1.png"]
+
+
+SEEDS3 = EXPERIMENT.replace("values: [0, 1]", "values: [0, 1, 2]").replace(
+    "x: token_mixer}", "x: token_mixer, contrasts: [{axis: token_mixer, levels: [mlp, attention]}]}"
+)
+
+
+def test_contrast_is_the_seed_paired_difference_with_its_ci_bold_where_it_excludes_zero(
+    tmp_path,
+):
+    path = tmp_path / "toy.yaml"
+    path.write_text(SEEDS3)
+    experiment = load_experiment(path, output_dir=tmp_path / "out")
+    knn = {
+        "simclr": {"attention": [0.5, 0.6, 0.55], "mlp": [0.3, 0.35, 0.3]},
+        "byol": {"attention": [0.4, 0.5, 0.45], "mlp": [0.45, 0.4]},  # seed 2 unfinished
+    }
+    finish_cells(experiment, knn)
+    rows = collect_results(experiment)
+    contrast = experiment.report["contrasts"][0]
+    differences = contrast_differences(rows, experiment.axis_names, contrast, "val/knn_top1")
+    assert differences[("simclr",)] == pytest.approx([-0.2, -0.25, -0.25])
+    assert differences[("byol",)] == pytest.approx([0.05, -0.1])  # byol seed 2 has no pair
+
+    text = write_report(experiment, rows)[1].read_text()
+    assert "## Contrast token_mixer: mlp − attention" in text
+    # simclr: mean -23.3, sd 2.887, half-width t(2) * sd / sqrt(3) = 4.303 * 2.887 / 1.732 = 7.2
+    assert "| simclr | 3 | **-23.3 ± 7.2** |" in text
+    # byol: mean -2.5, sd 10.607, half-width t(1) * sd / sqrt(2) = 12.706 * 7.5 = 95.3: not bold
+    assert "| byol | 2 | -2.5 ± 95.3 |" in text
+
+
+def test_confidence_interval_uses_student_t_with_n_minus_1_dof():
+    # t_{0.975} (NIST/SEMATECH e-Handbook 1.3.6.7.2): 12.706, 4.303, 3.182; 2.042 at 30 dof
+    assert [t_quantile_975(d) for d in (1, 2, 3, 30, 31)] == [12.706, 4.303, 3.182, 2.042, 1.96]
+    assert mean_ci([1.0, 3.0]) == pytest.approx((2.0, 12.706 * math.sqrt(2) / math.sqrt(2)))
+    assert mean_ci([1.0, 2.0, 3.0]) == pytest.approx((2.0, 4.303 * 1.0 / math.sqrt(3)))
+    assert mean_ci([1.0, 2.0, 3.0, 4.0]) == pytest.approx((2.5, 3.182 * math.sqrt(5 / 3) / 2))
+    assert mean_ci([0.4]) == (0.4, None)
+    assert format_mean_ci([0.4]) == "40.0 (n=1, no CI)"
+    assert format_mean_ci([0.01, 0.03, 0.02]) == "2.0 ± 2.5"
+    assert format_mean_ci([0.01, 0.03, 0.02], mark_nonzero=True) == "+2.0 ± 2.5"
+    assert format_mean_ci([0.01, 0.011, 0.012], mark_nonzero=True) == "**+1.1 ± 0.2**"
+    assert not excludes_zero([0.3]) and excludes_zero([-0.3, -0.31])
+    with pytest.raises(ValueError, match="at least 1 degree"):
+        t_quantile_975(0)

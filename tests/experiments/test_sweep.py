@@ -182,3 +182,29 @@ def test_a_typo_anywhere_in_the_file_fails_before_the_first_cell_starts(tmp_path
     with pytest.raises(ValueError, match=message):
         main([str(experiment), "--output-dir", str(out), *only])
     assert not out.exists()  # no cell started
+
+
+ISSUE_15_GRIDS = {  # file -> cells: the grids of issue 15's findings and their floors
+    "conv_vs_attention_cifar10": 24,
+    "conv_vs_attention_cifar10_random": 8,
+    "last_dim_cifar10": 16,
+    "last_dim_cifar10_random": 16,
+    "masked_depth_cifar10": 24,
+    "masked_depth_cifar10_random": 24,
+    "masked_mixers_gpu": 4,
+}
+
+
+@pytest.mark.parametrize(("name", "cells"), ISSUE_15_GRIDS.items())
+def test_issue_15_grids_pass_the_dry_run(name, cells, monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(ROOT)  # configs and baselines are named relative to the repository root
+    main([f"configs/experiment/{name}.yaml", "--dry-run", "--output-dir", str(tmp_path)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == cells and all(" fit " in x or " validate " in x for x in lines)
+    experiment = load_experiment(f"configs/experiment/{name}.yaml")
+    if experiment.report.get("baseline"):
+        floor = load_experiment(experiment.report["baseline"])
+        assert floor.command == "validate"
+        # every trained seed has its floor seed: gains are paired, none falls back to a mean
+        seeds = dict(experiment.axes)["seed"]
+        assert [v.label for v in dict(floor.axes)["seed"]] == [v.label for v in seeds]
