@@ -18,6 +18,8 @@ grid; the cells are the Cartesian product of the axes (the first axis varies slo
       - name: seed
         key: seed_everything
         values: [0, 1]
+    exclude:                            # optional: cells left out (every label must match)
+      - {method: simclr, token_mixer: mlp}
     report: {metric: val/knn_top1, rows: token_mixer, columns: [method], panel: method, hue: null}
     launcher: {cluster: slurm, gpus_per_node: 4, timeout_min: 240}
 
@@ -83,16 +85,19 @@ class Experiment:
     report: dict[str, Any] = field(default_factory=dict)
     launcher: dict[str, Any] = field(default_factory=dict)
     command: str = "fit"
+    exclude: list[dict[str, list[str]]] = field(default_factory=list)
 
     @property
     def axis_names(self) -> list[str]:
         return [name for name, _ in self.axes]
 
     def cells(self) -> list[Cell]:
-        """All cells of the grid, the first axis varying slowest."""
+        """All cells of the grid but the excluded ones, the first axis varying slowest."""
         cells = []
         for combo in itertools.product(*(values for _, values in self.axes)):
             values = {name: value.label for (name, _), value in zip(self.axes, combo)}
+            if any(all(values[a] in labels for a, labels in rule.items()) for rule in self.exclude):
+                continue
             axis_configs = [c for value in combo for c in value.configs]
             configs = list(self.configs)
             if AXES_PLACEHOLDER not in configs:
@@ -155,6 +160,36 @@ def _parse_axis(index: int, spec: Any) -> tuple[str, list[AxisValue]]:
     return str(name), values
 
 
+def _parse_exclude(
+    path: Path, spec: Any, axes: list[tuple[str, list[AxisValue]]]
+) -> list[dict[str, list[str]]]:
+    """``exclude``: a list of ``{axis: label or [labels]}``; a cell matching every entry of
+    one of them is left out (e.g. a combination a method refuses)."""
+    labels = {name: [value.label for value in values] for name, values in axes}
+    if not isinstance(spec, list):
+        raise ValueError(f"{path}: `exclude` must be a list of {{axis: label}} mappings")
+    rules = []
+    for i, rule in enumerate(spec):
+        if not isinstance(rule, dict) or not rule:
+            raise ValueError(f"{path}: exclude[{i}] must be a non-empty {{axis: label}} mapping")
+        parsed = {}
+        for axis, wanted in rule.items():
+            if axis not in labels:
+                raise ValueError(
+                    f"{path}: exclude[{i}] names unknown axis {axis!r}; axes: {list(labels)}"
+                )
+            wanted = [str(w) for w in (wanted if isinstance(wanted, list) else [wanted])]
+            unknown = [w for w in wanted if w not in labels[axis]]
+            if unknown:
+                raise ValueError(
+                    f"{path}: exclude[{i}] {axis}={unknown} is no label of the "
+                    f"axis; labels: {labels[axis]}"
+                )
+            parsed[str(axis)] = wanted
+        rules.append(parsed)
+    return rules
+
+
 def load_experiment(path: str | Path, output_dir: str | Path | None = None) -> Experiment:
     """Reads an experiment YAML.
 
@@ -172,6 +207,7 @@ def load_experiment(path: str | Path, output_dir: str | Path | None = None) -> E
         raise FileNotFoundError(f"experiment file {path} not found (see configs/experiment/)")
     spec = yaml.safe_load(path.read_text()) or {}
     known = {"name", "output_dir", "command", "configs", "args", "axes", "report", "launcher"}
+    known.add("exclude")
     unknown = set(spec) - known
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}")
@@ -193,6 +229,7 @@ def load_experiment(path: str | Path, output_dir: str | Path | None = None) -> E
         report=dict(spec.get("report") or {}),
         launcher=dict(spec.get("launcher") or {}),
         command=str(spec.get("command", "fit")),
+        exclude=_parse_exclude(path, spec.get("exclude") or [], axes),
     )
     if experiment.command not in ("fit", "validate", "test"):
         raise ValueError(

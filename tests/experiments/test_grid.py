@@ -1,5 +1,6 @@
 """Experiment files -> grid cells."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,32 @@ def test_cell_ids_and_cli_values_are_safe():
     ]  # fmt: skip
 
 
+def test_exclude_leaves_out_the_cells_matching_every_label(tmp_path):
+    path = tmp_path / "toy.yaml"
+    path.write_text(EXPERIMENT + "exclude:\n  - {method: byol, token_mixer: [mlp, conv]}\n")
+    cells = load_experiment(path).cells()
+    assert len(cells) == 12 - 2 * 2  # byol x {mlp, conv} x 2 seeds
+    assert not any(c.values["method"] == "byol" and c.values["token_mixer"] != "attention"
+                   for c in cells)  # fmt: skip
+    assert sum(c.values["method"] == "simclr" for c in cells) == 6
+
+
+@pytest.mark.parametrize(
+    ("exclude", "match"),
+    [
+        ("[{mixer: mlp}]", "unknown axis 'mixer'"),
+        ("[{token_mixer: pool}]", r"token_mixer=\['pool'\] is no label"),
+        ("{method: byol}", "must be a list"),
+        ("[{}]", "non-empty"),
+    ],
+)
+def test_exclude_with_a_typo_is_an_error(tmp_path, exclude, match):
+    path = tmp_path / "toy.yaml"
+    path.write_text(EXPERIMENT + f"exclude: {exclude}\n")
+    with pytest.raises(ValueError, match=match):
+        load_experiment(path)
+
+
 def test_invalid_experiments_raise_with_a_hint(tmp_path, toy):
     with pytest.raises(FileNotFoundError, match="configs/experiment"):
         load_experiment(tmp_path / "missing.yaml")
@@ -124,7 +151,11 @@ def test_shipped_study_configs_have_the_full_grid(name, monkeypatch):
         "conv",
     }
     assert {c.values["method"] for c in cells} == {"simclr", "byol", "dino", "masked"}
-    assert len({c.cell_id for c in cells}) == len(cells) >= 32
+    assert len({c.cell_id for c in cells}) == len(cells) >= 31
+    degenerate = {"method": "masked", "token_mixer": "attention", "pos_embed": "none"}
+    assert not any(
+        degenerate.items() <= c.values.items() for c in cells
+    )  # MaskedModeling refuses it
 
 
 def test_command_defaults_to_fit_and_accepts_validate_only_among_lightning_commands(tmp_path):
@@ -156,7 +187,8 @@ def test_random_init_floor_has_the_study_backbones_and_probe_data(name, floor_na
     assert floor.command == "validate"
     assert set(floor.axis_names) == set(study.axis_names) - {"method"}
     untrained = {tuple(v for k, v in c.values.items() if k != "seed") for c in floor.cells()}
-    assert len(untrained) * 4 * len(dict(study.axes)["seed"]) == len(study.cells())  # 4 methods
+    full_grid = math.prod(len(values) for _, values in study.axes)  # before `exclude`
+    assert len(untrained) * 4 * len(dict(study.axes)["seed"]) == full_grid  # 4 methods
     shared = {  # all but the pretraining subset, which a validate run never reads
         k: v
         for k, v in study.args.items()
