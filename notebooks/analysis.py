@@ -18,7 +18,7 @@
 #
 # Reads a `report.json` written by `ssl-biases analyze --ckpt RUN/checkpoints/last.ckpt
 # [--ckpt OTHER.ckpt] --config DATA.yaml --output DIR` and one checkpoint, both through the
-# package (`ssl_biases.analysis.report`).
+# package (`ssl_biases.analysis.report`, figures from `ssl_biases.analysis.figures`).
 # Set `SSL_BIASES_REPORT` (the report or its folder) and `SSL_BIASES_CKPT` (a checkpoint) in the
 # environment, or edit the two paths below. Definitions: `docs/analysis.md`.
 
@@ -31,16 +31,14 @@ from IPython.display import Image, display
 from matplotlib.figure import Figure
 
 from ssl_biases.analysis.attention import mean_attention_distance
-from ssl_biases.analysis.report import (
-    block_matrix,
+from ssl_biases.analysis.figures import (
     figure_attention_distance,
     figure_cka,
     figure_fewshot,
     figure_layerwise,
     figure_shuffle,
-    load_checkpoint_backbone,
-    load_report,
 )
+from ssl_biases.analysis.report import block_matrix, load_checkpoint_backbone, load_report
 from ssl_biases.analysis.tensorboard import attention_heatmaps
 from ssl_biases.data.datamodule import SSLDataModule
 

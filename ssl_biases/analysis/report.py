@@ -1,12 +1,9 @@
-"""``ssl-biases analyze``: every probe and analysis of one or two trained backbones, with plots.
+"""The report of ``ssl-biases analyze``: every probe and analysis of trained backbones.
 
-``ssl-biases analyze --ckpt RUN/checkpoints/last.ckpt [--ckpt OTHER.ckpt] --config
-configs/data/cifar10.yaml [--data.root PATH ...] --output DIR [--tensorboard RUN]`` loads each
-checkpoint's backbone (``ssl_biases.export.read_checkpoint``: the config stored in the
-checkpoint, else the run's ``config.yaml``), builds the data module from the data config
-(without ``--config``, from the first run's ``config.yaml``), and on its probe loaders (bank:
-a fixed subset of the train split; queries: the test split or its ``max_val_samples`` subset)
-computes:
+:func:`build_report` loads each checkpoint's backbone (``ssl_biases.export.read_checkpoint``:
+the config stored in the checkpoint, else the run's ``config.yaml``) and, on a data module's
+probe loaders (bank: a fixed subset of the train split; queries: the test split or its
+``max_val_samples`` subset), computes:
 
 - per block and head, on the queries (attention backbones only; Walmer et al., arXiv
   2212.03862): mean attention distance, aligned aggregated attention map, its offset, and the
@@ -23,27 +20,24 @@ computes:
   of MLP-Mixer, arXiv 2105.01601, which trains on shuffled images instead: ``--data.shuffle``);
   ``relative`` = shuffled / unshuffled top-1, ``drop`` = unshuffled - shuffled.
 
-It writes ``DIR/report.json`` (keys ``block<i>`` and ``head<j>``, blocks from 0) and PNG
-figures (``FIGURES``); with ``--tensorboard RUN`` the same figures also go to TensorBoard
-events in ``RUN`` (e.g. the run directory), at the checkpoint's global step.
+The report (``report.json``: keys ``block<i>`` and ``head<j>``, blocks from 0) is a JSON-ready
+dict; the aligned attention maps come beside it as arrays for the figures
+(:mod:`ssl_biases.analysis.figures`). The command that writes both is
+:mod:`ssl_biases.analysis.command`.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import importlib
 import inspect
 import itertools
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from jsonargparse import ActionConfigFile, ArgumentParser
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -69,15 +63,6 @@ OFFSET_LOCAL_RULE = {
     for name, param in inspect.signature(offset_local_heads).parameters.items()
     if param.default is not inspect.Parameter.empty and name != "grid_size"
 }  # the documented thresholds of `offset_local_heads`, recorded in the report
-FIGURES = (
-    "attention_distance.png",
-    "offset_heads_<label>.png",
-    "cka_<label>.png",
-    "cka_<label_a>_vs_<label_b>.png",
-    "layerwise_knn.png",
-    "fewshot.png",
-    "shuffle.png",
-)
 
 
 # ------------------------------------------------------------------------------ loading
@@ -260,173 +245,34 @@ def analyze_backbones(
     return report, arrays
 
 
-# ------------------------------------------------------------------------------ figures
-def _fig(width: float = 5.0, height: float = 3.6) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(width, height), layout="constrained")  # no pyplot: no global state
-    return fig, fig.subplots()
-
-
-def figure_attention_distance(report: dict[str, Any]) -> Figure | None:
-    """Mean attention distance of every head against its block, one colour per model."""
-    models = {a: m for a, m in report["models"].items() if m["attention"] is not None}
-    if not models:
-        return None
-    fig, ax = _fig()
-    top, depth = 0.8, 1
-    for n, (a, m) in enumerate(models.items()):
-        dist = block_matrix(m["attention"]["mean_distance"])  # [L, H]
-        blocks = torch.arange(dist.shape[0], dtype=torch.float64)[:, None].expand_as(dist)
-        shift = (n - (len(models) - 1) / 2) * 0.15
-        ax.scatter((blocks + shift).flatten(), dist.flatten(), s=18, label=a, alpha=0.8)
-        top, depth = max(top, 1.1 * float(dist.nan_to_num(0.0).max())), max(depth, dist.shape[0])
-    ax.set_xticks(range(depth))
-    ax.set_ylim(0.0, top)  # 0: attention on the query itself; ~0.52-0.59: uniform
-    ax.set(xlabel="block", ylabel="mean attention distance (image side)")
-    ax.set_title("Attention distance per block and head")
-    ax.legend()
-    return fig
-
-
-def figure_offset_heads(label: str, model: dict[str, Any], maps: Tensor) -> Figure | None:
-    """Aligned maps of the offset local heads (else of the 4 most offset heads)."""
-    if model["attention"] is None:
-        return None
-    found = [(h["block"], h["head"]) for h in model["attention"]["offset_local_heads"]]
-    title = f"{label}: offset local heads"
-    if not found:
-        offset = block_matrix(model["attention"]["offset"]).nan_to_num(-1.0)  # [L, H]
-        top = offset.flatten().argsort(descending=True)[:4].tolist()
-        found = [divmod(i, offset.shape[1]) for i in top]
-        title = f"{label}: no offset local head; the 4 largest offsets"
-    found = found[:12]
-    cols = min(4, len(found))
-    rows = (len(found) + cols - 1) // cols
-    fig = Figure(figsize=(2.2 * cols, 2.3 * rows + 0.4), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flatten():
-        ax.axis("off")
-    for ax, (i, j) in zip(axes.flatten(), found):
-        ax.imshow(maps[i, j].numpy(), cmap="viridis")
-        offset = model["attention"]["offset"][f"block{i}"][f"head{j}"]
-        ax.set_title(f"block {i} head {j}\noffset {offset:.2f}", fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    return fig
-
-
-def figure_cka(matrix: Tensor, title: str, xlabel: str, ylabel: str) -> Figure:
-    """Heatmap of a CKA matrix ``[L_a, L_b]`` (rows: model A's blocks)."""
-    fig, ax = _fig(4.6, 4.0)
-    image = ax.imshow(matrix.numpy(), vmin=0.0, vmax=1.0, cmap="magma", origin="lower")
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    fig.colorbar(image, ax=ax, label="linear CKA")
-    return fig
-
-
-def figure_layerwise(report: dict[str, Any]) -> Figure:
-    """Layer-wise kNN top-1 against block, one curve per model, best block marked."""
-    fig, ax = _fig()
-    for a, m in report["models"].items():
-        curve = list(m["layerwise_knn_top1"].values())
-        (line,) = ax.plot(range(len(curve)), curve, marker="o", label=a)
-        best = m["layerwise_best_block"]
-        ax.scatter([best], [curve[best]], s=120, facecolors="none", edgecolors=line.get_color())
-    depth = max(len(m["layerwise_knn_top1"]) for m in report["models"].values())
-    ax.set_xticks(range(depth))
-    ax.set(xlabel="block", ylabel="kNN top-1 (k=20, T=0.07)", title="Layer-wise kNN")
-    ax.legend()
-    return fig
-
-
-def figure_fewshot(report: dict[str, Any]) -> Figure:
-    """Few-shot top-1 against shots (mean and std over seeds), one curve per model."""
-    fig, ax = _fig()
-    for a, m in report["models"].items():
-        shots = sorted(int(k[8:-4]) for k in m["fewshot"] if k.endswith("shot"))
-        means = [m["fewshot"][f"fewshot_{k}shot"] for k in shots]
-        stds = [m["fewshot"][f"fewshot_{k}shot_std"] for k in shots]
-        ax.errorbar(shots, means, yerr=stds, marker="o", capsize=3, label=a)
-    ax.set_xscale("log")
-    ax.set(xlabel="shots per class", ylabel="top-1", title="Few-shot least squares")
-    ax.legend()
-    return fig
-
-
-def figure_shuffle(report: dict[str, Any]) -> Figure:
-    """kNN top-1 unshuffled, patch-shuffled and pixel-shuffled, grouped by model."""
-    fig, ax = _fig()
-    models = list(report["models"].items())
-    width = 0.8 / len(models)
-    for n, (a, m) in enumerate(models):
-        shuffled = m["shuffle"]
-        values = [m["knn_top1"], shuffled["patch"]["knn_top1"], shuffled["pixel"]["knn_top1"]]
-        ax.bar([x + n * width for x in range(3)], values, width, label=a)
-    ax.set_xticks([x + 0.4 - width / 2 for x in range(3)], ["none", "patches", "pixels"])
-    ax.set(ylabel="kNN top-1", title="Shuffle sensitivity (bank and queries shuffled)")
-    ax.legend()
-    return fig
-
-
-def _slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
-
-
-def make_figures(report: dict[str, Any], arrays: dict[str, Tensor]) -> dict[str, Figure]:
-    """File name -> figure, for every figure the report supports."""
-    figures: dict[str, Figure | None] = {
-        "attention_distance.png": figure_attention_distance(report),
-        "layerwise_knn.png": figure_layerwise(report),
-        "fewshot.png": figure_fewshot(report),
-        "shuffle.png": figure_shuffle(report),
-    }
-    for a, m in report["models"].items():
-        if f"{a}/aligned_maps" in arrays:
-            figures[f"offset_heads_{_slug(a)}.png"] = figure_offset_heads(
-                a, m, arrays[f"{a}/aligned_maps"]
-            )
-        figures[f"cka_{_slug(a)}.png"] = figure_cka(
-            block_matrix(m["cka"]), f"CKA between blocks: {a}", "block", "block"
-        )
-    for pair, cka in report["cka_between"].items():
-        a, b = pair.split(" vs ")
-        figures[f"cka_{_slug(a)}_vs_{_slug(b)}.png"] = figure_cka(
-            block_matrix(cka), f"CKA: {pair}", f"{b} block", f"{a} block"
-        )
-    return {name: fig for name, fig in figures.items() if fig is not None}
-
-
-# ------------------------------------------------------------------------------ command
-def _data_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="ssl-biases analyze (data)", exit_on_error=False)
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_class_arguments(SSLDataModule, "data")
-    return parser
-
-
-def run_analysis(
+def build_report(
     ckpts: list[str],
-    data: dict[str, Any],
-    output: str | Path,
+    data: SSLDataModule,
     labels: list[str] | None = None,
-    tensorboard: str | Path | None = None,
     shots: tuple[int, ...] = (1, 5, 10, 25),
     seeds: tuple[int, ...] = (0, 1, 2),
-) -> dict[str, Any]:
-    """Analyse checkpoints on ``data``'s probe loaders; write the report and figures.
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The report of checkpoints on ``data``'s probe loaders (see the module docstring).
 
     Args:
         ckpts: checkpoints written by ``ssl-biases fit``.
-        data: ``SSLDataModule`` arguments (recorded in the report as ``data.init_args``).
-        output: folder for ``report.json`` and the PNG figures.
-        labels: one name per checkpoint (default: the method's class name, else the file stem).
-        tensorboard: folder for TensorBoard events of the figures (none when ``None``).
+        data: the data module; its init arguments (``hparams``) are recorded in the report as
+            ``data.init_args``, so pass one that has not been set up yet.
+        labels: one name per checkpoint (default: the method's class name, else the file
+            stem; made unique).
         shots: few-shot K values.
         seeds: few-shot seeds.
 
     Returns:
-        The report (also written to ``output/report.json``).
+        ``(report, arrays)`` as :func:`analyze_backbones` returns them, each model's entry
+        led by its ``checkpoint``, ``backbone`` config and ``global_step``, plus ``data``,
+        ``protocol`` and ``created``.
+
+    Raises:
+        ValueError: ``labels`` do not match ``ckpts``, or a checkpoint was trained on another
+            image size than ``data``'s.
     """
-    data_args = dict(data)
-    data = SSLDataModule(**data_args)
+    data_args = dict(data.hparams)
     if labels and len(labels) != len(ckpts):
         raise ValueError(f"give one --label per --ckpt, got {len(labels)} for {len(ckpts)}")
     backbones, meta = {}, {}
@@ -464,67 +310,11 @@ def run_analysis(
         "cka": "minibatch linear CKA, unbiased HSIC, flattened block outputs of the queries",
     }
     report["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
-    figures = make_figures(report, arrays)
-    writer = None
-    if tensorboard is not None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(tensorboard))
-    step = max(m["global_step"] for m in meta.values())
-    for name, fig in figures.items():
-        fig.savefig(output / name, dpi=110)
-        if writer is not None:
-            writer.add_figure(f"analysis/{name.removesuffix('.png')}", fig, step, close=False)
-    if writer is not None:
-        writer.close()
-    return report
+    return report, arrays
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``ssl-biases analyze --ckpt A.ckpt [--ckpt B.ckpt] --config DATA.yaml --output DIR``."""
-    parser = argparse.ArgumentParser(
-        prog="ssl-biases analyze",
-        description="Probes and analyses of trained backbones: report.json + PNG figures. "
-        "Data options (--config DATA.yaml, --data.KEY VALUE) are those of `ssl-biases fit`; "
-        "without --config the first run's config.yaml gives the data.",
-        allow_abbrev=False,
-    )
-    parser.add_argument("--ckpt", action="append", required=True, help="checkpoint (repeat)")
-    parser.add_argument("--output", required=True, help="folder for report.json and PNGs")
-    parser.add_argument("--label", action="append", help="name of each --ckpt in the report")
-    parser.add_argument("--tensorboard", help="also write the figures as TensorBoard events here")
-    parser.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 25])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    args, data_argv = parser.parse_known_args(argv)
-    if not any(a == "--config" or a.startswith("--config=") for a in data_argv):
-        run_config = Path(args.ckpt[0]).resolve().parent.parent / "config.yaml"
-        if not run_config.is_file():
-            raise FileNotFoundError(
-                f"no --config given and no {run_config}: pass the data config, e.g. "
-                "--config configs/data/cifar10.yaml --data.root PATH"
-            )
-        section = (yaml.safe_load(run_config.read_text()) or {}).get("data") or {}
-        data_argv = [f"--data={json.dumps(section)}", *data_argv]
-    data_parser = _data_parser()
-    config = data_parser.parse_args(data_argv)
-    report = run_analysis(
-        args.ckpt,
-        config.data.as_dict(),
-        args.output,
-        args.label,
-        args.tensorboard,
-        tuple(args.shots),
-        tuple(args.seeds),
-    )
-    for label, m in report["models"].items():
-        shuffle = m["shuffle"]
-        print(
-            f"{label}: knn_top1 {m['knn_top1']:.4f}  offline_linear "
-            f"{m['offline_linear_top1']:.4f}  best block {m['layerwise_best_block']}  "
-            f"patch-shuffle drop {shuffle['patch']['drop']:.4f}  "
-            f"pixel-shuffle drop {shuffle['pixel']['drop']:.4f}"
-        )
-    print(f"Report: {Path(args.output) / REPORT_FILE}")
+    """``ssl-biases analyze``: kept here for the CLI's dispatch; see ``analysis.command.main``."""
+    from ssl_biases.analysis.command import main as command_main  # the command sits above
+
+    command_main(argv)
