@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
-import argparse
+import json
+import sys
 from typing import Any
 
 import torch
+from jsonargparse import ActionConfigFile, ArgumentParser
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -80,20 +82,51 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Print the markdown table of the chosen presets (all by default)."""
-    parser = argparse.ArgumentParser(
+def backbones(names: list[str] | None = None, image_size: int | None = None) -> None:
+    """List backbone presets with params and FLOPs: prints a markdown table.
+
+    Args:
+        names: Presets to list (registry names or ``timm:<model>``; default: all registered).
+        image_size: Input size (default: each preset's own).
+    """
+    print(format_table(summarize(names if names is not None else list_backbones(), image_size)))
+
+
+def build_parser() -> ArgumentParser:
+    """``backbones``'s jsonargparse parser, with ``--config``."""
+    parser = ArgumentParser(
         prog="ssl-biases backbones", description="List backbone presets with params and FLOPs."
     )
-    parser.add_argument(
-        "--image-size", type=int, default=None, help="input size (default: each preset's own)"
-    )
-    parser.add_argument(
-        "--names", nargs="+", default=None, help="presets to list (default: all registered)"
-    )
-    args = parser.parse_args(argv)
-    names = args.names if args.names is not None else list_backbones()
-    print(format_table(summarize(names, args.image_size)))
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_function_arguments(backbones, as_group=False)
+    return parser
+
+
+def jsonargparse_args(argv: list[str]) -> list[str]:
+    """Today's spelling in jsonargparse's: ``--image-size N`` -> ``--image_size N``, and
+    ``--names a b`` (the values up to the next option) -> ``--names=["a", "b"]``."""
+    out, i = [], 0
+    while i < len(argv):
+        key, eq, value = argv[i].partition("=")
+        if key == "--image-size":
+            out += ["--image_size", *([value] if eq else [])]
+        elif key == "--names" and not eq:
+            names = []
+            while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                names.append(argv[i + 1])
+                i += 1
+            out.append(f"--names={json.dumps(names)}")
+        else:
+            out.append(argv[i])
+        i += 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``ssl-biases backbones [--image-size N] [--names A B ...]``: the table of presets."""
+    parser = build_parser()
+    config = parser.parse_args(jsonargparse_args(list(sys.argv[1:] if argv is None else argv)))
+    backbones(config.names, config.image_size)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ environment that each task's fit inherits.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -32,9 +31,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser
 
 from ssl_biases.experiments.grid import (
     Cell,
@@ -367,70 +367,105 @@ def run_submitit(
     return outcomes
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ssl-biases sweep",
-        description="Run the grid of an experiment YAML (resumable) and collect its results.",
-        epilog="Arguments after `--` are appended to every cell's fit command line.",
-    )
-    parser.add_argument(
-        "experiment", help="experiment YAML, e.g. configs/experiment/bias_cifar10_small.yaml"
-    )
-    parser.add_argument("--output-dir", help="override the experiment's output_dir")
-    parser.add_argument(
-        "--only",
-        action="append",
-        default=[],
-        metavar="AXIS=LABEL[,LABEL]",
-        help="run only matching cells (repeatable)",
-    )
-    parser.add_argument("--launcher", choices=["local", "submitit"], default="local")
-    parser.add_argument(
-        "--cluster",
-        choices=["slurm", "local", "debug"],
-        default=None,
-        help="submitit cluster (default: the experiment's launcher.cluster, else auto)",
-    )
-    parser.add_argument("--dry-run", action="store_true", help="print the cells' commands only")
-    parser.add_argument("--collect-only", action="store_true", help="only rebuild the results")
-    return parser
+def sweep(
+    grid: str,
+    output_dir: str | None = None,
+    only: list[str] | None = None,
+    launcher: Literal["local", "submitit"] = "local",
+    cluster: Literal["slurm", "local", "debug"] | None = None,
+    dry_run: bool = False,
+    collect_only: bool = False,
+    extra_args: list[str] | None = None,
+) -> None:
+    """Run the grid of an experiment YAML (resumable) and collect its results.
 
+    Args:
+        grid: Experiment YAML, e.g. configs/experiment/bias_cifar10_small.yaml.
+        output_dir: Override the experiment's output_dir.
+        only: Run only matching cells, each ``AXIS=LABEL[,LABEL]`` (all must match).
+        launcher: ``local`` (one cell after another here) or ``submitit`` (a job array).
+        cluster: The submitit cluster (default: the experiment's launcher.cluster, else auto).
+        dry_run: Print the cells' commands only.
+        collect_only: Only rebuild the results from the finished cells.
+        extra_args: Arguments appended to every cell's command line (on the command line:
+            everything after ``--``).
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``ssl-biases sweep``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra_args: list[str] = []
-    if "--" in argv:
-        split = argv.index("--")
-        argv, extra_args = argv[:split], argv[split + 1 :]
-    args = build_parser().parse_args(argv)
-    experiment = load_experiment(args.experiment, args.output_dir)
+    Raises:
+        SystemExit: with the failed cells' ids (exit status 1) once the results are
+            collected, when any cell failed.
+    """
+    extra_args = list(extra_args or [])
+    experiment = load_experiment(grid, output_dir)
     check_report(experiment)
-    cells = select_cells(experiment.cells(), args.only)
-    check_unchanged(experiment, extra_args, exact=not args.collect_only or bool(extra_args))
-    if not args.collect_only:
+    cells = select_cells(experiment.cells(), list(only or []))
+    check_unchanged(experiment, extra_args, exact=not collect_only or bool(extra_args))
+    if not collect_only:
         check_configs(cells)
         check_cell_arguments(cells, extra_args, experiment.command)
-        if args.dry_run:
+        if dry_run:
             for cell in cells:
                 run_dir = experiment.output_dir / cell.cell_id
                 command = fit_command(cell, run_dir, extra_args, subcommand=experiment.command)
                 print(cell.cell_id, " ".join(command))
             return
         print(f"{experiment.name}: {len(cells)} cells -> {experiment.output_dir}", flush=True)
-        if args.launcher == "local":
+        if launcher == "local":
             outcomes = run_local(experiment, cells, extra_args)
         else:
             parameters = dict(experiment.launcher)
-            cluster = args.cluster or parameters.pop("cluster", None)
+            cluster = cluster or parameters.pop("cluster", None)
             parameters.pop("cluster", None)
             outcomes = run_submitit(experiment, cells, extra_args, cluster, parameters)
     rows = collect_results(experiment)
     paths = write_report(experiment, rows)
     print(f"collected {len(rows)} finished cells: " + ", ".join(str(p) for p in paths), flush=True)
-    if not args.collect_only and any(o["status"] == "failed" for o in outcomes):
+    if not collect_only and any(o["status"] == "failed" for o in outcomes):
         failed = [o["cell_id"] for o in outcomes if o["status"] == "failed"]
         raise SystemExit(f"{len(failed)} cells failed: {failed}")
+
+
+def build_parser() -> ArgumentParser:
+    """``sweep``'s jsonargparse parser, with ``--config`` and the grid as a positional."""
+    parser = ArgumentParser(
+        prog="ssl-biases sweep",
+        description="Run the grid of an experiment YAML (resumable) and collect its results. "
+        "Arguments after `--` are appended to every cell's fit command line.",
+    )
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_function_arguments(sweep, as_group=False, as_positional=True)
+    return parser
+
+
+LEGACY_FLAGS = {
+    "--output-dir": "--output_dir",
+    "--only": "--only+",
+    "--dry-run": "--dry_run=true",
+    "--collect-only": "--collect_only=true",
+}  # today's spelling -> jsonargparse's (the flags' values, if any, follow unchanged)
+
+
+def jsonargparse_args(argv: list[str]) -> list[str]:
+    """Today's spelling of the command line in jsonargparse's, up to ``--``.
+
+    ``--output-dir X`` -> ``--output_dir X``, ``--only A=b`` (repeated) -> ``--only+ A=b``,
+    ``--dry-run`` -> ``--dry_run=true``; the arguments after ``--`` become ``--extra_args``.
+    """
+    extra: list[str] | None = None
+    if "--" in argv:
+        split = argv.index("--")
+        argv, extra = argv[:split], argv[split + 1 :]
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        out += [LEGACY_FLAGS[key], *([value] if eq else [])] if key in LEGACY_FLAGS else [arg]
+    return out if extra is None else [*out, f"--extra_args={json.dumps(extra)}"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``ssl-biases sweep``."""
+    parser = build_parser()
+    config = parser.parse_args(jsonargparse_args(list(sys.argv[1:] if argv is None else argv)))
+    sweep(**{k: v for k, v in vars(config).items() if k != "config"})
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
+
 from ssl_biases.backbones import create_backbone
-from ssl_biases.backbones.summary import count_flops, main, summarize
+from ssl_biases.backbones.summary import backbones, count_flops, jsonargparse_args, main, summarize
 
 
 def test_flops_of_a_one_block_attention_net_match_hand_count():
@@ -29,3 +32,27 @@ def test_main_prints_markdown_table(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("| name | class |")
     assert len(lines) == 4 and lines[2].startswith("| vit_tiny | IsotropicNet | 32 | 65 | 192 |")
+
+
+def test_backbones_runs_from_a_yaml_config_and_refuses_typos(tmp_path, capsys):
+    parser = ArgumentParser(exit_on_error=False)  # how a subcommand parser is built
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_function_arguments(backbones)
+    (tmp_path / "b.yaml").write_text("names: [mixer_tiny]\nimage_size: 16\n")
+    parsed = parser.parse_args(["--config", str(tmp_path / "b.yaml")])
+    backbones(parsed.names, parsed.image_size)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| mixer_tiny | IsotropicNet | 16 | 16 | 192 |")
+    (tmp_path / "typo.yaml").write_text("names: [mixer_tiny]\nimage_siz: 16\n")
+    with pytest.raises(ArgumentError, match="image_siz"):
+        parser.parse_args(["--config", str(tmp_path / "typo.yaml")])
+    main(["--config", str(tmp_path / "b.yaml"), "--image_size", "32"])  # the command line wins
+    row = capsys.readouterr().out.strip().splitlines()[2]
+    assert row.startswith("| mixer_tiny | IsotropicNet | 32 | 64 |")
+
+
+def test_todays_spelling_becomes_jsonargparse_spelling():
+    argv = ["--image-size", "32", "--names", "a", "timm:b", "--image-size=8"]
+    assert jsonargparse_args(argv) == [
+        "--image_size", "32", '--names=["a", "timm:b"]', "--image_size", "8",
+    ]  # fmt: skip
