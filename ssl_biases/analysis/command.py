@@ -149,14 +149,16 @@ def jsonargparse_args(argv: list[str]) -> list[str]:
 
     ``--ckpt A --ckpt B`` (and ``--label``) append: ``--ckpt+ A --ckpt+ B``; ``--shots 1 5``
     (and ``--seeds``) take the values up to the next option: ``--shots=[1,5]``. Everything
-    else (``--config``, ``--data.KEY VALUE``, jsonargparse's own spellings) passes unchanged.
+    else (``--config``, ``--data.KEY VALUE``, jsonargparse's own spellings such as
+    ``--shots [1,5]``) passes unchanged.
     """
     out, i = [], 0
     while i < len(argv):
         key, eq, value = argv[i].partition("=")
+        following = argv[i + 1] if i + 1 < len(argv) else ""  # a YAML list passes as is
         if key in ("--ckpt", "--label"):
             out += [f"{key}+", value] if eq else [f"{key}+"]
-        elif key in ("--shots", "--seeds") and not eq:
+        elif key in ("--shots", "--seeds") and not eq and not following.startswith("["):
             values = []
             while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 values.append(argv[i + 1])

@@ -108,9 +108,10 @@ def jsonargparse_args(argv: list[str]) -> list[str]:
     out, i = [], 0
     while i < len(argv):
         key, eq, value = argv[i].partition("=")
+        following = argv[i + 1] if i + 1 < len(argv) else ""  # a YAML list passes as is
         if key == "--image-size":
             out += ["--image_size", *([value] if eq else [])]
-        elif key == "--names" and not eq:
+        elif key == "--names" and not eq and not following.startswith("["):
             names = []
             while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 names.append(argv[i + 1])

@@ -106,10 +106,10 @@ def test_without_config_the_run_config_gives_data_and_data_options_override_it(
 
 def test_argparse_spelling_becomes_jsonargparse_spelling():
     argv = ["--ckpt", "a", "--ckpt=b", "--label", "x", "--shots", "1", "5", "--seeds", "0",
-            "--data.root", "r", "--shots=[2]"]  # fmt: skip
+            "--data.root", "r", "--shots=[2]", "--seeds", "[1,2]"]  # fmt: skip
     assert jsonargparse_args(argv) == [
         "--ckpt+", "a", "--ckpt+", "b", "--label+", "x", "--shots=[1,5]", "--seeds=[0]",
-        "--data.root", "r", "--shots=[2]",
+        "--data.root", "r", "--shots=[2]", "--seeds", "[1,2]",
     ]  # fmt: skip
 
 

@@ -52,7 +52,7 @@ def test_backbones_runs_from_a_yaml_config_and_refuses_typos(tmp_path, capsys):
 
 
 def test_todays_spelling_becomes_jsonargparse_spelling():
-    argv = ["--image-size", "32", "--names", "a", "timm:b", "--image-size=8"]
+    argv = ["--image-size", "32", "--names", "a", "timm:b", "--image-size=8", "--names", "[c]"]
     assert jsonargparse_args(argv) == [
-        "--image_size", "32", '--names=["a", "timm:b"]', "--image_size", "8",
+        "--image_size", "32", '--names=["a", "timm:b"]', "--image_size", "8", "--names", "[c]",
     ]  # fmt: skip
