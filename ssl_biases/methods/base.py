@@ -29,12 +29,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from ssl_biases.data.transforms import Normalization
 from ssl_biases.data.views import ViewRecipe, per_image_views
 from ssl_biases.methods.budget import TimeBudget, cosine_between, warmup_cosine
-from ssl_biases.methods.lens import (
-    Lens,
-    configure_lens_optimizers,
-    lens_eval_features,
-    lens_training_step,
-)
+from ssl_biases.methods.hook import NO_HOOK, TrainingHook
+from ssl_biases.methods.lens import Lens
 
 NO_WEIGHT_DECAY_NAMES = ("pos_embed", "token", "latent")
 
@@ -53,6 +49,10 @@ def split_weight_decay(named_params: Iterable[tuple[str, nn.Parameter]]) -> list
         {"params": decay, "name": "decay"},
         {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
     ]
+
+
+def _no_closure() -> None:
+    return None
 
 
 class SSLMethod(pl.LightningModule):
@@ -99,9 +99,9 @@ class SSLMethod(pl.LightningModule):
             )
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         self.backbone = backbone
-        # the lens trains against the SSL loss, in manual optimisation (lens.py)
+        # the lens trains against the SSL loss; it is the method's training hook (hook.py)
         self.lens = lens
-        self.automatic_optimization = lens is None
+        self.automatic_optimization = not self.hook.has_optimizer
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.online_probe = nn.Linear(backbone.num_features, num_classes)
@@ -221,19 +221,52 @@ class SSLMethod(pl.LightningModule):
             self._backbone_compiled = True
 
     # ------------------------------------------------------------------------- training
+    @property
+    def hook(self) -> TrainingHook:
+        """The :class:`~ssl_biases.methods.hook.TrainingHook` the steps call: the lens, if set."""
+        return self.lens if self.lens is not None else NO_HOOK
+
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)
 
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
-        if self.lens is not None:
-            return lens_training_step(self, batch)
+        """SSL loss (through the hook) + online probe loss; with a hook of its own optimizer
+        (manual optimisation) the step also steps the optimizers (:meth:`manual_step`)."""
         views, labels = batch
-        loss, features = self.ssl_step(views)
-        probe_loss = self.online_probe_loss(features, labels)
+        step = self.hook.ssl_losses(views, self.ssl_step)
+        probe_loss = self.online_probe_loss(step.features, labels)
+        total = step.ssl + probe_loss + step.extra
+        if not self.automatic_optimization:
+            self.manual_step(total)
         batch_size = labels.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/loss", step.ssl, prog_bar=True, batch_size=batch_size)
         self.log("train/online_probe_loss", probe_loss, batch_size=batch_size)
-        return loss + probe_loss
+        for name, value in step.metrics.items():
+            self.log(name, value, batch_size=batch_size)
+        return total if self.automatic_optimization else step.ssl.detach()
+
+    def manual_step(self, total: Tensor) -> None:
+        """One backward pass, then every optimizer's step and every scheduler's (manual
+        optimisation, when the hook has an optimizer of its own).
+
+        The first optimizer (backbone and heads) counts the global step and is followed by
+        the EMA update of the teachers, as :meth:`optimizer_step` does in automatic mode. The
+        others are stepped through the strategy (so mixed precision is handled) without
+        counting as a global step: ``trainer.global_step`` stays the number of batches.
+        """
+        main, *others = self.optimizers()
+        for optimizer in (main, *others):
+            optimizer.zero_grad()
+        self.manual_backward(total)
+        main.step()  # counts the global step
+        if self.momentum_pairs():
+            m = self.momentum(self.global_step - 1)
+            self.update_teachers(m)
+            self.log("train/momentum", m)
+        for optimizer in others:
+            self.trainer.strategy.optimizer_step(optimizer.optimizer, _no_closure, self)
+        for scheduler in self.lr_schedulers():
+            scheduler.step()
 
     def online_probe_loss(self, features: Tensor, labels: Tensor) -> Tensor:
         """Cross-entropy of the online probe on detached features (labels < 0 are ignored)."""
@@ -259,8 +292,12 @@ class SSLMethod(pl.LightningModule):
                 batch_size=labels.shape[0],
             )
         outputs = {"features": features, "labels": labels}
-        if self.lens is not None:  # also `features_lensed`, `features_concat`
-            outputs.update(lens_eval_features(self, images, features, batch_idx, dataloader_idx))
+        # a hook's own features, e.g. the lens's `features_lensed`, `features_concat`
+        outputs.update(
+            self.hook.eval_features(
+                self, self.backbone, images, features, batch_idx, dataloader_idx
+            )
+        )
         return outputs
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
@@ -339,10 +376,8 @@ class SSLMethod(pl.LightningModule):
             scheduler = CosineWarmupScheduler(
                 optimizer, warmup_epochs=warmup, max_epochs=int(total), end_value=0.0
             )
-        main = {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
-        if self.lens is not None:  # a second optimizer for the lens
-            return configure_lens_optimizers(self, main)
-        return main
+        main = {"scheduler": scheduler, "interval": "step"}
+        own = self.hook.configure_optimizer(scheduler)  # e.g. the lens's AdamW
+        if own is None:
+            return {"optimizer": optimizer, "lr_scheduler": main}
+        return [optimizer, own[0]], [main, own[1]]
