@@ -11,6 +11,7 @@ optimizer parameter groups, LR scaling, warm-up + cosine schedule, the momentum 
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -76,6 +77,10 @@ class SSLMethod(pl.LightningModule):
         compile: Compile the backbone with ``torch.compile`` (opt-in; in place, so
             parameter names and checkpoints do not change). Pays off on a GPU for long runs;
             the first steps are slow while it compiles (see docs/performance.md).
+
+    A subclass takes its own arguments first, then these keyword-only (``*``), and forwards
+    them with :meth:`arguments_of`; ``save_hyperparameters`` runs once, here, and collects the
+    whole constructor chain's arguments (all but the backbone, factories and lens).
     """
 
     def __init__(
@@ -107,6 +112,18 @@ class SSLMethod(pl.LightningModule):
         self.online_probe = nn.Linear(backbone.num_features, num_classes)
         self.val_linear_top1 = MulticlassAccuracy(num_classes=num_classes)
         self.test_linear_top1 = MulticlassAccuracy(num_classes=num_classes)
+
+    @classmethod
+    def arguments_of(cls, local_vars: dict[str, Any]) -> dict[str, Any]:
+        """The arguments of ``cls.__init__``, read from a subclass constructor's ``locals()``.
+
+        Every method restates the base's arguments keyword-only (after ``*``, with the same
+        types and defaults: jsonargparse then lists, documents and checks each) and forwards
+        them with ``super().__init__(**Parent.arguments_of(locals()))`` rather than spelling
+        each name twice. A test checks that every method's defaults match its parent's.
+        """
+        names = inspect.signature(cls.__init__).parameters
+        return {name: local_vars[name] for name in names if name != "self"}
 
     # ------------------------------------------------------------------ hooks for subclasses
     def ssl_step(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
