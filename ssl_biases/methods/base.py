@@ -102,6 +102,8 @@ class SSLMethod(pl.LightningModule):
                 f"{type(backbone).__name__} has no `num_features`: use a backbone from "
                 "ssl_biases.backbones (see `ssl-biases backbones`)."
             )
+        # once for every method: Lightning's `collect_init_args` walks the stack from this frame
+        # up through each subclass's __init__, so the whole chain's arguments are saved
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         self.backbone = backbone
         # the lens trains against the SSL loss; it is the method's training hook (hook.py)

@@ -61,7 +61,6 @@ class BYOL(SSLMethod):
         compile: bool = False,
     ) -> None:
         super().__init__(**SSLMethod.arguments_of(locals()))
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         if not 0.0 <= momentum_start <= 1.0:
             raise ValueError(f"momentum_start must be in [0, 1], got {momentum_start}")
         self.momentum_start = momentum_start

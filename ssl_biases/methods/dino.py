@@ -102,7 +102,6 @@ class DINO(SSLMethod):
         compile: bool = False,
     ) -> None:
         super().__init__(**SSLMethod.arguments_of(locals()))
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         if n_local_views < 0:
             raise ValueError(f"n_local_views must be >= 0, got {n_local_views}")
         if not 0.0 <= teacher_temp_warmup_fraction <= 1.0:

@@ -105,7 +105,6 @@ class IBOT(DINO):
         if not 0.0 < masked_fraction <= 1.0:
             raise ValueError(f"masked_fraction must be in (0, 1], got {masked_fraction}")
         super().__init__(**DINO.arguments_of(locals()))
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         hp = self.hparams
         self.num_prefix_tokens: int = backbone.num_prefix_tokens
         self.patch_size: int = backbone.patch_size

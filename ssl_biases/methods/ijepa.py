@@ -180,7 +180,6 @@ class IJEPA(SSLMethod):
             if not 0.0 < low <= high <= 1.0:
                 raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got {(low, high)}")
         super().__init__(**SSLMethod.arguments_of(locals()))
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         self.momentum_start = momentum_start
         self.patch_size: int = backbone.patch_size
         self.num_prefix_tokens: int = backbone.num_prefix_tokens

@@ -79,7 +79,6 @@ class MAE(MaskedReconstruction):
                 f"{decoder_num_heads}"
             )
         super().__init__(**MaskedReconstruction.arguments_of(locals()))
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         self.num_prefix_tokens: int = backbone.num_prefix_tokens
         self.decoder_embed = nn.Linear(backbone.num_features, decoder_dim)
         self.decoder = MaskedVisionTransformerDecoderTIMM(

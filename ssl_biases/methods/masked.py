@@ -79,7 +79,6 @@ class MaskedModeling(MaskedReconstruction):
                 "'local_attention', 'mlp', 'conv' or 'pool')."
             )
         super().__init__(**MaskedReconstruction.arguments_of(locals()))
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         self.num_prefix_tokens: int = backbone.num_prefix_tokens
         width = getattr(backbone, "width", backbone.num_features)  # token width after the stem
         self.mask_token = nn.Parameter(trunc_normal_(torch.zeros(1, 1, width), std=0.02))

@@ -94,7 +94,6 @@ class MoCoV3(SSLMethod):
         compile: bool = False,
     ) -> None:
         super().__init__(**SSLMethod.arguments_of(locals()))
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         if not 0.0 <= momentum_start <= 1.0:
             raise ValueError(f"momentum_start must be in [0, 1], got {momentum_start}")
         if temperature <= 0.0:

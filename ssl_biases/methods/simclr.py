@@ -52,7 +52,6 @@ class SimCLR(SSLMethod):
         compile: bool = False,
     ) -> None:
         super().__init__(**SSLMethod.arguments_of(locals()))
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         self.projection_head = SimCLRProjectionHead(
             input_dim=backbone.num_features,
             hidden_dim=projection_hidden_dim,

@@ -67,7 +67,6 @@ class VICReg(SSLMethod):
         compile: bool = False,
     ) -> None:
         super().__init__(**SSLMethod.arguments_of(locals()))
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         if projection_layers < 2:
             raise ValueError(f"projection_layers must be >= 2, got {projection_layers}")
         self.projection_head = VICRegProjectionHead(

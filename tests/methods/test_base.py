@@ -161,3 +161,21 @@ def test_a_method_hands_every_base_argument_to_the_base(tiny_net) -> None:
     assert (model.hparams.warmup_fraction, model.hparams.scale_lr) == (0.2, False)
     assert (model.hparams.reference_batch_size, model.hparams.online_probe_lr) == (64, 0.5)
     assert model.hparams.output_dim == 16  # DINO's argument, through iBOT
+
+
+@pytest.mark.parametrize("method", ALL_METHODS, ids=lambda cls: cls.__name__)
+def test_hparams_hold_the_whole_constructor_chain_but_the_modules_and_factories(
+    method, tiny_net
+) -> None:
+    assert "save_hyperparameters" not in inspect.getsource(method.__init__)  # the base's only
+    names = set()
+    for cls in method.__mro__[: method.__mro__.index(SSLMethod) + 1]:
+        names |= set(inspect.signature(cls.__init__).parameters)
+    model = method(tiny_net(), num_classes=2)
+    assert set(model.hparams) == names - {"self", "backbone", "optimizer", "scheduler", "lens"}
+
+
+def test_a_subclass_hyperparameter_is_saved_and_the_backbone_is_not(tiny_net) -> None:
+    model = SimCLR(tiny_net(), temperature=0.37, num_classes=2)
+    assert model.hparams.temperature == 0.37 and model.hparams.num_classes == 2
+    assert "backbone" not in model.hparams and "lens" not in model.hparams
