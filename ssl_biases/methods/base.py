@@ -32,6 +32,15 @@ from ssl_biases.data.views import ViewRecipe, per_image_views
 from ssl_biases.methods.budget import TimeBudget, cosine_between, warmup_cosine
 from ssl_biases.methods.hook import NO_HOOK, TrainingHook
 from ssl_biases.methods.lens import Lens
+from ssl_biases.methods.metric_names import (
+    LINEAR_TOP1,
+    TEST,
+    TRAIN_LOSS,
+    TRAIN_MOMENTUM,
+    TRAIN_ONLINE_PROBE_LOSS,
+    VAL,
+    staged,
+)
 
 NO_WEIGHT_DECAY_NAMES = ("pos_embed", "token", "latent")
 
@@ -230,7 +239,7 @@ class SSLMethod(pl.LightningModule):
         if self.momentum_pairs():
             m = self.momentum(self.global_step)  # Lightning counts this step after the hook
             self.update_teachers(m)
-            self.log("train/momentum", m)
+            self.log(TRAIN_MOMENTUM, m)
 
     # opt-in torch.compile of the backbone
     def configure_model(self) -> None:
@@ -258,8 +267,8 @@ class SSLMethod(pl.LightningModule):
         if not self.automatic_optimization:
             self.manual_step(total)
         batch_size = labels.shape[0]
-        self.log("train/loss", step.ssl, prog_bar=True, batch_size=batch_size)
-        self.log("train/online_probe_loss", probe_loss, batch_size=batch_size)
+        self.log(TRAIN_LOSS, step.ssl, prog_bar=True, batch_size=batch_size)
+        self.log(TRAIN_ONLINE_PROBE_LOSS, probe_loss, batch_size=batch_size)
         for name, value in step.metrics.items():
             self.log(name, value, batch_size=batch_size)
         return total if self.automatic_optimization else step.ssl.detach()
@@ -281,7 +290,7 @@ class SSLMethod(pl.LightningModule):
         if self.momentum_pairs():
             m = self.momentum(self.global_step - 1)
             self.update_teachers(m)
-            self.log("train/momentum", m)
+            self.log(TRAIN_MOMENTUM, m)
         for optimizer in others:
             self.trainer.strategy.optimizer_step(optimizer.optimizer, _no_closure, self)
         for scheduler in self.lr_schedulers():
@@ -301,13 +310,13 @@ class SSLMethod(pl.LightningModule):
         images, labels = batch
         features = self.backbone(images)  # [B, D]
         if dataloader_idx == 1:
-            metric = self.val_linear_top1 if stage == "val" else self.test_linear_top1
+            metric = self.val_linear_top1 if stage == VAL else self.test_linear_top1
             metric(self.online_probe(features), labels)
             self.log(
-                f"{stage}/linear_top1",
+                staged(stage, LINEAR_TOP1),
                 metric,
                 add_dataloader_idx=False,
-                prog_bar=stage == "val",
+                prog_bar=stage == VAL,
                 batch_size=labels.shape[0],
             )
         outputs = {"features": features, "labels": labels}
@@ -320,10 +329,10 @@ class SSLMethod(pl.LightningModule):
         return outputs
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        return self._eval_step(batch, dataloader_idx, "val", batch_idx)
+        return self._eval_step(batch, dataloader_idx, VAL, batch_idx)
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        return self._eval_step(batch, dataloader_idx, "test", batch_idx)
+        return self._eval_step(batch, dataloader_idx, TEST, batch_idx)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
         images, labels = batch

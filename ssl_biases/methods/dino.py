@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter
 from ssl_biases.methods.base import SSLMethod
 from ssl_biases.methods.lens import Lens
+from ssl_biases.methods.metric_names import TRAIN_TEACHER_TEMP
 
 
 class DINO(SSLMethod):
@@ -239,7 +240,7 @@ class DINO(SSLMethod):
             teacher_temp=temp,
         )
         if self._trainer is not None:
-            self.log("train/teacher_temp", temp)
+            self.log(TRAIN_TEACHER_TEMP, temp)
         return loss, features[:batch_size]
 
     def on_after_backward(self) -> None:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from ssl_biases.methods.dino import DINO
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.masked import embed_with_mask_token
+from ssl_biases.methods.metric_names import TRAIN_IMAGE_LOSS, TRAIN_PATCH_LOSS, TRAIN_TEACHER_TEMP
 from ssl_biases.methods.reconstruction import PATCH_API, patchify_count
 
 
@@ -193,9 +194,9 @@ class IBOT(DINO):
         )
         patch_loss = self.patch_criterion(teacher_patch, student_patch, mask, teacher_temp=temp)
         if self._trainer is not None:
-            self.log("train/teacher_temp", temp)
-            self.log("train/image_loss", image_loss, batch_size=batch_size)
-            self.log("train/patch_loss", patch_loss, batch_size=batch_size)
+            self.log(TRAIN_TEACHER_TEMP, temp)
+            self.log(TRAIN_IMAGE_LOSS, image_loss, batch_size=batch_size)
+            self.log(TRAIN_PATCH_LOSS, patch_loss, batch_size=batch_size)
         return image_loss + self.hparams.patch_loss_weight * patch_loss, features[:batch_size]
 
     def on_after_backward(self) -> None:

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from torchvision.utils import save_image
 
 from ssl_biases.methods.hook import SSLLosses, SSLStep, TrainingHook
+from ssl_biases.methods.metric_names import LR_LENS, TRAIN_LENS_LOSS, TRAIN_LENS_REC_LOSS
 
 
 class _ReverseGradient(torch.autograd.Function):
@@ -146,8 +147,8 @@ class Lens(nn.Module, TrainingHook):
         rec_loss = self.reconstruction_loss(views, lensed)
         loss, features = ssl_step([reverse_gradient(view) for view in lensed])
         metrics = {
-            "train/lens_rec_loss": rec_loss,
-            "train/lens_loss": self.lambda_rec * rec_loss - loss.detach(),
+            TRAIN_LENS_REC_LOSS: rec_loss,
+            TRAIN_LENS_LOSS: self.lambda_rec * rec_loss - loss.detach(),
         }
         return SSLLosses(loss, features, self.lambda_rec * rec_loss, metrics)
 
@@ -163,7 +164,7 @@ class Lens(nn.Module, TrainingHook):
         scheduler = CosineWarmupScheduler(
             optimizer, warmup_epochs=warmup, max_epochs=total, end_value=0.0
         )
-        return optimizer, {"scheduler": scheduler, "interval": "step", "name": "lr-lens"}
+        return optimizer, {"scheduler": scheduler, "interval": "step", "name": LR_LENS}
 
     def eval_features(
         self,

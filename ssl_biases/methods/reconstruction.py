@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from ssl_biases.data.views import ViewRecipe, ViewSpec
 from ssl_biases.methods.base import SSLMethod
 from ssl_biases.methods.lens import Lens
+from ssl_biases.methods.metric_names import VAL_MASKED_MSE
 
 PATCH_API = ("embed_patches", "forward_tokens", "pool_tokens", "patch_size", "num_prefix_tokens")
 
@@ -171,7 +172,7 @@ class MaskedReconstruction(SSLMethod):
         if dataloader_idx == 1:
             images = batch[0]  # [B, C, H, W]
             self.log(
-                "val/masked_mse",
+                VAL_MASKED_MSE,
                 self.held_out_masked_mse(images, batch_idx),
                 add_dataloader_idx=False,
                 batch_size=images.shape[0],
