@@ -11,6 +11,7 @@ optimizer parameter groups, LR scaling, warm-up + cosine schedule, the momentum 
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -29,11 +30,16 @@ from torchmetrics.classification import MulticlassAccuracy
 from ssl_biases.data.transforms import Normalization
 from ssl_biases.data.views import ViewRecipe, per_image_views
 from ssl_biases.methods.budget import TimeBudget, cosine_between, warmup_cosine
-from ssl_biases.methods.lens import (
-    Lens,
-    configure_lens_optimizers,
-    lens_eval_features,
-    lens_training_step,
+from ssl_biases.methods.hook import NO_HOOK, TrainingHook
+from ssl_biases.methods.lens import Lens
+from ssl_biases.methods.metric_names import (
+    LINEAR_TOP1,
+    TEST,
+    TRAIN_LOSS,
+    TRAIN_MOMENTUM,
+    TRAIN_ONLINE_PROBE_LOSS,
+    VAL,
+    staged,
 )
 
 NO_WEIGHT_DECAY_NAMES = ("pos_embed", "token", "latent")
@@ -53,6 +59,10 @@ def split_weight_decay(named_params: Iterable[tuple[str, nn.Parameter]]) -> list
         {"params": decay, "name": "decay"},
         {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
     ]
+
+
+def _no_closure() -> None:
+    return None
 
 
 class SSLMethod(pl.LightningModule):
@@ -76,6 +86,10 @@ class SSLMethod(pl.LightningModule):
         compile: Compile the backbone with ``torch.compile`` (opt-in; in place, so
             parameter names and checkpoints do not change). Pays off on a GPU for long runs;
             the first steps are slow while it compiles (see docs/performance.md).
+
+    A subclass takes its own arguments first, then these keyword-only (``*``), and forwards
+    them with :meth:`arguments_of`; ``save_hyperparameters`` runs once, here, and collects the
+    whole constructor chain's arguments (all but the backbone, factories and lens).
     """
 
     def __init__(
@@ -97,16 +111,30 @@ class SSLMethod(pl.LightningModule):
                 f"{type(backbone).__name__} has no `num_features`: use a backbone from "
                 "ssl_biases.backbones (see `ssl-biases backbones`)."
             )
+        # once for every method: Lightning's `collect_init_args` walks the stack from this frame
+        # up through each subclass's __init__, so the whole chain's arguments are saved
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
         self.backbone = backbone
-        # the lens trains against the SSL loss, in manual optimisation (lens.py)
+        # the lens trains against the SSL loss; it is the method's training hook (hook.py)
         self.lens = lens
-        self.automatic_optimization = lens is None
+        self.automatic_optimization = not self.hook.has_optimizer
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.online_probe = nn.Linear(backbone.num_features, num_classes)
         self.val_linear_top1 = MulticlassAccuracy(num_classes=num_classes)
         self.test_linear_top1 = MulticlassAccuracy(num_classes=num_classes)
+
+    @classmethod
+    def arguments_of(cls, local_vars: dict[str, Any]) -> dict[str, Any]:
+        """The arguments of ``cls.__init__``, read from a subclass constructor's ``locals()``.
+
+        Every method restates the base's arguments keyword-only (after ``*``, with the same
+        types and defaults: jsonargparse then lists, documents and checks each) and forwards
+        them with ``super().__init__(**Parent.arguments_of(locals()))`` rather than spelling
+        each name twice. A test checks that every method's defaults match its parent's.
+        """
+        names = inspect.signature(cls.__init__).parameters
+        return {name: local_vars[name] for name in names if name != "self"}
 
     # ------------------------------------------------------------------ hooks for subclasses
     def ssl_step(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -211,7 +239,7 @@ class SSLMethod(pl.LightningModule):
         if self.momentum_pairs():
             m = self.momentum(self.global_step)  # Lightning counts this step after the hook
             self.update_teachers(m)
-            self.log("train/momentum", m)
+            self.log(TRAIN_MOMENTUM, m)
 
     # opt-in torch.compile of the backbone
     def configure_model(self) -> None:
@@ -221,19 +249,52 @@ class SSLMethod(pl.LightningModule):
             self._backbone_compiled = True
 
     # ------------------------------------------------------------------------- training
+    @property
+    def hook(self) -> TrainingHook:
+        """The :class:`~ssl_biases.methods.hook.TrainingHook` the steps call: the lens, if set."""
+        return self.lens if self.lens is not None else NO_HOOK
+
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)
 
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
-        if self.lens is not None:
-            return lens_training_step(self, batch)
+        """SSL loss (through the hook) + online probe loss; with a hook of its own optimizer
+        (manual optimisation) the step also steps the optimizers (:meth:`manual_step`)."""
         views, labels = batch
-        loss, features = self.ssl_step(views)
-        probe_loss = self.online_probe_loss(features, labels)
+        step = self.hook.ssl_losses(views, self.ssl_step)
+        probe_loss = self.online_probe_loss(step.features, labels)
+        total = step.ssl + probe_loss + step.extra
+        if not self.automatic_optimization:
+            self.manual_step(total)
         batch_size = labels.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        self.log("train/online_probe_loss", probe_loss, batch_size=batch_size)
-        return loss + probe_loss
+        self.log(TRAIN_LOSS, step.ssl, prog_bar=True, batch_size=batch_size)
+        self.log(TRAIN_ONLINE_PROBE_LOSS, probe_loss, batch_size=batch_size)
+        for name, value in step.metrics.items():
+            self.log(name, value, batch_size=batch_size)
+        return total if self.automatic_optimization else step.ssl.detach()
+
+    def manual_step(self, total: Tensor) -> None:
+        """One backward pass, then every optimizer's step and every scheduler's (manual
+        optimisation, when the hook has an optimizer of its own).
+
+        The first optimizer (backbone and heads) counts the global step and is followed by
+        the EMA update of the teachers, as :meth:`optimizer_step` does in automatic mode. The
+        others are stepped through the strategy (so mixed precision is handled) without
+        counting as a global step: ``trainer.global_step`` stays the number of batches.
+        """
+        main, *others = self.optimizers()
+        for optimizer in (main, *others):
+            optimizer.zero_grad()
+        self.manual_backward(total)
+        main.step()  # counts the global step
+        if self.momentum_pairs():
+            m = self.momentum(self.global_step - 1)
+            self.update_teachers(m)
+            self.log(TRAIN_MOMENTUM, m)
+        for optimizer in others:
+            self.trainer.strategy.optimizer_step(optimizer.optimizer, _no_closure, self)
+        for scheduler in self.lr_schedulers():
+            scheduler.step()
 
     def online_probe_loss(self, features: Tensor, labels: Tensor) -> Tensor:
         """Cross-entropy of the online probe on detached features (labels < 0 are ignored)."""
@@ -249,25 +310,29 @@ class SSLMethod(pl.LightningModule):
         images, labels = batch
         features = self.backbone(images)  # [B, D]
         if dataloader_idx == 1:
-            metric = self.val_linear_top1 if stage == "val" else self.test_linear_top1
+            metric = self.val_linear_top1 if stage == VAL else self.test_linear_top1
             metric(self.online_probe(features), labels)
             self.log(
-                f"{stage}/linear_top1",
+                staged(stage, LINEAR_TOP1),
                 metric,
                 add_dataloader_idx=False,
-                prog_bar=stage == "val",
+                prog_bar=stage == VAL,
                 batch_size=labels.shape[0],
             )
         outputs = {"features": features, "labels": labels}
-        if self.lens is not None:  # also `features_lensed`, `features_concat`
-            outputs.update(lens_eval_features(self, images, features, batch_idx, dataloader_idx))
+        # a hook's own features, e.g. the lens's `features_lensed`, `features_concat`
+        outputs.update(
+            self.hook.eval_features(
+                self, self.backbone, images, features, batch_idx, dataloader_idx
+            )
+        )
         return outputs
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        return self._eval_step(batch, dataloader_idx, "val", batch_idx)
+        return self._eval_step(batch, dataloader_idx, VAL, batch_idx)
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        return self._eval_step(batch, dataloader_idx, "test", batch_idx)
+        return self._eval_step(batch, dataloader_idx, TEST, batch_idx)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
         images, labels = batch
@@ -339,10 +404,8 @@ class SSLMethod(pl.LightningModule):
             scheduler = CosineWarmupScheduler(
                 optimizer, warmup_epochs=warmup, max_epochs=int(total), end_value=0.0
             )
-        main = {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
-        if self.lens is not None:  # a second optimizer for the lens
-            return configure_lens_optimizers(self, main)
-        return main
+        main = {"scheduler": scheduler, "interval": "step"}
+        own = self.hook.configure_optimizer(scheduler)  # e.g. the lens's AdamW
+        if own is None:
+            return {"optimizer": optimizer, "lr_scheduler": main}
+        return [optimizer, own[0]], [main, own[1]]

@@ -29,6 +29,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, Timer
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from ssl_biases.methods.metric_names import TRAIN_ESTIMATED_TOTAL_STEPS
+
 DEFAULT_MAX_EPOCHS = 100  # the CLI's epoch bound when neither max_steps nor max_time is given
 SCHEDULES = "Schedules (LR, teacher momentum and temperature)"
 
@@ -211,7 +213,7 @@ class TimeBudget(Callback):
         rank_zero_info(
             f"{SCHEDULES} sized by max_time={self.duration:.0f} s alone (no max_steps or "
             "max_epochs): total steps estimated from the measured step time, logged as "
-            "train/estimated_total_steps."
+            f"{TRAIN_ESTIMATED_TOTAL_STEPS}."
         )
 
     def elapsed(self) -> float:
@@ -238,7 +240,7 @@ class TimeBudget(Callback):
         if not self.active:
             total = trainer.estimated_stepping_batches
             if not math.isinf(total):
-                pl_module.log("train/estimated_total_steps", float(total))
+                pl_module.log(TRAIN_ESTIMATED_TOTAL_STEPS, float(total))
             return
         now, done = self.clock(), trainer.global_step
         if done == self._last_step:  # no optimiser step in this batch (gradient accumulation)
@@ -259,7 +261,7 @@ class TimeBudget(Callback):
                     f"{self.measured} steps: about {int(self.progress.total_steps)} steps."
                 )
         if not math.isinf(self.progress.total_steps):
-            pl_module.log("train/estimated_total_steps", self.progress.total_steps)
+            pl_module.log(TRAIN_ESTIMATED_TOTAL_STEPS, self.progress.total_steps)
             if done >= self.progress.total_steps:
                 trainer.should_stop = True  # the schedules have ended: the margin is left
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from ssl_biases.data.views import (
@@ -14,6 +13,7 @@ from ssl_biases.data.views import (
     asymmetric_two_views,
 )
 from ssl_biases.methods.base import SSLMethod
+from ssl_biases.methods.lens import Lens
 
 
 class BYOL(SSLMethod):
@@ -36,7 +36,6 @@ class BYOL(SSLMethod):
         gaussian_blur: Probability of Gaussian blur of the first view (the second view uses
             a tenth of it, as in the paper's 1.0 / 0.1; off by default at 32 px).
         solarization_prob: Probability of solarisation of the second view (0.2 in the paper).
-        **kwargs: Arguments of :class:`~ssl_biases.methods.base.SSLMethod` (optimizer, ...).
     """
 
     def __init__(
@@ -50,10 +49,18 @@ class BYOL(SSLMethod):
         cj_strength: float = 0.5,
         gaussian_blur: float = 0.0,
         solarization_prob: float = 0.2,
-        **kwargs: Any,
+        *,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        warmup_fraction: float = 0.05,
+        scale_lr: bool = True,
+        reference_batch_size: int = 256,
+        online_probe_lr: float = 1e-3,
+        lens: Lens | None = None,
+        compile: bool = False,
     ) -> None:
-        super().__init__(backbone, **kwargs)
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
+        super().__init__(**SSLMethod.arguments_of(locals()))
         if not 0.0 <= momentum_start <= 1.0:
             raise ValueError(f"momentum_start must be in [0, 1], got {momentum_start}")
         self.momentum_start = momentum_start

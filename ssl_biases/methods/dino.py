@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter
 from ssl_biases.methods.base import SSLMethod
+from ssl_biases.methods.lens import Lens
+from ssl_biases.methods.metric_names import TRAIN_TEACHER_TEMP
 
 
 class DINO(SSLMethod):
@@ -65,7 +67,6 @@ class DINO(SSLMethod):
         cj_strength: Colour-jitter strength (0.5 is the usual choice for 32 px images).
         gaussian_blur: Blur probabilities of (global 1, global 2, local) crops.
         solarization_prob: Solarisation probability of the second global crop.
-        **kwargs: Arguments of :class:`~ssl_biases.methods.base.SSLMethod` (optimizer, ...).
     """
 
     def __init__(
@@ -90,10 +91,18 @@ class DINO(SSLMethod):
         cj_strength: float = 0.5,
         gaussian_blur: tuple[float, float, float] = (0.0, 0.0, 0.0),
         solarization_prob: float = 0.2,
-        **kwargs: Any,
+        *,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        warmup_fraction: float = 0.05,
+        scale_lr: bool = True,
+        reference_batch_size: int = 256,
+        online_probe_lr: float = 1e-3,
+        lens: Lens | None = None,
+        compile: bool = False,
     ) -> None:
-        super().__init__(backbone, **kwargs)
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
+        super().__init__(**SSLMethod.arguments_of(locals()))
         if n_local_views < 0:
             raise ValueError(f"n_local_views must be >= 0, got {n_local_views}")
         if not 0.0 <= teacher_temp_warmup_fraction <= 1.0:
@@ -231,7 +240,7 @@ class DINO(SSLMethod):
             teacher_temp=temp,
         )
         if self._trainer is not None:
-            self.log("train/teacher_temp", temp)
+            self.log(TRAIN_TEACHER_TEMP, temp)
         return loss, features[:batch_size]
 
     def on_after_backward(self) -> None:

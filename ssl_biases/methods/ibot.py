@@ -3,17 +3,18 @@ image modelling with an online tokenizer, i.e. self-distillation of masked patch
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from lightly.loss import IBOTPatchLoss
 from lightly.models.modules import DINOProjectionHead
 from lightly.models.utils import random_block_mask
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
 from ssl_biases.methods.dino import DINO
+from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.masked import embed_with_mask_token
+from ssl_biases.methods.metric_names import TRAIN_IMAGE_LOSS, TRAIN_PATCH_LOSS, TRAIN_TEACHER_TEMP
 from ssl_biases.methods.reconstruction import PATCH_API, patchify_count
 
 
@@ -52,8 +53,6 @@ class IBOT(DINO):
         patch_loss_weight: Weight of the patch loss (1.0).
         shared_head: One head for the class and patch tokens.
         n_local_views: Number of local crops (see above).
-        **kwargs: Arguments of :class:`~ssl_biases.methods.DINO` (head sizes, temperatures,
-            views, ...) and :class:`~ssl_biases.methods.base.SSLMethod` (optimizer, ...).
     """
 
     def __init__(
@@ -65,7 +64,34 @@ class IBOT(DINO):
         patch_loss_weight: float = 1.0,
         shared_head: bool = True,
         n_local_views: int = 0,
-        **kwargs: Any,
+        *,
+        hidden_dim: int = 1024,
+        bottleneck_dim: int = 256,
+        output_dim: int = 2048,
+        batch_norm: bool = False,
+        norm_last_layer: bool = True,
+        freeze_last_layer: int = 1,
+        momentum_start: float = 0.996,
+        warmup_teacher_temp: float = 0.04,
+        teacher_temp: float = 0.07,
+        teacher_temp_warmup_fraction: float = 0.3,
+        student_temp: float = 0.1,
+        center_momentum: float = 0.9,
+        local_crop_size: int | None = None,
+        global_crop_scale: tuple[float, float] = (0.4, 1.0),
+        local_crop_scale: tuple[float, float] = (0.05, 0.4),
+        cj_strength: float = 0.5,
+        gaussian_blur: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        solarization_prob: float = 0.2,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        warmup_fraction: float = 0.05,
+        scale_lr: bool = True,
+        reference_batch_size: int = 256,
+        online_probe_lr: float = 1e-3,
+        lens: Lens | None = None,
+        compile: bool = False,
     ) -> None:
         missing = [name for name in PATCH_API if not hasattr(backbone, name)]
         if missing:
@@ -79,8 +105,7 @@ class IBOT(DINO):
             raise ValueError(f"mask_ratio must satisfy 0 <= low <= high < 1, got {mask_ratio}")
         if not 0.0 < masked_fraction <= 1.0:
             raise ValueError(f"masked_fraction must be in (0, 1], got {masked_fraction}")
-        super().__init__(backbone, n_local_views=n_local_views, **kwargs)
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
+        super().__init__(**DINO.arguments_of(locals()))
         hp = self.hparams
         self.num_prefix_tokens: int = backbone.num_prefix_tokens
         self.patch_size: int = backbone.patch_size
@@ -169,9 +194,9 @@ class IBOT(DINO):
         )
         patch_loss = self.patch_criterion(teacher_patch, student_patch, mask, teacher_temp=temp)
         if self._trainer is not None:
-            self.log("train/teacher_temp", temp)
-            self.log("train/image_loss", image_loss, batch_size=batch_size)
-            self.log("train/patch_loss", patch_loss, batch_size=batch_size)
+            self.log(TRAIN_TEACHER_TEMP, temp)
+            self.log(TRAIN_IMAGE_LOSS, image_loss, batch_size=batch_size)
+            self.log(TRAIN_PATCH_LOSS, patch_loss, batch_size=batch_size)
         return image_loss + self.hparams.patch_loss_weight * patch_loss, features[:batch_size]
 
     def on_after_backward(self) -> None:

@@ -11,12 +11,14 @@ from lightly.models.modules import IJEPAPredictorTIMM
 from lightly.models.utils import apply_masks, get_at_index
 from lightly.transforms.ijepa_transform import IJEPATransform
 from lightly.transforms.multi_view_transform import MultiViewTransform
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ssl_biases.data.transforms import Normalization
 from ssl_biases.methods.base import SSLMethod
+from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.masked import embed_with_mask_token
 from ssl_biases.methods.reconstruction import PATCH_API, patchify_count
 
@@ -130,7 +132,6 @@ class IJEPA(SSLMethod):
         loss: ``smooth_l1`` (the paper's code) or ``mse``.
         momentum_start: EMA momentum of the target encoder after the first step (0.996).
         min_scale: Smallest random-resized-crop area fraction (0.3 in the paper).
-        **kwargs: Arguments of :class:`~ssl_biases.methods.base.SSLMethod` (optimizer, ...).
     """
 
     def __init__(
@@ -147,7 +148,16 @@ class IJEPA(SSLMethod):
         loss: Literal["smooth_l1", "mse"] = "smooth_l1",
         momentum_start: float = 0.996,
         min_scale: float = 0.3,
-        **kwargs: Any,
+        *,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        warmup_fraction: float = 0.05,
+        scale_lr: bool = True,
+        reference_batch_size: int = 256,
+        online_probe_lr: float = 1e-3,
+        lens: Lens | None = None,
+        compile: bool = False,
     ) -> None:
         missing = [name for name in (*PATCH_API, "num_patches") if not hasattr(backbone, name)]
         if missing:
@@ -169,8 +179,7 @@ class IJEPA(SSLMethod):
         for name, (low, high) in (("target_scale", target_scale), ("context_scale", context_scale)):
             if not 0.0 < low <= high <= 1.0:
                 raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got {(low, high)}")
-        super().__init__(backbone, **kwargs)
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
+        super().__init__(**SSLMethod.arguments_of(locals()))
         self.momentum_start = momentum_start
         self.patch_size: int = backbone.patch_size
         self.num_prefix_tokens: int = backbone.num_prefix_tokens

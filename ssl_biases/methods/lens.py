@@ -13,16 +13,20 @@ unlensed and lensed images (and both concatenated) are probed.
 One forward and one backward pass serve both players: the lensed views pass through a
 gradient-reversal layer before the method's ``ssl_step``, so the backbone and heads receive
 ``+dL_SSL`` and the lens ``-dL_SSL + lambda_rec * dL_rec``. The two players have two optimizers
-(stepped in Lightning's manual optimisation, both in the checkpoint). ``L_rec`` is the mean
-squared error per pixel and channel in normalised pixel units, so ``lambda_rec`` does not
-depend on the image size (the paper's sum differs by the constant ``3 * H * W``).
+(stepped in Lightning's manual optimisation by the base, both in the checkpoint). The lens is
+the method's :class:`~ssl_biases.methods.hook.TrainingHook`: the base calls it around the SSL
+step, for its optimizer and for the probes' features, and this module never imports the base.
+``L_rec`` is the mean squared error per pixel and channel in normalised pixel units, so
+``lambda_rec`` does not depend on the image size (the paper's sum differs by the constant
+``3 * H * W``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from lightly.utils.scheduler import CosineWarmupScheduler
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -30,8 +34,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.utils import save_image
 
-if TYPE_CHECKING:
-    from ssl_biases.methods.base import SSLMethod
+from ssl_biases.methods.hook import SSLLosses, SSLStep, TrainingHook
+from ssl_biases.methods.metric_names import LR_LENS, TRAIN_LENS_LOSS, TRAIN_LENS_REC_LOSS
 
 
 class _ReverseGradient(torch.autograd.Function):
@@ -61,11 +65,12 @@ def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
-class Lens(nn.Module):
+class Lens(nn.Module, TrainingHook):
     """A small U-Net with a residual output, ``lens(x) = x + u(x)`` (arXiv 2002.08822).
 
     The last convolution starts at zero, so an untrained lens is the identity.
-    Configure it as the ``lens`` of any :class:`~ssl_biases.methods.base.SSLMethod`.
+    Configure it as the ``lens`` of any :class:`~ssl_biases.methods.base.SSLMethod`; it is
+    that method's :class:`~ssl_biases.methods.hook.TrainingHook`.
 
     Args:
         lambda_rec: Weight of the reconstruction penalty ``mean ||x - lens(x)||^2``; larger
@@ -128,94 +133,66 @@ class Lens(nn.Module):
         losses = [F.mse_loss(out, x) for x, out in zip(views, lensed)]
         return torch.stack(losses).mean()
 
+    # ------------------------------------------------------------ the hook points (hook.py)
+    has_optimizer = True
 
-# ------------------------------------------------------------------ the method's side of it
-def configure_lens_optimizers(method: SSLMethod, main: dict[str, Any]) -> Any:
-    """Adds the lens's AdamW and schedule to the method's optimizer configuration.
+    def ssl_losses(self, views: list[Tensor], ssl_step: SSLStep) -> SSLLosses:
+        """The SSL step on lensed views, through a gradient reversal, plus ``lambda_rec * L_rec``.
 
-    Args:
-        method: The method; ``method.lens`` is set.
-        main: ``{"optimizer", "lr_scheduler"}`` of the backbone and heads.
-    """
-    lens: Lens = method.lens
-    optimizer = torch.optim.AdamW(
-        [{"params": list(lens.parameters()), "name": "lens", "initial_lr": lens.lr}],
-        lr=lens.lr,
-        weight_decay=lens.weight_decay,
-    )
-    schedule = main["lr_scheduler"]["scheduler"]
-    warmup = getattr(schedule, "warmup_epochs", 0)
-    total = getattr(schedule, "max_epochs", 10**12)
-    scheduler = CosineWarmupScheduler(
-        optimizer, warmup_epochs=warmup, max_epochs=total, end_value=0.0
-    )
-    return [main["optimizer"], optimizer], [
-        main["lr_scheduler"],
-        {"scheduler": scheduler, "interval": "step", "name": "lr-lens"},
-    ]
+        The backbone and heads then descend ``L_SSL`` on lensed views and the lens descends
+        ``-L_SSL + lambda_rec * L_rec`` (one backward pass for both players).
+        """
+        lensed = [self(view) for view in views]  # each [B, C, H, W]
+        self.last_views = views[0][:16].detach()
+        rec_loss = self.reconstruction_loss(views, lensed)
+        loss, features = ssl_step([reverse_gradient(view) for view in lensed])
+        metrics = {
+            TRAIN_LENS_REC_LOSS: rec_loss,
+            TRAIN_LENS_LOSS: self.lambda_rec * rec_loss - loss.detach(),
+        }
+        return SSLLosses(loss, features, self.lambda_rec * rec_loss, metrics)
 
+    def configure_optimizer(self, main_scheduler: Any) -> tuple[Any, dict[str, Any]]:
+        """The lens's AdamW, on the main schedule's warm-up and length (``lr-lens``)."""
+        optimizer = torch.optim.AdamW(
+            [{"params": list(self.parameters()), "name": "lens", "initial_lr": self.lr}],
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+        )
+        warmup = getattr(main_scheduler, "warmup_epochs", 0)
+        total = getattr(main_scheduler, "max_epochs", 10**12)
+        scheduler = CosineWarmupScheduler(
+            optimizer, warmup_epochs=warmup, max_epochs=total, end_value=0.0
+        )
+        return optimizer, {"scheduler": scheduler, "interval": "step", "name": LR_LENS}
 
-def _no_closure() -> None:
-    return None
+    def eval_features(
+        self,
+        module: pl.LightningModule,
+        backbone: nn.Module,
+        images: Tensor,
+        features: Tensor,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> dict[str, Tensor]:
+        """Features of lensed images and of both concatenated, for the frozen-feature probes.
 
-
-def lens_training_step(method: SSLMethod, batch: tuple[list[Tensor], Tensor]) -> Tensor:
-    """One manual-optimisation step of the backbone/heads and the lens (arXiv 2002.08822).
-
-    The backbone and heads descend ``L_SSL`` on lensed views; the lens descends
-    ``-L_SSL + lambda_rec * L_rec``. The lens's optimizer is stepped through the strategy (so
-    mixed precision is handled) without counting as a global step: ``trainer.global_step``
-    stays the number of batches, as without a lens.
-
-    Returns:
-        The detached SSL loss on lensed views.
-    """
-    lens: Lens = method.lens
-    main_optimizer, lens_optimizer = method.optimizers()
-    views, labels = batch
-    lensed = [lens(view) for view in views]  # each [B, C, H, W]
-    lens.last_views = views[0][:16].detach()
-    rec_loss = lens.reconstruction_loss(views, lensed)
-    loss, features = method.ssl_step([reverse_gradient(view) for view in lensed])
-    probe_loss = method.online_probe_loss(features, labels)
-    main_optimizer.zero_grad()
-    lens_optimizer.zero_grad()
-    method.manual_backward(loss + probe_loss + lens.lambda_rec * rec_loss)
-    main_optimizer.step()  # counts the global step
-    if method.momentum_pairs():  # what `SSLMethod.optimizer_step` does in automatic mode
-        m = method.momentum(method.global_step - 1)
-        method.update_teachers(m)
-        method.log("train/momentum", m)
-    method.trainer.strategy.optimizer_step(lens_optimizer.optimizer, _no_closure, method)
-    for scheduler in method.lr_schedulers():
-        scheduler.step()
-    batch_size = labels.shape[0]
-    method.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-    method.log("train/online_probe_loss", probe_loss, batch_size=batch_size)
-    method.log("train/lens_rec_loss", rec_loss, batch_size=batch_size)
-    method.log("train/lens_loss", lens.lambda_rec * rec_loss - loss.detach(), batch_size=batch_size)
-    return loss.detach()
-
-
-def lens_eval_features(
-    method: SSLMethod, images: Tensor, features: Tensor, batch_idx: int, dataloader_idx: int
-) -> dict[str, Tensor]:
-    """Features of lensed images and of both concatenated, for the frozen-feature probes.
-
-    The concatenation joins the L2-normalised halves, so neither dominates a cosine kNN.
-    Also logs the lens's edits of the first query batch, and of the last training views (the
-    images the lens was trained on, shortcut included), as images (see :func:`log_lens_edits`).
-    """
-    lensed = method.lens(images)  # [B, C, H, W]
-    lensed_features = method.backbone(lensed)  # [B, D]
-    concat = torch.cat([F.normalize(features, dim=1), F.normalize(lensed_features, dim=1)], 1)
-    if batch_idx == 0 and dataloader_idx == 1:
-        log_lens_edits(method, images, lensed, "")
-        train_views = method.lens.last_views
-        if train_views is not None:
-            train_views = train_views.to(images.device)
-            log_lens_edits(method, train_views, method.lens(train_views), "train_")
-    return {"features_lensed": lensed_features, "features_concat": concat}  # [B, D], [B, 2D]
+        The concatenation joins the L2-normalised halves, so neither dominates a cosine kNN.
+        Also logs the lens's edits of the first query batch, and of the last training views
+        (the images the lens was trained on, shortcut included), as images
+        (see :func:`log_lens_edits`).
+        """
+        lensed = self(images)  # [B, C, H, W]
+        lensed_features = backbone(lensed)  # [B, D]
+        concat = torch.cat(
+            [F.normalize(features, dim=1), F.normalize(lensed_features, dim=1)], 1
+        )  # [B, 2D]
+        if batch_idx == 0 and dataloader_idx == 1:
+            log_lens_edits(module, images, lensed, "")
+            if self.last_views is not None:
+                train_views = self.last_views.to(images.device)
+                log_lens_edits(module, train_views, self(train_views), "train_")
+        return {"features_lensed": lensed_features, "features_concat": concat}
 
 
 @torch.no_grad()
@@ -241,13 +218,17 @@ def lens_edit_grid(images: Tensor, lensed: Tensor, mean: Tensor, std: Tensor) ->
 
 
 def log_lens_edits(
-    method: SSLMethod, images: Tensor, lensed: Tensor, prefix: str = "", max_images: int = 16
+    module: pl.LightningModule,
+    images: Tensor,
+    lensed: Tensor,
+    prefix: str = "",
+    max_images: int = 16,
 ) -> None:
     """Logs ``lens/<prefix>input``, ``lens/<prefix>lensed``, ``lens/<prefix>difference`` to
     TensorBoard and saves ``<log_dir>/lens/<prefix>step_<N>.png`` (rows: input, lensed,
     difference); at validations of a fit only.
     """
-    trainer = method._trainer
+    trainer = module._trainer
     if trainer is None or trainer.sanity_checking or not trainer.is_global_zero:
         return
     if trainer.state.fn != "fit":

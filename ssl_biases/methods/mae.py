@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import torch
 from lightly.models.modules import MaskedVisionTransformerDecoderTIMM
 from lightly.models.utils import get_at_index, set_at_index
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.reconstruction import MaskedReconstruction
 
 
@@ -38,7 +39,6 @@ class MAE(MaskedReconstruction):
         decoder_num_heads: Attention heads of the decoder (must divide ``decoder_dim``).
         norm_pix_loss: Reconstruct per-patch normalised pixels (the paper's better variant).
         min_scale: Smallest random-resized-crop area fraction of the single view.
-        **kwargs: Arguments of :class:`~ssl_biases.methods.base.SSLMethod` (optimizer, ...).
     """
 
     def __init__(
@@ -50,7 +50,16 @@ class MAE(MaskedReconstruction):
         decoder_num_heads: int = 4,
         norm_pix_loss: bool = False,
         min_scale: float = 0.2,
-        **kwargs: Any,
+        *,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        warmup_fraction: float = 0.05,
+        scale_lr: bool = True,
+        reference_batch_size: int = 256,
+        online_probe_lr: float = 1e-3,
+        lens: Lens | None = None,
+        compile: bool = False,
     ) -> None:
         if not getattr(backbone, "supports_token_dropping", False):
             mixer = getattr(backbone, "token_mixer", None)
@@ -69,14 +78,7 @@ class MAE(MaskedReconstruction):
                 f"decoder_dim {decoder_dim} is not divisible by decoder_num_heads "
                 f"{decoder_num_heads}"
             )
-        super().__init__(
-            backbone,
-            mask_ratio=mask_ratio,
-            norm_pix_loss=norm_pix_loss,
-            min_scale=min_scale,
-            **kwargs,
-        )
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
+        super().__init__(**MaskedReconstruction.arguments_of(locals()))
         self.num_prefix_tokens: int = backbone.num_prefix_tokens
         self.decoder_embed = nn.Linear(backbone.num_features, decoder_dim)
         self.decoder = MaskedVisionTransformerDecoderTIMM(

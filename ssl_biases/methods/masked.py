@@ -8,14 +8,14 @@ reconstructs the masked patches' pixels.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from lightly.models.utils import get_at_index, patchify, unpatchify
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
 from ssl_biases.backbones.pos_embed import NoPosEmbed
+from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.reconstruction import MaskedReconstruction, patchify_count
 
 
@@ -48,7 +48,6 @@ class MaskedModeling(MaskedReconstruction):
         mask_ratio: Fraction of the patches that are masked (0.6 in SimMIM; BERT uses 0.15).
         norm_pix_loss: Reconstruct per-patch normalised pixels.
         min_scale: Smallest random-resized-crop area fraction of the single view.
-        **kwargs: Arguments of :class:`~ssl_biases.methods.base.SSLMethod` (optimizer, ...).
     """
 
     def __init__(
@@ -57,7 +56,16 @@ class MaskedModeling(MaskedReconstruction):
         mask_ratio: float = 0.6,
         norm_pix_loss: bool = False,
         min_scale: float = 0.2,
-        **kwargs: Any,
+        *,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        warmup_fraction: float = 0.05,
+        scale_lr: bool = True,
+        reference_batch_size: int = 256,
+        online_probe_lr: float = 1e-3,
+        lens: Lens | None = None,
+        compile: bool = False,
     ) -> None:
         if getattr(backbone, "token_mixer", None) == "attention" and isinstance(
             getattr(backbone, "pos_embed", None), NoPosEmbed
@@ -70,14 +78,7 @@ class MaskedModeling(MaskedReconstruction):
                 "'learned' or 'sincos2d') or use a position-aware mixer (token_mixer="
                 "'local_attention', 'mlp', 'conv' or 'pool')."
             )
-        super().__init__(
-            backbone,
-            mask_ratio=mask_ratio,
-            norm_pix_loss=norm_pix_loss,
-            min_scale=min_scale,
-            **kwargs,
-        )
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
+        super().__init__(**MaskedReconstruction.arguments_of(locals()))
         self.num_prefix_tokens: int = backbone.num_prefix_tokens
         width = getattr(backbone, "width", backbone.num_features)  # token width after the stem
         self.mask_token = nn.Parameter(trunc_normal_(torch.zeros(1, 1, width), std=0.02))

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from lightly.models.modules import MoCoProjectionHead
 from lightly.models.utils import deactivate_requires_grad
 from lightly.utils import dist
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ssl_biases.backbones.stems import OverlapStem, PatchStem
 from ssl_biases.data.views import ViewRecipe, asymmetric_two_views
 from ssl_biases.methods.base import SSLMethod
+from ssl_biases.methods.lens import Lens
 
 
 def patch_projection(backbone: nn.Module) -> nn.Module:
@@ -68,7 +68,6 @@ class MoCoV3(SSLMethod):
         gaussian_blur: Probability of Gaussian blur of the first view (the second view uses
             a tenth of it, as BYOL's 1.0 / 0.1; off by default at 32 px).
         solarization_prob: Probability of solarisation of the second view (0.2).
-        **kwargs: Arguments of :class:`~ssl_biases.methods.base.SSLMethod` (optimizer, ...).
     """
 
     def __init__(
@@ -83,10 +82,18 @@ class MoCoV3(SSLMethod):
         cj_strength: float = 0.5,
         gaussian_blur: float = 0.0,
         solarization_prob: float = 0.2,
-        **kwargs: Any,
+        *,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        warmup_fraction: float = 0.05,
+        scale_lr: bool = True,
+        reference_batch_size: int = 256,
+        online_probe_lr: float = 1e-3,
+        lens: Lens | None = None,
+        compile: bool = False,
     ) -> None:
-        super().__init__(backbone, **kwargs)
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
+        super().__init__(**SSLMethod.arguments_of(locals()))
         if not 0.0 <= momentum_start <= 1.0:
             raise ValueError(f"momentum_start must be in [0, 1], got {momentum_start}")
         if temperature <= 0.0:

@@ -15,11 +15,14 @@ from typing import Any
 
 import torch
 from lightly.models.utils import get_at_index, patchify, random_token_mask, unpatchify
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ssl_biases.data.views import ViewRecipe, ViewSpec
 from ssl_biases.methods.base import SSLMethod
+from ssl_biases.methods.lens import Lens
+from ssl_biases.methods.metric_names import VAL_MASKED_MSE
 
 PATCH_API = ("embed_patches", "forward_tokens", "pool_tokens", "patch_size", "num_prefix_tokens")
 
@@ -35,7 +38,6 @@ class MaskedReconstruction(SSLMethod):
         norm_pix_loss: Predict each patch's pixels normalised by that patch's mean and
             variance (MAE's ``norm_pix_loss``) instead of the raw (dataset-normalised) pixels.
         min_scale: Smallest random-resized-crop area fraction of the single view.
-        **kwargs: Arguments of :class:`~ssl_biases.methods.base.SSLMethod` (optimizer, ...).
     """
 
     def __init__(
@@ -44,7 +46,16 @@ class MaskedReconstruction(SSLMethod):
         mask_ratio: float = 0.75,
         norm_pix_loss: bool = False,
         min_scale: float = 0.2,
-        **kwargs: Any,
+        *,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        warmup_fraction: float = 0.05,
+        scale_lr: bool = True,
+        reference_batch_size: int = 256,
+        online_probe_lr: float = 1e-3,
+        lens: Lens | None = None,
+        compile: bool = False,
     ) -> None:
         missing = [name for name in PATCH_API if not hasattr(backbone, name)]
         if missing:
@@ -56,7 +67,7 @@ class MaskedReconstruction(SSLMethod):
             )
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
-        super().__init__(backbone, **kwargs)
+        super().__init__(**SSLMethod.arguments_of(locals()))
         self.patch_size: int = backbone.patch_size
         self.pixels_per_patch = self.patch_size**2 * getattr(backbone, "in_chans", 3)
 
@@ -161,7 +172,7 @@ class MaskedReconstruction(SSLMethod):
         if dataloader_idx == 1:
             images = batch[0]  # [B, C, H, W]
             self.log(
-                "val/masked_mse",
+                VAL_MASKED_MSE,
                 self.held_out_masked_mse(images, batch_idx),
                 add_dataloader_idx=False,
                 batch_size=images.shape[0],

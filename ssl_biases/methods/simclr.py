@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter
 from ssl_biases.methods.base import SSLMethod
+from ssl_biases.methods.lens import Lens
 
 
 class SimCLR(SSLMethod):
@@ -28,7 +28,6 @@ class SimCLR(SSLMethod):
         cj_strength: Colour-jitter strength (0.5 is the usual choice for 32 px images).
         gaussian_blur: Probability of Gaussian blur (off by default at 32 px).
         random_gray_scale: Probability of converting a view to greyscale.
-        **kwargs: Arguments of :class:`~ssl_biases.methods.base.SSLMethod` (optimizer, ...).
     """
 
     def __init__(
@@ -41,10 +40,18 @@ class SimCLR(SSLMethod):
         cj_strength: float = 0.5,
         gaussian_blur: float = 0.0,
         random_gray_scale: float = 0.2,
-        **kwargs: Any,
+        *,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        warmup_fraction: float = 0.05,
+        scale_lr: bool = True,
+        reference_batch_size: int = 256,
+        online_probe_lr: float = 1e-3,
+        lens: Lens | None = None,
+        compile: bool = False,
     ) -> None:
-        super().__init__(backbone, **kwargs)
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
+        super().__init__(**SSLMethod.arguments_of(locals()))
         self.projection_head = SimCLRProjectionHead(
             input_dim=backbone.num_features,
             hidden_dim=projection_hidden_dim,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from lightly.loss import VICRegLoss
 from lightly.models.modules.heads import VICRegProjectionHead
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter
 from ssl_biases.methods.base import SSLMethod
+from ssl_biases.methods.lens import Lens
 
 
 class VICReg(SSLMethod):
@@ -38,7 +38,6 @@ class VICReg(SSLMethod):
         gaussian_blur: Probability of Gaussian blur (off by default at 32 px).
         solarize_prob: Probability of solarisation (0.1 in the paper).
         random_gray_scale: Probability of converting a view to greyscale.
-        **kwargs: Arguments of :class:`~ssl_biases.methods.base.SSLMethod` (optimizer, ...).
     """
 
     def __init__(
@@ -56,10 +55,18 @@ class VICReg(SSLMethod):
         gaussian_blur: float = 0.0,
         solarize_prob: float = 0.1,
         random_gray_scale: float = 0.2,
-        **kwargs: Any,
+        *,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        warmup_fraction: float = 0.05,
+        scale_lr: bool = True,
+        reference_batch_size: int = 256,
+        online_probe_lr: float = 1e-3,
+        lens: Lens | None = None,
+        compile: bool = False,
     ) -> None:
-        super().__init__(backbone, **kwargs)
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
+        super().__init__(**SSLMethod.arguments_of(locals()))
         if projection_layers < 2:
             raise ValueError(f"projection_layers must be >= 2, got {projection_layers}")
         self.projection_head = VICRegProjectionHead(

@@ -14,7 +14,8 @@ collects nothing. The count of validations is checkpointed, so a resumed run kee
 
 Extra feature sets a method returns as ``features_<name>`` (e.g. ``features_lensed`` and
 ``features_concat`` with an adversarial lens, arXiv 2002.08822) are probed the same way and
-logged with the suffix ``_<name>`` (``val/knn_top1_lensed``); the default names are unchanged.
+logged with the suffix ``_<name>`` (``val/knn_top1_lensed``; names:
+:mod:`ssl_biases.methods.metric_names`); the default names are unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
+
+from ssl_biases.methods.metric_names import TEST, VAL, staged
 
 
 def _dataset_length(trainer: pl.Trainer, index: int) -> int | None:
@@ -74,7 +77,7 @@ class FrozenFeatureProbe(pl.Callback):
         self.every_n_validations = every_n_validations
         self.validations = 0  # validations of the current fit so far, sanity check excluded
         self._buffers: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
-        self._extra: dict[str, dict[int, tuple[list[Tensor], list[Tensor]]]] = {}  # by suffix
+        self._extra: dict[str, dict[int, tuple[list[Tensor], list[Tensor]]]] = {}  # by set
 
     def evaluate(
         self, bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels: Tensor
@@ -121,8 +124,8 @@ class FrozenFeatureProbe(pl.Callback):
         labels.append(outputs["labels"].detach())
         for key, value in outputs.items():  # extra feature sets: `features_<name>`
             if key.startswith("features_"):
-                suffix = key[len("features") :]
-                extra = self._extra.setdefault(suffix, {}).setdefault(dataloader_idx, ([], []))
+                feature_set = key[len("features_") :]
+                extra = self._extra.setdefault(feature_set, {}).setdefault(dataloader_idx, ([], []))
                 extra[0].append(value.detach().float())
                 extra[1].append(outputs["labels"].detach())
 
@@ -151,12 +154,15 @@ class FrozenFeatureProbe(pl.Callback):
             return
         feature_sets = {"": self._buffers, **self._extra}
         self._buffers, self._extra = {}, {}
-        for suffix, buffers in feature_sets.items():
+        for feature_set, buffers in feature_sets.items():
             bank, bank_labels = self._gathered(pl_module, 0, buffers)
             query, query_labels = self._gathered(pl_module, 1, buffers)
             for name, value in self.evaluate(bank, bank_labels, query, query_labels).items():
                 pl_module.log(
-                    f"{stage}/{name}{suffix}", value, add_dataloader_idx=False, sync_dist=False
+                    staged(stage, name, feature_set),
+                    value,
+                    add_dataloader_idx=False,
+                    sync_dist=False,
                 )
 
     # Lightning hooks ---------------------------------------------------------------------
@@ -179,7 +185,7 @@ class FrozenFeatureProbe(pl.Callback):
     on_test_batch_end = on_validation_batch_end
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._finish(trainer, pl_module, "val")
+        self._finish(trainer, pl_module, VAL)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._finish(trainer, pl_module, "test")
+        self._finish(trainer, pl_module, TEST)

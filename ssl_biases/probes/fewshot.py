@@ -32,6 +32,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from ssl_biases.methods.metric_names import fewshot_name, fewshot_std_name
 from ssl_biases.probes.features import FrozenFeatureProbe
 
 BIAS_FEATURE = 100.0
@@ -214,8 +215,8 @@ def fewshot_eval(
                 fewshot_lsr_top1(train_x[index], train_y[index], test_x, test_y, l2_reg)
             )
         values = torch.tensor(accuracies, dtype=torch.float64)  # [S]
-        results[f"fewshot_{k}shot"] = values.mean().item()
-        results[f"fewshot_{k}shot_std"] = values.std().item() if len(values) > 1 else 0.0
+        results[fewshot_name(k)] = values.mean().item()
+        results[fewshot_std_name(k)] = values.std().item() if len(values) > 1 else 0.0
     return results
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ssl_biases.methods.metric_names import KNN, knn_top1_name, knn_top5_name
 from ssl_biases.probes.features import FrozenFeatureProbe
 
 
@@ -110,7 +111,7 @@ class KNNProbe(FrozenFeatureProbe):
         chunk_size: int = 1024,
         every_n_epochs: int = 1,
         bank_chunk_size: int = 8192,
-        name: str = "knn",
+        name: str = KNN,
     ) -> None:
         super().__init__(every_n_epochs)
         if not name or "/" in name:
@@ -125,7 +126,7 @@ class KNNProbe(FrozenFeatureProbe):
     def state_key(self) -> str:
         """``KNNProbe`` for the default name (the key of earlier checkpoints), else one per
         name, so that Lightning saves two probes' validation counts apart."""
-        if self.name == "knn":
+        if self.name == KNN:
             return super().state_key
         return self._generate_state_key(name=self.name)
 
@@ -144,6 +145,6 @@ class KNNProbe(FrozenFeatureProbe):
             self.bank_chunk_size,
         )
         return {
-            f"{self.name}_top1": topk_accuracy(scores, query_labels, 1),
-            f"{self.name}_top5": topk_accuracy(scores, query_labels, 5),
+            knn_top1_name(self.name): topk_accuracy(scores, query_labels, 1),
+            knn_top5_name(self.name): topk_accuracy(scores, query_labels, 5),
         }

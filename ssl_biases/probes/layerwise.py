@@ -23,6 +23,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from ssl_biases.methods.metric_names import LAYERWISE_BEST_BLOCK, layerwise_knn_top1_name
 from ssl_biases.probes.features import FrozenFeatureProbe
 from ssl_biases.probes.knn import knn_scores, topk_accuracy
 
@@ -154,8 +155,8 @@ class LayerwiseKNNProbe(FrozenFeatureProbe):
             self.temperature,
             self.chunk_size,
         )
-        metrics = {f"layerwise_knn_top1_block{i}": float(v) for i, v in enumerate(top1)}
-        metrics["layerwise_best_block"] = float(top1.argmax())
+        metrics = {layerwise_knn_top1_name(i): float(v) for i, v in enumerate(top1)}
+        metrics[LAYERWISE_BEST_BLOCK] = float(top1.argmax())
         return metrics
 
     def on_validation_batch_end(

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ssl_biases.methods.metric_names import OFFLINE_LINEAR_TOP1
 from ssl_biases.probes.features import FrozenFeatureProbe
 
 
@@ -91,4 +92,4 @@ class LinearProbe(FrozenFeatureProbe):
         self, bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels: Tensor
     ) -> dict[str, float]:
         top1 = linear_probe_top1(bank, bank_labels, query, query_labels, self.l2, self.max_iter)
-        return {"offline_linear_top1": top1}
+        return {OFFLINE_LINEAR_TOP1: top1}

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
 import torch
+from jsonargparse import ArgumentError, ArgumentParser
 from lightly.utils.scheduler import cosine_schedule
 from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from ssl_biases.methods import BYOL, SimCLR
+from ssl_biases.methods import (
+    BYOL,
+    DINO,
+    IBOT,
+    IJEPA,
+    MAE,
+    BarlowTwins,
+    MaskedModeling,
+    MaskedReconstruction,
+    MoCoV3,
+    SimCLR,
+    SSLMethod,
+    VICReg,
+)
+from ssl_biases.methods.lens import Lens
 
 
 class RecordParams(Callback):
@@ -96,3 +112,70 @@ def test_the_teacher_is_deterministic_even_when_the_student_drops_paths(tiny_net
     x = torch.randn(2, 3, 16, 16)
     assert not torch.equal(model.backbone(x), model.backbone(x))
     assert torch.equal(model.teacher_backbone(x), model.teacher_backbone(x))
+
+
+# ------------------------------------------------------------------ constructor arguments
+ALL_METHODS = [BarlowTwins, BYOL, DINO, IBOT, IJEPA, MAE, MaskedModeling, MaskedReconstruction,
+               MoCoV3, SimCLR, VICReg]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ALL_METHODS, ids=lambda cls: cls.__name__)
+def test_every_method_restates_its_parents_arguments_with_the_same_types_and_defaults(
+    method,
+) -> None:
+    parent = method.__mro__[1]
+    params = inspect.signature(method.__init__).parameters
+    assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for name, inherited in inspect.signature(parent.__init__).parameters.items():
+        if name == "self":
+            continue
+        own = params[name]
+        assert own.annotation == inherited.annotation, name
+        if own.kind is inspect.Parameter.KEYWORD_ONLY:  # restated, not the method's own knob
+            assert own.default == inherited.default, name
+    base_names = set(inspect.signature(SSLMethod.__init__).parameters) - {"self", "backbone"}
+    assert all(params[name].kind is inspect.Parameter.KEYWORD_ONLY for name in base_names)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS, ids=lambda cls: cls.__name__)
+def test_the_parser_lists_every_base_argument_and_rejects_a_typo(method) -> None:
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(method, "model", skip={"backbone"})
+    help_text = parser.format_help()
+    base_names = set(inspect.signature(SSLMethod.__init__).parameters) - {"self", "backbone"}
+    for name in base_names:
+        assert f"--model.{name} " in help_text, name
+    config = parser.parse_args(["--model.warmup_fraction=0.25", "--model.num_classes=7"])
+    assert (config.model.warmup_fraction, config.model.num_classes) == (0.25, 7)
+    assert config.model.scale_lr is True and config.model.lens is None  # defaults shown
+    with pytest.raises(ArgumentError, match="warmup_fractoin"):
+        parser.parse_args(["--model.warmup_fractoin=0.25"])
+
+
+def test_a_method_hands_every_base_argument_to_the_base(tiny_net) -> None:
+    lens = Lens(width=4)
+    model = IBOT(tiny_net(), hidden_dim=16, bottleneck_dim=8, output_dim=16, num_classes=3,
+                 warmup_fraction=0.2, scale_lr=False, reference_batch_size=64,
+                 online_probe_lr=0.5, lens=lens, compile=False)  # fmt: skip
+    assert model.online_probe.out_features == 3 and model.lens is lens
+    assert (model.hparams.warmup_fraction, model.hparams.scale_lr) == (0.2, False)
+    assert (model.hparams.reference_batch_size, model.hparams.online_probe_lr) == (64, 0.5)
+    assert model.hparams.output_dim == 16  # DINO's argument, through iBOT
+
+
+@pytest.mark.parametrize("method", ALL_METHODS, ids=lambda cls: cls.__name__)
+def test_hparams_hold_the_whole_constructor_chain_but_the_modules_and_factories(
+    method, tiny_net
+) -> None:
+    assert "save_hyperparameters" not in inspect.getsource(method.__init__)  # the base's only
+    names = set()
+    for cls in method.__mro__[: method.__mro__.index(SSLMethod) + 1]:
+        names |= set(inspect.signature(cls.__init__).parameters)
+    model = method(tiny_net(), num_classes=2)
+    assert set(model.hparams) == names - {"self", "backbone", "optimizer", "scheduler", "lens"}
+
+
+def test_a_subclass_hyperparameter_is_saved_and_the_backbone_is_not(tiny_net) -> None:
+    model = SimCLR(tiny_net(), temperature=0.37, num_classes=2)
+    assert model.hparams.temperature == 0.37 and model.hparams.num_classes == 2
+    assert "backbone" not in model.hparams and "lens" not in model.hparams
