@@ -11,6 +11,7 @@ from jsonargparse import ArgumentParser
 from torch import nn
 
 from ssl_biases.backbones import backbone_config, create_backbone, list_backbones
+from ssl_biases.backbones.legacy import migrate_backbone_config
 from ssl_biases.backbones.preset_configs import preset_yaml, write_preset_configs
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "backbone"
@@ -65,6 +66,9 @@ def test_yaml_parsed_as_the_cli_does_builds_the_preset(name):
     size = reference.image_size
     config = parser.parse_object({"backbone": section["model"]["init_args"]["backbone"]})
     config.backbone.init_args.image_size = size  # what the CLI's data link does
+    # what the CLI stores (checkpoint's backbone_config), migrated: the canonical preset
+    stored = config.backbone.as_dict()
+    assert migrate_backbone_config(stored) == backbone_config(name)
     built = parser.instantiate_classes(config).backbone
     shapes = {k: tuple(v.shape) for k, v in built.state_dict().items()}
     assert shapes == {k: tuple(v.shape) for k, v in reference.state_dict().items()}
