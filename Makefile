@@ -11,7 +11,7 @@ DATA ?= shapes
 TRAINER ?= cpu
 ARGS ?=
 
-.PHONY: install demo test lint format fit tensorboard backbones sweep clean
+.PHONY: install demo test lint format fit tensorboard backbones backbone-configs sweep clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -45,6 +45,9 @@ tensorboard: install  ## open TensorBoard on the runs directory
 
 backbones: install  ## table of registered backbones: params, FLOPs, tokens
 	$(BIN)/ssl-biases backbones
+
+backbone-configs: install  ## rewrite configs/backbone/*.yaml from the registry presets
+	$(PY) -m ssl_biases.backbones.preset_configs configs/backbone
 
 sweep: install  ## run an experiment grid: make sweep EXP=bias_cifar10_small
 	$(BIN)/ssl-biases sweep configs/experiment/$(EXP).yaml

@@ -2,35 +2,29 @@
 
 stem -> position embedding -> [class token] -> depth x block -> LayerNorm -> pooling, where
 every block is ``x + mixer(LN(x))`` then ``x + MLP(LN(x))`` (see :mod:`.block`). Switching
-``token_mixer`` gives a ViT (``attention``, arXiv 2010.11929), a local-window ViT
-(``local_attention``), an MLP-Mixer (``mlp``, arXiv 2105.01601), a ConvMixer-like net
-(``conv``, arXiv 2201.09792) or a PoolFormer-like net (``pool``, arXiv 2111.11418), with
-everything else held equal (Cazenavette & Lucey, arXiv 2105.14077).
+``token_mixer`` (a :class:`~ssl_biases.backbones.mixers.TokenMixer`, or its name) gives a ViT
+(``attention``, arXiv 2010.11929), a local-window ViT (``local_attention``), an MLP-Mixer
+(``mlp``, arXiv 2105.01601), a ConvMixer-like net (``conv``, arXiv 2201.09792), a
+PoolFormer-like net (``pool``, arXiv 2111.11418) or a net without token mixing
+(``identity``, the control), with everything else held equal (Cazenavette & Lucey, arXiv
+2105.14077).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
 from ssl_biases.backbones.block import IsotropicBlock
-from ssl_biases.backbones.mixers import (
-    AttentionMixer,
-    ConvMixer,
-    LocalAttentionMixer,
-    PoolMixer,
-    TokenMlpMixer,
-)
+from ssl_biases.backbones.legacy import mixer_from_legacy
+from ssl_biases.backbones.mixers import TokenMixer, TokenMixerName
 from ssl_biases.backbones.pooling import PoolName, create_pool
 from ssl_biases.backbones.pos_embed import PosEmbedName, create_pos_embed
 from ssl_biases.backbones.stems import StemName, create_stem
-
-TokenMixerName = Literal["attention", "local_attention", "mlp", "conv", "pool"]
-_ATTENTION_MIXERS = ("attention", "local_attention")
-_MIXERS = ("attention", "local_attention", "mlp", "conv", "pool")
 
 
 class IsotropicNet(nn.Module):
@@ -45,8 +39,9 @@ class IsotropicNet(nn.Module):
     at ``last_dim``, and ``num_features == last_dim``.
 
     A class token exists only with ``pool='cls'``, which needs an attention mixer: the
-    ``mlp``, ``conv`` and ``pool`` mixers have no way to move information from the patches
-    into a class token, so that combination is a ``ValueError`` (use ``gap`` or ``map``).
+    ``mlp``, ``conv``, ``pool`` and ``identity`` mixers have no way to move information from
+    the patches into a class token, so that combination is a ``ValueError`` (use ``gap`` or
+    ``map``).
 
     Args:
         image_size: configured square input size in pixels; must be divisible by
@@ -56,18 +51,27 @@ class IsotropicNet(nn.Module):
         in_chans: input channels.
         width: token width D of every block.
         depth: number of blocks.
-        num_heads: attention heads (attention mixers and ``pool='map'``).
+        num_heads: attention heads (attention mixers and ``pool='map'``); a net-wide knob,
+            like ``width``, since the mixer and the pooling share it.
         mlp_ratio: hidden width of the channel MLP as a multiple of ``width``.
         stem: ``patch`` | ``conv`` | ``overlap`` (see :mod:`.stems`).
         pos_embed: ``none`` | ``learned`` | ``sincos2d`` (see :mod:`.pos_embed`).
-        token_mixer: ``attention`` | ``local_attention`` | ``mlp`` | ``conv`` | ``pool``.
+        token_mixer: the mixer with its own knobs, e.g. ``ConvMixer(kernel_size=7)`` (in a
+            config: ``{class_path: ssl_biases.backbones.mixers.ConvMixer, init_args:
+            {kernel_size: 7}}``), or a name meaning that mixer with its defaults:
+            ``attention`` | ``local_attention`` | ``mlp`` | ``conv`` | ``pool`` |
+            ``identity`` (see :mod:`.mixers`). A stored ``{class_path, init_args}`` mapping
+            (``backbone.json``, a checkpoint's ``backbone_config``) is accepted too.
         pool: ``cls`` | ``gap`` | ``map`` (see :mod:`.pooling`).
-        window_radius: radius (Chebyshev, in patches) of ``local_attention``.
-        kernel_size: kernel of the ``conv`` and ``pool`` mixers (odd).
-        token_mlp_ratio: hidden width of the ``mlp`` mixer as a multiple of the patch count N.
         drop_path: stochastic depth rate, increasing linearly from 0 to this over the blocks.
         last_dim: output width of the last block (``None``: ``width``).
-        qkv_bias: bias in the attention query/key/value projection.
+        window_radius: deprecated flat knob of configs from before typed mixers; ``None``
+            (unset) in new configs. Set, it is ``LocalAttentionMixer.window_radius``.
+        kernel_size: deprecated, as above: ``ConvMixer`` / ``PoolMixer.kernel_size``.
+        token_mlp_ratio: deprecated, as above: ``TokenMlpMixer.token_mlp_ratio``.
+        qkv_bias: deprecated, as above: ``AttentionMixer`` / ``LocalAttentionMixer.qkv_bias``.
+            A flat knob the mixer does not have is ignored (old configs list all four); see
+            :mod:`.legacy` and the README's migration notes.
     """
 
     def __init__(
@@ -81,14 +85,14 @@ class IsotropicNet(nn.Module):
         mlp_ratio: float = 4.0,
         stem: StemName = "patch",
         pos_embed: PosEmbedName = "learned",
-        token_mixer: TokenMixerName = "attention",
+        token_mixer: TokenMixerName | TokenMixer = "attention",
         pool: PoolName = "cls",
-        window_radius: int = 1,
-        kernel_size: int = 3,
-        token_mlp_ratio: float = 2.0,
         drop_path: float = 0.0,
         last_dim: int | None = None,
-        qkv_bias: bool = True,
+        window_radius: int | None = None,
+        kernel_size: int | None = None,
+        token_mlp_ratio: float | None = None,
+        qkv_bias: bool | None = None,
     ) -> None:
         super().__init__()
         if patch_size < 1 or image_size % patch_size != 0:
@@ -97,12 +101,17 @@ class IsotropicNet(nn.Module):
                 f"image_size {image_size} is not divisible by patch_size {patch_size}; "
                 f"use a multiple of {patch_size} (e.g. {lo} or {lo + patch_size})"
             )
-        if token_mixer not in _MIXERS:
-            raise ValueError(f"unknown token_mixer {token_mixer!r}; choose one of {_MIXERS}")
-        if pool == "cls" and token_mixer not in _ATTENTION_MIXERS:
+        legacy = dict(
+            window_radius=window_radius,
+            kernel_size=kernel_size,
+            token_mlp_ratio=token_mlp_ratio,
+            qkv_bias=qkv_bias,
+        )
+        mixer = mixer_from_legacy(_as_mixer_arg(token_mixer), legacy)
+        if pool == "cls" and not mixer.has_attention:
             raise ValueError(
                 f"pool='cls' needs an attention token mixer to gather the patches into the "
-                f"class token; token_mixer={token_mixer!r} cannot, use pool='gap' or 'map'"
+                f"class token; token_mixer={mixer.name!r} cannot, use pool='gap' or 'map'"
             )
         if width < 1 or depth < 1:
             raise ValueError(f"width and depth must be >= 1, got {width} and {depth}")
@@ -118,8 +127,10 @@ class IsotropicNet(nn.Module):
         self.num_prefix_tokens = 1 if pool == "cls" else 0
         self.width = width
         self.num_features = width if last_dim is None else last_dim
-        self.token_mixer = token_mixer
-        self.has_attention = token_mixer in _ATTENTION_MIXERS
+        self.mixer_factory = mixer  # the TokenMixer with its knobs; blocks hold its layers
+        self.token_mixer = mixer.name  # its name: methods test e.g. == "attention"
+        self.has_attention = mixer.has_attention
+        self.supports_token_dropping = mixer.supports_token_dropping
 
         self.stem = create_stem(stem, in_chans, width, patch_size)
         self.pos_embed = create_pos_embed(pos_embed, width, self.grid_size)
@@ -128,44 +139,19 @@ class IsotropicNet(nn.Module):
         self.blocks = nn.ModuleList(
             IsotropicBlock(
                 width,
-                self._make_mixer(
-                    token_mixer, num_heads, qkv_bias, window_radius, kernel_size, token_mlp_ratio
-                ),
+                mixer.build(width, self.grid_size, self.num_prefix_tokens, num_heads),
                 mlp_ratio,
                 drop_path=rates[i],
                 out_dim=self.num_features if i == depth - 1 else None,
             )
             for i in range(depth)
         )
-        self.supports_token_dropping = bool(self.blocks[0].mixer.supports_token_dropping)
         self.norm = nn.LayerNorm(self.num_features)
         self.pool = create_pool(pool, self.num_features, num_heads, mlp_ratio)
         self.apply(self._init_weights)
         self.blocks[-1].init_residual_proj()  # after the generic init, which would shrink it
         if self.cls_token is not None:
             trunc_normal_(self.cls_token, std=0.02)
-
-    def _make_mixer(
-        self,
-        name: str,
-        num_heads: int,
-        qkv_bias: bool,
-        window_radius: int,
-        kernel_size: int,
-        token_mlp_ratio: float,
-    ) -> nn.Module:
-        if name == "attention":
-            return AttentionMixer(self.width, num_heads, self.num_prefix_tokens, qkv_bias)
-        if name == "local_attention":
-            return LocalAttentionMixer(
-                self.width, num_heads, window_radius, self.num_prefix_tokens, qkv_bias
-            )
-        if name == "mlp":
-            hidden = max(1, round(token_mlp_ratio * self.num_patches))
-            return TokenMlpMixer(self.num_patches, hidden)
-        if name == "conv":
-            return ConvMixer(self.width, kernel_size)
-        return PoolMixer(kernel_size)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -210,7 +196,8 @@ class IsotropicNet(nn.Module):
             if not self.supports_token_dropping:
                 raise ValueError(
                     f"token_mixer={self.token_mixer!r} needs the full token grid, so it cannot "
-                    "drop tokens (keep=...); only token_mixer='attention' supports it. Replace "
+                    "drop tokens (keep=...); only token_mixer='attention' or 'identity' "
+                    "supports it. Replace "
                     "masked patches with a mask token instead."
                 )
             idx = keep[..., None].expand(-1, -1, x.shape[-1])  # [B, K, D]
@@ -275,3 +262,11 @@ class IsotropicNet(nn.Module):
 
     def _grid_of(self, x: torch.Tensor) -> tuple[int, int]:
         return x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+
+
+def _as_mixer_arg(
+    token_mixer: TokenMixerName | TokenMixer | Mapping[str, Any],
+) -> TokenMixerName | TokenMixer | Mapping[str, Any]:
+    """``token_mixer`` as given; a jsonargparse ``Namespace`` (class_path/init_args) as a dict."""
+    as_dict = getattr(token_mixer, "as_dict", None)
+    return as_dict() if callable(as_dict) else token_mixer

@@ -1,12 +1,21 @@
 """Token mixers: the one part that differs between ViT, MLP-Mixer, ConvMixer and PoolFormer.
 
-Every mixer maps tokens ``[B, T, D] -> [B, T, D]`` and is told the patch grid ``(h, w)`` the
-tokens come from (row-major, after ``num_prefix_tokens`` prefix tokens). Attention mixers also
-expose :meth:`AttentionMixer.attention`, which computes the post-softmax weights explicitly,
-so analysis works while the forward pass uses fused kernels.
+Two kinds of class live here. A **mixer** (:class:`TokenMixer` subclasses: ``AttentionMixer``,
+``LocalAttentionMixer``, ``TokenMlpMixer``, ``ConvMixer``, ``PoolMixer``, ``IdentityMixer``)
+is what a config names: the mixer's own knobs, with a string shorthand (``conv``). The net
+calls its ``build(dim, grid_size, num_prefix_tokens, num_heads)`` once per block to get a
+**layer** (``nn.Module``): it maps tokens ``[B, T, D] -> [B, T, D]`` and is told the patch grid
+``(h, w)`` the tokens come from (row-major, after ``num_prefix_tokens`` prefix tokens).
+Attention layers also expose :meth:`SelfAttention.attention`, which computes the post-softmax
+weights explicitly, so analysis works while the forward pass uses fused kernels.
 """
 
 from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +23,7 @@ from timm.layers import Mlp
 from torch import nn
 
 
-class AttentionMixer(nn.Module):
+class SelfAttention(nn.Module):
     """Global multi-head self-attention (Dosovitskiy et al., arXiv 2010.11929).
 
     Args:
@@ -23,8 +32,6 @@ class AttentionMixer(nn.Module):
         num_prefix_tokens: tokens before the patch tokens (class token).
         qkv_bias: use a bias in the query/key/value projection.
     """
-
-    supports_token_dropping: bool = True
 
     def __init__(
         self, dim: int, num_heads: int, num_prefix_tokens: int = 0, qkv_bias: bool = True
@@ -68,7 +75,7 @@ class AttentionMixer(nn.Module):
         return logits.softmax(dim=-1)
 
 
-class LocalAttentionMixer(AttentionMixer):
+class LocalSelfAttention(SelfAttention):
     """Self-attention restricted to a square window on the patch grid.
 
     Patch ``i`` may attend to patch ``j`` iff their Chebyshev distance on the grid is at most
@@ -83,8 +90,6 @@ class LocalAttentionMixer(AttentionMixer):
         num_prefix_tokens: tokens before the patch tokens.
         qkv_bias: use a bias in the query/key/value projection.
     """
-
-    supports_token_dropping: bool = False
 
     def __init__(
         self,
@@ -119,7 +124,7 @@ class LocalAttentionMixer(AttentionMixer):
         return mask
 
 
-class TokenMlpMixer(nn.Module):
+class TokenMlp(nn.Module):
     """MLP-Mixer token mixing: an MLP over the patch axis, shared across channels.
 
     ``U = X + W2 GELU(W1 LN(X)^T)^T`` (Tolstikhin et al., arXiv 2105.01601); this module is the
@@ -130,8 +135,6 @@ class TokenMlpMixer(nn.Module):
         num_patches: number of patch tokens N the weights are built for.
         hidden: hidden width D_S of the token MLP.
     """
-
-    supports_token_dropping: bool = False
 
     def __init__(self, num_patches: int, hidden: int) -> None:
         super().__init__()
@@ -148,7 +151,7 @@ class TokenMlpMixer(nn.Module):
         return self.mlp(x.transpose(1, 2)).transpose(1, 2)  # [B, N, D]
 
 
-class ConvMixer(nn.Module):
+class DepthwiseConv(nn.Module):
     """Depthwise ``k x k`` convolution over the token grid, then GELU (ConvMixer, arXiv 2201.09792).
 
     ConvMixer follows the conv with BatchNorm and a residual; here the block's pre-norm
@@ -158,8 +161,6 @@ class ConvMixer(nn.Module):
         dim: token width D (channels of the depthwise conv).
         kernel_size: odd kernel size k; zero padding keeps the grid size.
     """
-
-    supports_token_dropping: bool = False
 
     def __init__(self, dim: int, kernel_size: int) -> None:
         super().__init__()
@@ -175,14 +176,12 @@ class ConvMixer(nn.Module):
         return self.act(self.conv(grid)).flatten(2).transpose(1, 2)  # [B, N, D]
 
 
-class PoolMixer(nn.Module):
+class AvgPoolMinusInput(nn.Module):
     """PoolFormer token mixing: ``AvgPool(x) - x`` (Yu et al., arXiv 2111.11418).
 
     Args:
         kernel_size: odd pooling window; borders average over valid tokens only.
     """
-
-    supports_token_dropping: bool = False
 
     def __init__(self, kernel_size: int) -> None:
         super().__init__()
@@ -195,3 +194,242 @@ class PoolMixer(nn.Module):
         h, w = grid_size
         grid = x.transpose(1, 2).reshape(b, d, h, w)  # [B, D, h, w]
         return (self.pool(grid) - grid).flatten(2).transpose(1, 2)  # [B, N, D]
+
+
+class NoTokenMixing(nn.Module):
+    """The identity layer ``x -> x``; tokens ``[B, T, D]`` pass through unmixed."""
+
+    def forward(self, x: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+        return x  # [B, T, D]
+
+
+# --------------------------------------------------------------------------- mixer factories
+TokenMixerName = Literal["attention", "local_attention", "mlp", "conv", "pool", "identity"]
+
+
+class TokenMixer:
+    """A token mixer as a config value: the mixer's own knobs, built later by the net.
+
+    A mixer layer cannot be built before the net knows its width, token grid and prefix
+    tokens, so configs hold this factory; ``IsotropicNet`` calls :meth:`build` once per
+    block. A subclass states its knobs as typed ``__init__`` arguments (jsonargparse
+    validates them: ``token_mixer: {class_path: ssl_biases.backbones.mixers.ConvMixer,
+    init_args: {kernel_size: 7}}``) and its shorthand ``name`` (``token_mixer: conv`` means
+    that class with its defaults). Adding a mixer is one subclass here, plus its name in
+    ``TokenMixerName``.
+
+    Class attributes:
+        name: the string shorthand; also ``IsotropicNet.token_mixer``.
+        has_attention: whether its layer has ``attention(x, grid_size)`` (post-softmax maps)
+            and can gather patches into a class token (``pool='cls'``).
+        supports_token_dropping: whether its layer works on any subset of the patch tokens.
+    """
+
+    name: ClassVar[str] = ""
+    has_attention: ClassVar[bool] = False
+    supports_token_dropping: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            if cls.name in TOKEN_MIXERS:
+                raise ValueError(f"token mixer name {cls.name!r} is already taken")
+            TOKEN_MIXERS[cls.name] = cls
+
+    def build(
+        self, dim: int, grid_size: tuple[int, int], num_prefix_tokens: int, num_heads: int
+    ) -> nn.Module:
+        """The mixer layer for tokens of width ``dim`` on a ``grid_size`` patch grid.
+
+        Args:
+            dim: token width D.
+            grid_size: the configured patch grid ``(h, w)``.
+            num_prefix_tokens: tokens before the patch tokens (class token).
+            num_heads: the net's head count (used by attention mixers).
+        """
+        raise NotImplementedError
+
+    @property
+    def init_args(self) -> dict[str, Any]:
+        """The knobs, as ``init_args`` of a config (every ``__init__`` argument)."""
+        return {key: getattr(self, key) for key in inspect.signature(type(self)).parameters}
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.init_args == other.init_args  # type: ignore[union-attr]
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(sorted(self.init_args.items()))))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.init_args.items())
+        return f"{type(self).__name__}({args})"
+
+
+TOKEN_MIXERS: dict[str, type[TokenMixer]] = {}  # name -> class, filled by __init_subclass__
+
+
+def _check_odd_kernel(kernel_size: int) -> None:
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+
+
+class AttentionMixer(TokenMixer):
+    """Global multi-head self-attention (ViT, arXiv 2010.11929); heads: the net's ``num_heads``.
+
+    Args:
+        qkv_bias: use a bias in the query/key/value projection.
+    """
+
+    name = "attention"
+    has_attention = True
+    supports_token_dropping = True
+
+    def __init__(self, qkv_bias: bool = True) -> None:
+        self.qkv_bias = qkv_bias
+
+    def build(
+        self, dim: int, grid_size: tuple[int, int], num_prefix_tokens: int, num_heads: int
+    ) -> nn.Module:
+        return SelfAttention(dim, num_heads, num_prefix_tokens, self.qkv_bias)
+
+
+class LocalAttentionMixer(TokenMixer):
+    """Self-attention inside a ``(2r+1) x (2r+1)`` patch window (:class:`LocalSelfAttention`).
+
+    Args:
+        window_radius: radius r of the window, in patches (Chebyshev distance, r >= 0).
+        qkv_bias: use a bias in the query/key/value projection.
+    """
+
+    name = "local_attention"
+    has_attention = True
+
+    def __init__(self, window_radius: int = 1, qkv_bias: bool = True) -> None:
+        if window_radius < 0:
+            raise ValueError(f"window_radius must be >= 0, got {window_radius}")
+        self.window_radius = window_radius
+        self.qkv_bias = qkv_bias
+
+    def build(
+        self, dim: int, grid_size: tuple[int, int], num_prefix_tokens: int, num_heads: int
+    ) -> nn.Module:
+        return LocalSelfAttention(
+            dim, num_heads, self.window_radius, num_prefix_tokens, self.qkv_bias
+        )
+
+
+class TokenMlpMixer(TokenMixer):
+    """MLP-Mixer token mixing (arXiv 2105.01601): an MLP over the patch axis.
+
+    Its weights are sized for the configured patch count N, so the net then works only at
+    its configured image size.
+
+    Args:
+        token_mlp_ratio: hidden width D_S of the token MLP as a multiple of N (rounded).
+    """
+
+    name = "mlp"
+
+    def __init__(self, token_mlp_ratio: float = 2.0) -> None:
+        if token_mlp_ratio <= 0:
+            raise ValueError(f"token_mlp_ratio must be positive, got {token_mlp_ratio}")
+        self.token_mlp_ratio = token_mlp_ratio
+
+    def build(
+        self, dim: int, grid_size: tuple[int, int], num_prefix_tokens: int, num_heads: int
+    ) -> nn.Module:
+        num_patches = grid_size[0] * grid_size[1]
+        return TokenMlp(num_patches, max(1, round(self.token_mlp_ratio * num_patches)))
+
+
+class ConvMixer(TokenMixer):
+    """Depthwise convolution over the token grid, then GELU (ConvMixer, arXiv 2201.09792).
+
+    Args:
+        kernel_size: odd kernel size k.
+    """
+
+    name = "conv"
+
+    def __init__(self, kernel_size: int = 3) -> None:
+        _check_odd_kernel(kernel_size)
+        self.kernel_size = kernel_size
+
+    def build(
+        self, dim: int, grid_size: tuple[int, int], num_prefix_tokens: int, num_heads: int
+    ) -> nn.Module:
+        return DepthwiseConv(dim, self.kernel_size)
+
+
+class PoolMixer(TokenMixer):
+    """PoolFormer token mixing ``AvgPool(x) - x`` (arXiv 2111.11418).
+
+    Args:
+        kernel_size: odd pooling window.
+    """
+
+    name = "pool"
+
+    def __init__(self, kernel_size: int = 3) -> None:
+        _check_odd_kernel(kernel_size)
+        self.kernel_size = kernel_size
+
+    def build(
+        self, dim: int, grid_size: tuple[int, int], num_prefix_tokens: int, num_heads: int
+    ) -> nn.Module:
+        return AvgPoolMinusInput(self.kernel_size)
+
+
+class IdentityMixer(TokenMixer):
+    """No token mixing: the mixer branch returns its input (MetaFormer's identity mapping).
+
+    ``x + LN(x)`` then the channel MLP, so every output token depends on its own input token
+    only: the control of a mixer study (Yu et al., arXiv 2111.11418, Table 5). It has no
+    weights and works on any subset of tokens.
+    """
+
+    name = "identity"
+    supports_token_dropping = True
+
+    def build(
+        self, dim: int, grid_size: tuple[int, int], num_prefix_tokens: int, num_heads: int
+    ) -> nn.Module:
+        return NoTokenMixing()
+
+
+def resolve_token_mixer(token_mixer: TokenMixerName | TokenMixer | Mapping[str, Any]) -> TokenMixer:
+    """A ``TokenMixer`` from its name (defaults), itself, or a stored ``{class_path, init_args}``.
+
+    Raises:
+        ValueError: for an unknown name or class, or knobs the class does not take.
+    """
+    if isinstance(token_mixer, TokenMixer):
+        return token_mixer
+    if isinstance(token_mixer, str):
+        if token_mixer not in TOKEN_MIXERS:
+            raise ValueError(
+                f"unknown token_mixer {token_mixer!r}; choose one of {sorted(TOKEN_MIXERS)} or "
+                "give {class_path: ssl_biases.backbones.mixers.<Mixer>, init_args: {...}}"
+            )
+        return TOKEN_MIXERS[token_mixer]()
+    if isinstance(token_mixer, Mapping) and "class_path" in token_mixer:
+        class_path = str(token_mixer["class_path"])
+        module_name, _, class_name = class_path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name or __name__), class_name)
+        except (ImportError, AttributeError, ValueError) as err:
+            raise ValueError(f"cannot import token mixer {class_path!r} ({err})") from err
+        if not (isinstance(cls, type) and issubclass(cls, TokenMixer)):
+            raise ValueError(f"{class_path!r} is not a ssl_biases.backbones.mixers.TokenMixer")
+        init_args = dict(token_mixer.get("init_args") or {})
+        valid = inspect.signature(cls).parameters
+        unknown = sorted(set(init_args) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"token mixer {cls.__name__} takes no argument(s) {unknown}; valid: {sorted(valid)}"
+            )
+        return cls(**init_args)
+    raise ValueError(
+        f"token_mixer must be a name ({sorted(TOKEN_MIXERS)}), a TokenMixer or a "
+        f"{{class_path, init_args}} mapping, got {token_mixer!r}"
+    )

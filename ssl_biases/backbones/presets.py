@@ -5,11 +5,19 @@ MLP ratio 4, learned position embedding): only the token mixer changes, plus wha
 forces -- mixers without attention cannot feed a class token, so they pool with ``gap``
 (``vit_tiny_gap`` is their exact attention twin). ``localvit_tiny`` (radius 2) and
 ``convmixer_tiny`` (kernel 5) see the same 5x5-patch neighbourhood per block.
+``identity_tiny`` mixes no tokens at all: the control of every mixer study.
 """
 
 from __future__ import annotations
 
 from ssl_biases.backbones.isotropic import IsotropicNet
+from ssl_biases.backbones.mixers import (
+    ConvMixer,
+    IdentityMixer,
+    LocalAttentionMixer,
+    PoolMixer,
+    TokenMlpMixer,
+)
 from ssl_biases.backbones.registry import register_backbone
 from ssl_biases.backbones.resnet import ResNet
 
@@ -26,10 +34,11 @@ _TINY = dict(
 _MIXERS = {
     "vit_tiny": dict(token_mixer="attention", pool="cls"),
     "vit_tiny_gap": dict(token_mixer="attention", pool="gap"),
-    "localvit_tiny": dict(token_mixer="local_attention", window_radius=2, pool="cls"),
-    "mixer_tiny": dict(token_mixer="mlp", token_mlp_ratio=2.0, pool="gap"),
-    "convmixer_tiny": dict(token_mixer="conv", kernel_size=5, pool="gap"),
-    "poolformer_tiny": dict(token_mixer="pool", kernel_size=3, pool="gap"),
+    "localvit_tiny": dict(token_mixer=LocalAttentionMixer(window_radius=2), pool="cls"),
+    "mixer_tiny": dict(token_mixer=TokenMlpMixer(token_mlp_ratio=2.0), pool="gap"),
+    "convmixer_tiny": dict(token_mixer=ConvMixer(kernel_size=5), pool="gap"),
+    "poolformer_tiny": dict(token_mixer=PoolMixer(kernel_size=3), pool="gap"),
+    "identity_tiny": dict(token_mixer=IdentityMixer(), pool="gap"),
 }
 
 for _name, _mixer in _MIXERS.items():
@@ -60,8 +69,7 @@ register_backbone(
     depth=8,
     num_heads=8,
     pos_embed="none",
-    token_mixer="mlp",
-    token_mlp_ratio=256 / 196,
+    token_mixer=TokenMlpMixer(token_mlp_ratio=256 / 196),
     pool="gap",
 )  # fmt: skip  D_S = 256 hidden units for N = 196 patches
 

@@ -2,7 +2,9 @@
 
 A preset is a class plus keyword arguments. ``create_backbone(name, **overrides)`` builds
 it; ``backbone_config(name)`` gives the same thing as a jsonargparse/LightningCLI
-``class_path`` + ``init_args`` dict (what ``configs/backbone/<name>.yaml`` holds). Names
+``class_path`` + ``init_args`` dict, every argument explicit; ``backbone_config(name,
+explicit=False)`` only what differs from the class defaults, without ``image_size`` (the
+data config states it): what ``configs/backbone/<name>.yaml`` holds. Names
 starting with ``timm:`` build a :class:`~ssl_biases.backbones.TimmBackbone` of that timm
 model. Nothing here touches timm's own global registry.
 """
@@ -15,6 +17,9 @@ import inspect
 from typing import Any
 
 from torch import nn
+
+from ssl_biases.backbones.legacy import LEGACY_MIXER_KNOBS, migrate_backbone_config
+from ssl_biases.backbones.mixers import TokenMixer
 
 TIMM_PREFIX = "timm:"
 _PRESETS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {}
@@ -96,16 +101,44 @@ def _class_path(constructor: type[nn.Module]) -> str:
     return f"{constructor.__module__}.{constructor.__qualname__}"
 
 
-def backbone_config(name: str) -> dict[str, Any]:
-    """The preset as ``{"class_path": ..., "init_args": {...}}`` with every argument explicit.
+def backbone_config(name: str, explicit: bool = True) -> dict[str, Any]:
+    """The preset as ``{"class_path": ..., "init_args": {...}}``.
 
-    ``init_args`` lists all constructor arguments (preset values, else the defaults), so a
-    config file made from it states the whole architecture.
+    Args:
+        name: a registry name (or ``timm:<model>``).
+        explicit: ``True``: ``init_args`` lists every constructor argument (preset values,
+            else the defaults; a token mixer as ``{class_path, init_args}`` with every knob),
+            the canonical form that :func:`~.legacy.migrate_backbone_config` also gives.
+            ``False``: only the arguments that differ from the constructor's defaults,
+            without ``image_size`` (the data config states it once; the CLI links it); a
+            token mixer with default knobs is written as its name.
     """
     constructor, kwargs = _resolve(name)
+    params = {k: p for k, p in _parameters(constructor).items() if k not in LEGACY_MIXER_KNOBS}
+    if explicit:
+        init_args = {
+            key: kwargs.get(key, param.default)
+            for key, param in params.items()
+            if key in kwargs or param.default is not inspect.Parameter.empty
+        }
+        return migrate_backbone_config(
+            {"class_path": _class_path(constructor), "init_args": init_args}
+        )
     init_args = {
-        key: kwargs.get(key, param.default)
-        for key, param in _parameters(constructor).items()
-        if key in kwargs or param.default is not inspect.Parameter.empty
+        key: _minimal_value(value)
+        for key, value in kwargs.items()
+        if key != "image_size" and value != params[key].default
     }
     return {"class_path": _class_path(constructor), "init_args": init_args}
+
+
+def _minimal_value(value: Any) -> Any:
+    """A preset value for a config file: a mixer as its name, or class_path + changed knobs."""
+    if not isinstance(value, TokenMixer):
+        return value
+    defaults = type(value)()
+    if value == defaults:
+        return value.name
+    changed = {k: v for k, v in value.init_args.items() if v != defaults.init_args[k]}
+    cls = type(value)
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": changed}

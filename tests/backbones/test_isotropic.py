@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ssl_biases.backbones import IsotropicNet
+from ssl_biases.backbones.mixers import AttentionMixer, ConvMixer, LocalAttentionMixer
 
 TINY = dict(image_size=32, patch_size=4, width=32, depth=2, num_heads=2)
 
@@ -40,7 +41,7 @@ def test_learned_pos_embed_breaks_permutation_invariance():
 
 
 def test_conv_mixer_is_translation_equivariant_away_from_borders():
-    model = net(pos_embed="none", token_mixer="conv", pool="gap", kernel_size=3, image_size=48)
+    model = net(pos_embed="none", token_mixer=ConvMixer(kernel_size=3), pool="gap", image_size=48)
     x = torch.randn(1, 3, 48, 48)
     shifted = torch.roll(x, shifts=4, dims=3)  # one patch to the right
     f = model.forward_features(x).transpose(1, 2).reshape(1, 32, 12, 12)
@@ -62,7 +63,7 @@ def test_mlp_mixer_one_patch_changes_every_token_after_one_block():
 @pytest.mark.parametrize("pool", ["cls", "gap"])
 def test_local_attention_weights_outside_window_are_exactly_zero(pool):
     r = 1
-    model = net(token_mixer="local_attention", window_radius=r, pool=pool)
+    model = net(token_mixer=LocalAttentionMixer(window_radius=r), pool=pool)
     maps = model.attention_maps(torch.randn(2, 3, 32, 32))
     p = model.num_prefix_tokens
     rows = torch.arange(8).repeat_interleave(8)
@@ -202,7 +203,7 @@ def test_input_not_divisible_by_patch_is_an_error():
         net()(torch.randn(1, 3, 18, 16))
 
 
-@pytest.mark.parametrize("mixer", ["mlp", "conv", "pool"])
+@pytest.mark.parametrize("mixer", ["mlp", "conv", "pool", "identity"])
 def test_cls_pool_needs_attention(mixer):
     with pytest.raises(ValueError, match="pool='gap' or 'map'"):
         net(token_mixer=mixer, pool="cls")
@@ -211,7 +212,7 @@ def test_cls_pool_needs_attention(mixer):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        (dict(token_mixer="conv", pool="gap", kernel_size=4), "odd"),
+        (dict(token_mixer="conv", pool="gap", kernel_size=4), "odd"),  # legacy flat knob
         (dict(pos_embed="sincos2d", width=30), "divisible by 4"),
         (dict(num_heads=3), "not divisible by num_heads"),
         (dict(stem="conv", patch_size=6, image_size=24), "power of two"),
@@ -242,7 +243,8 @@ KNOBS = [
     {"pool": "map"},
     {"last_dim": 48},
     {"drop_path": 0.2},
-    {"qkv_bias": False},
+    {"token_mixer": AttentionMixer(qkv_bias=False)},
+    {"token_mixer": "identity", "pool": "gap"},
     {"token_mixer": "mlp", "pool": "map", "stem": "conv", "pos_embed": "sincos2d"},
 ]
 

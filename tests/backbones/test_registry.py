@@ -1,11 +1,8 @@
-"""Registry: names, overrides, errors, and configs/backbone/*.yaml kept equal to the presets."""
+"""Registry: names, overrides, errors, and the canonical config of a preset."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import yaml
 
 from ssl_biases.backbones import (
     IsotropicNet,
@@ -17,8 +14,6 @@ from ssl_biases.backbones import (
     register_backbone,
     registry,
 )
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "backbone"
 
 
 def test_list_contains_required_presets():
@@ -68,6 +63,11 @@ def test_backbone_config_is_class_path_with_all_args():
     args = cfg["init_args"]
     assert (args["image_size"], args["patch_size"], args["width"], args["depth"]) == (32, 4, 192, 6)
     assert args["pool"] == "cls" and args["last_dim"] is None
+    assert args["token_mixer"] == {
+        "class_path": "ssl_biases.backbones.mixers.AttentionMixer",
+        "init_args": {"qkv_bias": True},
+    }
+    assert not {"kernel_size", "window_radius", "token_mlp_ratio", "qkv_bias"} & set(args)
     assert backbone_config("resnet18_cifar")["class_path"] == "ssl_biases.backbones.ResNet"
     assert backbone_config("timm:resnet18")["init_args"]["model_name"] == "resnet18"
 
@@ -77,18 +77,6 @@ def test_config_builds_same_model_as_registry():
     model = IsotropicNet(**{**cfg["init_args"], "width": 32, "depth": 2, "num_heads": 2})
     ref = create_backbone("convmixer_tiny", width=32, depth=2, num_heads=2)
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in ref.parameters())
-
-
-@pytest.mark.parametrize("name", list_backbones())
-def test_yaml_equals_backbone_config(name):
-    path = CONFIG_DIR / f"{name}.yaml"
-    assert path.exists(), f"write {path} from backbone_config({name!r})"
-    data = yaml.safe_load(path.read_text())
-    assert data == {"model": {"init_args": {"backbone": backbone_config(name)}}}
-
-
-def test_no_yaml_without_preset():
-    assert sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) == list_backbones()
 
 
 def test_timm_prefix_builds_timm_backbone():

@@ -1,0 +1,110 @@
+"""A run from before typed token mixers (issue 16) still resumes, validates and exports.
+
+The test writes that run itself: a tiny fit whose stored backbone config (the checkpoint's
+``backbone_config`` and ``RUN/config.yaml``) is then set to exactly what the old code
+wrote: the mixer as a name plus all four flat mixer knobs (``window_radius``,
+``kernel_size``, ``token_mlp_ratio``, ``qkv_bias``). The method's hyperparameters never held
+the backbone (``save_hyperparameters(ignore=["backbone", ...])``), so nothing else changes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ssl_biases.backbones import IsotropicNet
+from ssl_biases.backbones.mixers import ConvMixer
+from ssl_biases.cli import cli_main, main
+from ssl_biases.export import load_backbone
+
+from helpers import fit_args
+
+# IsotropicNet's init_args as the old code dumped them: every argument, mixer knobs flat.
+OLD_INIT_ARGS = {
+    "image_size": 16, "patch_size": 4, "in_chans": 3, "width": 32, "depth": 1, "num_heads": 2,
+    "mlp_ratio": 2.0, "stem": "patch", "pos_embed": "learned", "token_mixer": "conv",
+    "pool": "gap", "window_radius": 1, "kernel_size": 5, "token_mlp_ratio": 2.0,
+    "drop_path": 0.0, "last_dim": None, "qkv_bias": True,
+}  # fmt: skip
+OLD_CONFIG = {"class_path": "ssl_biases.backbones.IsotropicNet", "init_args": OLD_INIT_ARGS}
+
+
+@pytest.fixture(scope="module")
+def old_run(tmp_path_factory) -> Path:
+    """A 2-step SimCLR run whose checkpoint and config.yaml have the old backbone layout."""
+    root = tmp_path_factory.mktemp("legacy_run")
+    backbone = root / "old_backbone.yaml"
+    backbone.write_text(yaml.safe_dump({"model": {"init_args": {"backbone": OLD_CONFIG}}}))
+    cli = cli_main(
+        fit_args(
+            "simclr", root, f"--config={backbone}", "--trainer.max_steps=2",
+            f"--trainer.logger.save_dir={root / 'runs'}",
+        )
+    )  # fmt: skip
+    run = Path(cli.trainer.log_dir)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    checkpoint["backbone_config"] = OLD_CONFIG  # the old layout, exactly
+    torch.save(checkpoint, ckpt)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    old_args = {k: v for k, v in OLD_INIT_ARGS.items() if k != "image_size"}  # a link target
+    config["model"]["init_args"]["backbone"]["init_args"] = old_args
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return run
+
+
+def test_old_checkpoint_has_the_old_layout(old_run):
+    checkpoint = torch.load(old_run / "checkpoints/last.ckpt", map_location="cpu")
+    assert checkpoint["backbone_config"]["init_args"]["kernel_size"] == 5
+    assert "backbone" not in checkpoint["hyper_parameters"]
+    assert checkpoint["global_step"] == 2
+    assert "backbone.blocks.0.mixer.conv.weight" in checkpoint["state_dict"]
+
+
+def test_old_run_resumes_one_more_step(old_run, monkeypatch):
+    monkeypatch.chdir(old_run.parent)
+    ckpt = old_run / "checkpoints" / "last.ckpt"
+    before = torch.load(ckpt, map_location="cpu")["state_dict"]
+    cli = cli_main(
+        ["fit", f"--config={old_run / 'config.yaml'}", f"--ckpt_path={ckpt}",
+         "--trainer.max_steps=3"]
+    )  # fmt: skip
+    assert cli.trainer.global_step == 3
+    backbone = cli.model.backbone
+    assert backbone.mixer_factory == ConvMixer(kernel_size=5)
+    # the trained weights came back (the one more step ends the cosine schedule at lr ~ 0)
+    resumed = backbone.blocks[0].mixer.conv.weight.detach()
+    saved = before["backbone.blocks.0.mixer.conv.weight"]
+    torch.testing.assert_close(resumed, saved, rtol=0, atol=1e-4)
+    fresh = IsotropicNet(**OLD_INIT_ARGS).blocks[0].mixer.conv.weight.detach()
+    assert (fresh - saved).abs().max() > 1e-2
+
+
+def test_old_run_validates(old_run, monkeypatch):
+    monkeypatch.chdir(old_run.parent)
+    cli = cli_main(
+        ["validate", f"--config={old_run / 'config.yaml'}",
+         f"--ckpt_path={old_run / 'checkpoints' / 'last.ckpt'}", "--trainer.limit_val_batches=1.0"]
+    )  # fmt: skip
+    top1 = float(cli.trainer.callback_metrics["val/knn_top1"])
+    assert 0.0 <= top1 <= 1.0
+
+
+def test_old_run_exports_the_same_net(old_run, tmp_path):
+    ckpt = old_run / "checkpoints" / "last.ckpt"
+    out = tmp_path / "export"
+    main(["export", "--ckpt", str(ckpt), "--output", str(out)])
+    exported = load_backbone(out)
+    assert isinstance(exported, IsotropicNet)
+    assert exported.mixer_factory == ConvMixer(kernel_size=5)
+    state = torch.load(ckpt, map_location="cpu")["state_dict"]
+    reference = IsotropicNet(**OLD_INIT_ARGS).eval()  # the old flat knobs still build it
+    prefix = "backbone."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    reference.load_state_dict(weights, strict=True)
+    images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(exported(images), reference(images), rtol=0, atol=0)
