@@ -6,7 +6,7 @@ import torch
 
 from ssl_biases.analysis.report import block_matrix, load_checkpoint_backbone, load_report, main
 from ssl_biases.backbones import IsotropicNet
-from ssl_biases.export import CHECKPOINT_KEY
+from ssl_biases.run.checkpoint import BACKBONE_CONFIG_KEY as CHECKPOINT_KEY
 
 SHAPES = Path(__file__).parents[2] / "configs" / "data" / "shapes.yaml"
 DATA = [
