@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -39,7 +40,8 @@ def run_until_killed(folder, *extra: str) -> subprocess.Popen:
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+        # the root, helpers.py and this file (`test_resume.KillAtStep` on the command line)
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]),
     }
     process = subprocess.run(
         [sys.executable, "-m", "ssl_biases", *fit_args("simclr", folder, *extra)],
