@@ -42,7 +42,7 @@ import ssl_biases
 from ssl_biases.analysis.tensorboard import attention_heatmaps, denormalize
 from ssl_biases.backbones import backbone_config
 from ssl_biases.cli import cli_main
-from ssl_biases.export import export_checkpoint
+from ssl_biases.run.export import export_checkpoint
 
 TINY = os.environ.get("QUICKSTART_TINY") == "1"
 WORKDIR = Path(os.environ.get("QUICKSTART_DIR", "quickstart"))

@@ -8,7 +8,7 @@ __all__ = ["load_backbone"]
 
 def __getattr__(name: str):  # noqa: ANN202  (PEP 562 lazy attribute)
     if name == "load_backbone":
-        from ssl_biases.export import load_backbone
+        from ssl_biases.run.export import load_backbone
 
         return load_backbone
     raise AttributeError(f"module 'ssl_biases' has no attribute {name!r}")

@@ -1,258 +1,33 @@
-"""Take a pretrained backbone out of the framework: ``ssl-biases export`` and ``load_backbone``.
+"""Deprecated: the old home of ``ssl-biases export``, now :mod:`ssl_biases.run.export`.
 
-``ssl-biases export --ckpt RUN/checkpoints/last.ckpt --output DIR`` writes
-
-- ``DIR/backbone.safetensors``: the backbone's weights (for a ``timm:`` backbone, the weights of
-  the timm model itself, so they load into ``timm.create_model`` directly);
-- ``DIR/backbone.json``: how to rebuild it: ``class_path`` + ``init_args`` (the backbone's
-  constructor knobs), the registry name where one matches, ``num_features``, and for timm
-  models the ``timm.create_model`` arguments.
-
-``ssl_biases.load_backbone(DIR)`` rebuilds the backbone from these two files in any process,
-without Lightning. A timm backbone also loads without ssl-biases at all::
-
-    model = timm.create_model(meta["timm"]["model_name"], pretrained=True,
-                              pretrained_cfg_overlay={"file": "DIR/backbone.safetensors"},
-                              **meta["timm"]["kwargs"])
-
-The backbone's config comes from the checkpoint (the CLI stores it under
-``"backbone_config"``), else from the run's ``config.yaml`` beside ``checkpoints/``.
-This module imports neither Lightning nor the methods, so it stays cheap to import.
+Temporary, for ``ssl_biases.analysis.report`` (``read_checkpoint``, returning ``(backbone
+weights, backbone config, global step)``) until it reads checkpoints with
+:func:`ssl_biases.run.checkpoint.read_checkpoint`; delete this module then.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import inspect
-import json
+import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor
 
-FORMAT = "ssl-biases-backbone"
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "backbone.safetensors"
-META_FILE = "backbone.json"
-CHECKPOINT_KEY = "backbone_config"  # where the CLI stores {"class_path", "init_args"}
-TIMM_CLASS_PATHS = (
-    "ssl_biases.backbones.TimmBackbone",
-    "ssl_biases.backbones.timm_models.TimmBackbone",
+from ssl_biases.run.checkpoint import BACKBONE_CONFIG_KEY as CHECKPOINT_KEY
+from ssl_biases.run.checkpoint import read_checkpoint as _read_checkpoint
+from ssl_biases.run.export import export_backbone, export_checkpoint, load_backbone
+
+__all__ = ["CHECKPOINT_KEY", "export_backbone", "export_checkpoint", "load_backbone"]
+
+warnings.warn(
+    "ssl_biases.export moved to ssl_biases.run.export (checkpoint reading: "
+    "ssl_biases.run.checkpoint.read_checkpoint)",
+    DeprecationWarning,
+    stacklevel=2,
 )
 
 
-def _import_class(class_path: str) -> type[nn.Module]:
-    module_name, _, class_name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(
-            f"cannot import backbone class {class_path!r} ({err}); install the package that "
-            "defines it or fix `class_path` in backbone.json"
-        ) from err
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ValueError(f"{class_path!r} is not an nn.Module class")
-    return cls
-
-
-def registry_name(config: dict[str, Any]) -> str | None:
-    """The registry name whose preset equals ``config`` (``timm:<model>`` for timm), or None."""
-    from ssl_biases.backbones import backbone_config, list_backbones
-
-    init_args = config.get("init_args", {})
-    if config.get("class_path") in TIMM_CLASS_PATHS:
-        return f"timm:{init_args['model_name']}"
-    for name in list_backbones():
-        preset = backbone_config(name)
-        if preset["class_path"] == config.get("class_path") and preset["init_args"] == init_args:
-            return name
-    return None
-
-
-def _config_from_run_dir(ckpt: Path) -> dict[str, Any] | None:
-    """The backbone section of ``RUN/config.yaml`` for ``RUN/checkpoints/<name>.ckpt``."""
-    import yaml
-
-    path = ckpt.resolve().parent.parent / "config.yaml"
-    if not path.is_file():
-        return None
-    config = yaml.safe_load(path.read_text()) or {}
-    backbone = (config.get("model") or {}).get("init_args", {}).get("backbone")
-    if not (isinstance(backbone, dict) and "class_path" in backbone):
-        return None
-    init_args = dict(backbone.get("init_args") or {})
-    # The CLI links data.image_size -> the backbone's image_size; config.yaml omits link targets.
-    image_size = (config.get("data") or {}).get("image_size")
-    takes_size = "image_size" in inspect.signature(_import_class(backbone["class_path"])).parameters
-    if image_size is not None and takes_size and "image_size" not in init_args:
-        init_args["image_size"] = image_size
-    return {"class_path": backbone["class_path"], "init_args": init_args}
-
-
-def read_checkpoint(ckpt: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], int]:
-    """Backbone weights, backbone config and global step of a training checkpoint.
-
-    Raises:
-        FileNotFoundError: when ``ckpt`` does not exist.
-        ValueError: when the file is no readable checkpoint, or has no backbone weights or no
-            backbone config.
-    """
-    ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {ckpt} not found; runs keep theirs in runs/<name>/version_<n>/checkpoints/"
-        )
-    try:  # weights_only: tensors and plain containers only, as `fit --ckpt_path` reads it
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as error:  # garbage or a truncated file: pickle, zip or unpickler errors
-        message = str(error).splitlines()[0][:200] if str(error) else ""
-        raise ValueError(
-            f"cannot read checkpoint {ckpt} ({type(error).__name__}: {message}); pass a "
-            "checkpoint written by `ssl-biases fit` (runs/<name>/version_<n>/checkpoints/*.ckpt)"
-        ) from error
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"{ckpt} holds a {type(checkpoint).__name__}, not a Lightning checkpoint")
-    prefix = "backbone."
-    state = {
-        key[len(prefix) :]: value
-        for key, value in checkpoint.get("state_dict", {}).items()
-        if key.startswith(prefix)
-    }
-    if not state:
-        raise ValueError(f"{ckpt} holds no `backbone.*` weights: is it an ssl-biases checkpoint?")
-    config = checkpoint.get(CHECKPOINT_KEY) or _config_from_run_dir(ckpt)
-    if config is None:
-        raise ValueError(
-            f"{ckpt} does not say how its backbone was built (no {CHECKPOINT_KEY!r} entry and "
-            "no config.yaml beside checkpoints/); train with `ssl-biases fit`, or call "
-            "`export_backbone(backbone, output, config)` with the backbone's class_path/init_args"
-        )
-    return state, config, int(checkpoint.get("global_step", -1))
-
-
-def export_backbone(
-    backbone: nn.Module | dict[str, torch.Tensor],
-    output: str | Path,
-    config: dict[str, Any],
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``backbone.safetensors`` and ``backbone.json`` into ``output``.
-
-    Args:
-        backbone: The backbone module, or its ``state_dict``.
-        output: Folder to write to (created).
-        config: ``{"class_path": ..., "init_args": {...}}`` that rebuilds the backbone.
-        extra: More JSON-serialisable fields for ``backbone.json`` (e.g. the source run).
-
-    Returns:
-        The output folder.
-    """
-    state = backbone.state_dict() if isinstance(backbone, nn.Module) else dict(backbone)
-    config = {"class_path": config["class_path"], "init_args": dict(config.get("init_args", {}))}
-    model = _build(config)  # fails early, with a clear message, on a config that cannot build
-    timm_meta = None
-    if config["class_path"] in TIMM_CLASS_PATHS:  # store the timm model's own keys
-        state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-        init_args = config["init_args"]
-        kwargs: dict[str, Any] = {"num_classes": 0, "in_chans": init_args.get("in_chans", 3)}
-        if _takes_img_size(model):
-            kwargs["img_size"] = init_args.get("image_size", 224)
-        timm_meta = {"model_name": init_args["model_name"], "kwargs": kwargs}
-    _load_into(model.model if timm_meta else model, state, config)  # the weights must fit
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    # clone: safetensors refuses tensors that share memory (tied weights, views)
-    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
-    save_file(tensors, str(output / WEIGHTS_FILE), metadata={"format": FORMAT})
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        **config,
-        "registry_name": registry_name(config),
-        "num_features": int(model.num_features),
-        "weights": WEIGHTS_FILE,
-        **({"timm": timm_meta} if timm_meta else {}),
-        **(extra or {}),
-    }
-    (output / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
-    return output
-
-
-def _takes_img_size(model: nn.Module) -> bool:
-    """Whether the wrapped timm model takes ``img_size`` (ViT/Mixer-like models; not CNNs)."""
-    return "img_size" in inspect.signature(type(model.model).__init__).parameters
-
-
-def _load_into(module: nn.Module, state: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(
-            f"the weights do not fit {config['class_path']}({config.get('init_args', {})}): {err}"
-        ) from err
-
-
-def _build(config: dict[str, Any]) -> nn.Module:
-    return _import_class(config["class_path"])(**config.get("init_args", {}))
-
-
-def export_checkpoint(ckpt: str | Path, output: str | Path) -> Path:
-    """Export the backbone of a training checkpoint (see the module docstring)."""
-    state, config, step = read_checkpoint(ckpt)
-    return export_backbone(
-        state, output, config, extra={"source_checkpoint": str(ckpt), "global_step": step}
-    )
-
-
-def read_meta(directory: str | Path) -> dict[str, Any]:
-    """The ``backbone.json`` of an export folder (checked)."""
-    path = Path(directory) / META_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found; create it with `ssl-biases export --ckpt RUN/checkpoints/"
-            f"last.ckpt --output {directory}`"
-        )
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} is not an ssl-biases backbone export of version <= {FORMAT_VERSION}"
-        )
-    return meta
-
-
-def load_backbone(directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild an exported backbone (in eval mode) from ``DIR/backbone.{json,safetensors}``.
-
-    Needs only torch, safetensors and the backbone's own package (not Lightning).
-
-    Raises:
-        FileNotFoundError: when the folder lacks the export files.
-        ValueError: when the weights do not fit the described architecture.
-    """
-    meta = read_meta(directory)
-    backbone = _build(meta)
-    state = load_file(str(Path(directory) / meta.get("weights", WEIGHTS_FILE)), device="cpu")
-    _load_into(backbone.model if "timm" in meta else backbone, state, meta)
-    return backbone.to(map_location).eval()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``ssl-biases export --ckpt RUN/checkpoints/last.ckpt --output DIR``."""
-    parser = argparse.ArgumentParser(
-        prog="ssl-biases export",
-        description="Write a checkpoint's backbone as safetensors + backbone.json "
-        "(load it with ssl_biases.load_backbone(DIR)).",
-    )
-    parser.add_argument("--ckpt", required=True, help="a checkpoint written by `ssl-biases fit`")
-    parser.add_argument("--output", required=True, help="folder to write the export into")
-    args = parser.parse_args(argv)
-    try:
-        output = export_checkpoint(args.ckpt, args.output)
-    except (FileNotFoundError, ValueError) as err:
-        parser.exit(2, f"ssl-biases export: error: {err}\n")
-    meta = read_meta(output)
-    name = meta["registry_name"] or meta["class_path"]
-    print(f"Exported {name} (num_features={meta['num_features']}) to {output}")
+def read_checkpoint(ckpt: str | Path) -> tuple[dict[str, Tensor], dict[str, Any], int]:
+    """``(backbone weights, backbone config, global step)`` of a training checkpoint."""
+    checkpoint = _read_checkpoint(ckpt)
+    return checkpoint.backbone_weights(), checkpoint.backbone_config(), checkpoint.global_step

@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar, TQDMProgressBar
 
 from ssl_biases.cli import SSLBiasesCLI, cli_main
-from ssl_biases.run_dir import is_completed, write_run_status
+from ssl_biases.run.status import is_completed, write_run_status
 
 from helpers import CONFIGS, column, fit_args, read_metrics, tiny_args
 

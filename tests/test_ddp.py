@@ -28,11 +28,11 @@ from torch import Tensor
 
 from ssl_biases.backbones import IsotropicNet
 from ssl_biases.data.datamodule import SSLDataModule
-from ssl_biases.experiments.sync_batchnorm import AnyDeviceSyncBatchNorm, CPUSyncBatchNorm
 from ssl_biases.methods import BYOL, DINO, BarlowTwins, MoCoV3, SimCLR, VICReg
 from ssl_biases.methods.base import SSLMethod
 from ssl_biases.probes.fewshot import FewShotProbe
 from ssl_biases.probes.knn import KNNProbe
+from ssl_biases.run.sync_batchnorm import AnyDeviceSyncBatchNorm, CPUSyncBatchNorm
 
 WORLD = 2
 BATCH = 8  # full batch; each rank gets BATCH // WORLD

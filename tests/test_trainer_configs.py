@@ -4,7 +4,7 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 
 from ssl_biases.cli import SSLBiasesCLI
-from ssl_biases.experiments.sync_batchnorm import AnyDeviceSyncBatchNorm
+from ssl_biases.run.sync_batchnorm import AnyDeviceSyncBatchNorm
 
 from helpers import CONFIGS
 from helpers import tiny_args as cli_tiny_args

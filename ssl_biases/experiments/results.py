@@ -1,6 +1,7 @@
 """Collect a sweep's finished cells into ``results.csv``, a markdown table and plots.
 
-A finished cell has ``done.json``; its metrics are the last logged value of every ``val/*``,
+A finished cell has a completed ``status.json`` (``ssl_biases.run.status``; or the
+``done.json`` of an older sweep); its metrics are the last logged value of every ``val/*``,
 ``test/*`` and ``train/loss`` column over the ``metrics.csv`` files of its ``version_<n>/``
 run directories (a resumed cell has several). Groups of cells that differ only in the
 ``seed`` axis are summarised as mean ± the half-width of a 95 % Student-t confidence interval
@@ -36,7 +37,6 @@ mean difference ± its 95 % interval over the pairs, bold where the interval exc
 from __future__ import annotations
 
 import csv
-import json
 import math
 import warnings
 from collections import defaultdict
@@ -46,6 +46,7 @@ from typing import Any
 
 from ssl_biases.experiments.confidence import format_mean_ci, mean_ci
 from ssl_biases.experiments.grid import SEED_AXIS, Experiment, load_experiment
+from ssl_biases.run.status import COMPLETED, read_run_status
 
 METRIC_PREFIXES = ("val/", "test/")
 EXTRA_METRICS = ("train/loss",)
@@ -162,10 +163,9 @@ def collect_results(experiment: Experiment) -> list[dict[str, Any]]:
     rows = []
     for cell in experiment.cells():
         run_dir = experiment.output_dir / cell.cell_id
-        done = run_dir / "done.json"
-        if not done.is_file():
+        record = read_run_status(run_dir)  # a legacy done.json reads as completed
+        if record is None or record.get("status") != COMPLETED:
             continue
-        record = json.loads(done.read_text())
         rows.append(
             {"cell_id": cell.cell_id, **cell.values, "wall_s": round(record.get("wall_s", 0.0), 1)}
             | final_metrics(run_dir)

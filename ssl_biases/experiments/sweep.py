@@ -5,8 +5,10 @@ process, so one cell that crashes does not take the sweep with it. A cell's dire
 ``<output_dir>/<cell id>/`` and holds ``cell.yaml`` (the cell and its command), ``fit.log``,
 Lightning's ``version_<n>/`` run directories (resolved ``config.yaml``, ``checkpoints/``,
 TensorBoard events, ``metrics.csv``) and, written only after the fit exited cleanly,
-``done.json`` (final metrics). On a re-run, cells with ``done.json`` are skipped and a cell
-with a ``last.ckpt`` but no ``done.json`` resumes from it (``--ckpt_path``).
+``status.json`` with ``"status": "completed"`` (the completion marker of runs too:
+:mod:`ssl_biases.run.status`; a cell finished before it has ``done.json``, which counts as
+well). On a re-run, completed cells are skipped and a cell with a ``last.ckpt`` but no
+completed status resumes from it (``--ckpt_path``).
 
 A cell is keyed by its settings, not only by its labels: ``cell.yaml`` records the command
 line and a SHA-256 of every config file it stacks, and a re-run (or ``--collect-only``) whose
@@ -25,7 +27,6 @@ environment that each task's fit inherits.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -45,9 +46,7 @@ from ssl_biases.experiments.grid import (
     select_cells,
 )
 from ssl_biases.experiments.results import check_report, collect_results, write_report
-
-DONE_FILE = "done.json"
-"""Completion marker of a cell, written only after its fit exited with status 0."""
+from ssl_biases.run.status import COMPLETED, is_completed, write_run_status
 
 CELL_FILE = "cell.yaml"
 """A cell's record: its id, labels, command line and config digests (see ``cell_settings``)."""
@@ -273,8 +272,7 @@ def run_cell(
         or ``failed`` (then ``returncode`` and ``log``).
     """
     run_dir = Path(run_dir)
-    done = run_dir / DONE_FILE
-    if done.is_file():
+    if is_completed(run_dir):
         return {"cell_id": cell.cell_id, "status": "done"}
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / LOGGER_FILE).write_text(yaml.safe_dump(logger_config(run_dir)))
@@ -299,10 +297,16 @@ def run_cell(
             "returncode": returncode,
             "log": str(log_path),
         }
-    if rank == 0:
-        record = {"cell_id": cell.cell_id, "values": cell.values, "wall_s": wall}
-        record["resumed_from"] = str(ckpt) if ckpt is not None else None
-        done.write_text(json.dumps(record, indent=2))
+    if rank == 0:  # the completion marker, as a run's (``ssl_biases.run.status``)
+        resumed_from = str(ckpt) if ckpt is not None else None
+        write_run_status(
+            run_dir,
+            COMPLETED,
+            cell_id=cell.cell_id,
+            values=cell.values,
+            wall_s=wall,
+            resumed_from=resumed_from,
+        )
     return {"cell_id": cell.cell_id, "status": "finished", "wall_s": wall}
 
 
@@ -342,7 +346,7 @@ def run_submitit(
     """
     import submitit
 
-    todo = [c for c in cells if not (experiment.output_dir / c.cell_id / DONE_FILE).is_file()]
+    todo = [c for c in cells if not is_completed(experiment.output_dir / c.cell_id)]
     outcomes = [{"cell_id": c.cell_id, "status": "done"} for c in cells if c not in todo]
     if not todo:
         return outcomes

@@ -15,7 +15,7 @@ from ssl_biases.backbones import create_backbone
 from ssl_biases.cli import DEBUG_ENV, SSLBiasesCLI, cli_main, main
 from ssl_biases.data.datamodule import SSLDataModule
 from ssl_biases.data.datasets import build_dataset
-from ssl_biases.run_dir import RunStatus, is_completed, read_run_status
+from ssl_biases.run.status import RunStatus, is_completed, read_run_status
 
 ROOT = Path(__file__).resolve().parents[2]
 

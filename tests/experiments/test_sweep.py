@@ -74,10 +74,11 @@ def sweep(tmp_path_factory):
 def test_a_failed_cell_does_not_stop_the_others(sweep):
     _, out = sweep
     good, bad = out / "token_mixer-conv", out / "token_mixer-attention"
-    assert json.loads((good / "done.json").read_text())["resumed_from"] is None
+    status = json.loads((good / "status.json").read_text())  # the marker of runs and cells
+    assert status["status"] == "completed" and status["resumed_from"] is None
     assert last_checkpoint(good) == good / "version_0/checkpoints/last.ckpt"
     assert (good / "version_0/config.yaml").is_file()
-    assert not (bad / "done.json").exists()
+    assert not (bad / "status.json").exists()
     assert "not divisible by num_heads 3" in (bad / "fit.log").read_text()
     results = (out / "results.csv").read_text().splitlines()
     assert len(results) == 2 and results[1].startswith("token_mixer-conv,conv,")
@@ -89,10 +90,10 @@ def test_a_failed_cell_does_not_stop_the_others(sweep):
 def test_unfinished_cell_resumes_from_last_ckpt_through_submitit_and_done_cells_are_skipped(sweep):
     experiment, out = sweep
     good = out / "token_mixer-conv"
-    (good / "done.json").unlink()  # as if the process died after its last checkpoint
+    (good / "status.json").unlink()  # as if the process died after its last checkpoint
     only = ["--only", "token_mixer=conv", "--output-dir", str(out)]
     main([str(experiment), *only, "--launcher", "submitit", "--cluster", "debug"])
-    done = json.loads((good / "done.json").read_text())
+    done = json.loads((good / "status.json").read_text())
     assert done["resumed_from"] == str(good / "version_0/checkpoints/last.ckpt")
     assert list((out / "submitit").iterdir())  # submitit's job folder
     log = (good / "fit.log").read_text()
@@ -120,7 +121,7 @@ def test_a_rerun_after_the_grid_changed_refuses_naming_the_change_and_runs_nothi
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     good = copy / "token_mixer-conv"
-    log, done = (good / "fit.log").read_text(), (good / "done.json").read_text()
+    log, done = (good / "fit.log").read_text(), (good / "status.json").read_text()
     spec = tiny_spec()
     spec["args"]["trainer.max_epochs"] = 2
     changed = tiny_experiment(tmp_path / "changed.yaml", spec)
@@ -131,7 +132,7 @@ def test_a_rerun_after_the_grid_changed_refuses_naming_the_change_and_runs_nothi
     ):
         with pytest.raises(ValueError, match=r"trainer.max_epochs: 1 -> 2  \(2 cells: token_"):
             main(argv)
-    assert (good / "fit.log").read_text() == log and (good / "done.json").read_text() == done
+    assert (good / "fit.log").read_text() == log and (good / "status.json").read_text() == done
     main([str(experiment), "--output-dir", str(copy), "--collect-only"])  # unchanged: fine
 
 

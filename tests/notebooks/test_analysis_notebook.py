@@ -7,7 +7,7 @@ from nbclient import NotebookClient
 
 from ssl_biases.analysis.report import main
 from ssl_biases.backbones import IsotropicNet
-from ssl_biases.export import CHECKPOINT_KEY
+from ssl_biases.run.checkpoint import BACKBONE_CONFIG_KEY as CHECKPOINT_KEY
 
 ROOT = Path(__file__).parents[2]
 NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"

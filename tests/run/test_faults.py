@@ -14,10 +14,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ssl_biases import faults
 from ssl_biases.cli import SSLBiasesCLI, cli_main, main
-from ssl_biases.faults import AtomicCheckpointIO, NaNGuard, NonFiniteLossError, RandomState
-from ssl_biases.run_dir import is_completed, read_run_status
+from ssl_biases.run import faults
+from ssl_biases.run.csv_logger import add_csv_logger
+from ssl_biases.run.faults import AtomicCheckpointIO, NaNGuard, NonFiniteLossError
+from ssl_biases.run.status import is_completed, read_run_status
 
 from helpers import TOTAL_STEPS, read_metrics, train_losses
 from helpers import fit_args as method_fit_args
@@ -212,7 +213,7 @@ def test_a_learning_rate_given_on_a_resume_replaces_the_checkpoints(
     # the NaN guard's advice: resume with --ckpt_path last and a lower learning rate
     monkeypatch.chdir(tmp_path)
     cli = SSLBiasesCLI(args=fit_args(tmp_path)[1:], run=False)
-    cli._add_csv_logger()  # metrics.csv, as `ssl-biases fit` has
+    add_csv_logger(cli.trainer)  # metrics.csv, as `ssl-biases fit` has
     cli.trainer.callbacks.append(CrashAtStep(5))  # last.ckpt: step 4
     with pytest.raises(RuntimeError, match="simulated crash"):
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -254,20 +255,3 @@ def test_nan_guard_skip_gives_up_on_a_diverged_model(tmp_path, monkeypatch):
             "--nan_guard.skip=true",
             "--nan_guard.max_consecutive_skips=2",
         )
-
-
-# ------------------------------------------------------------------------- random state
-def test_random_state_is_restored_when_training_resumes():
-    import random
-
-    import numpy as np
-
-    callback = RandomState()
-    saved = callback.state_dict()
-    expected = (torch.rand(3), np.random.rand(), random.random())
-    torch.manual_seed(123), np.random.seed(123), random.seed(123)  # the resumed process
-    restored = RandomState()
-    restored.load_state_dict(saved)
-    restored.on_train_start(None, None)  # type: ignore[arg-type]
-    assert torch.equal(torch.rand(3), expected[0])
-    assert (np.random.rand(), random.random()) == expected[1:]

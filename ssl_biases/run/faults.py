@@ -1,7 +1,7 @@
-"""Surviving faults: atomic checkpoints, pre-emption, non-finite losses, exact resume.
+"""Surviving faults: atomic checkpoints, ``last.ckpt``, pre-emption, non-finite losses.
 
 The CLI adds all of these to every run (``docs/reliability.md`` lists each case, what happens
-and the test that checks it):
+and the test that checks it; the exact-resume state is in :mod:`ssl_biases.run.resume`):
 
 * :class:`AtomicCheckpointIO` writes a checkpoint next to its target and renames it into
   place, so a kill while saving leaves the previous ``last.ckpt`` intact.
@@ -11,10 +11,6 @@ and the test that checks it):
   the current batch, save ``checkpoints/last.ckpt``, exit with status ``128 + signal``.
 * :class:`NaNGuard` stops on a NaN/Inf loss before the weights are updated, naming the step
   and the last good checkpoint, or (``skip=True``) drops that batch's update and counts it.
-* :class:`LearningRateOnResume` lets a learning rate given on a resume (``--ckpt_path``)
-  replace the checkpoint's, so that "resume with a lower learning rate" works.
-* :class:`RandomState` stores the global random generators in every checkpoint and restores
-  them when training resumes (masking and drop-path draw from them).
 * :class:`SkippedImageCounter` logs ``data/skipped_images`` (``data.skip_corrupt``).
 """
 
@@ -22,7 +18,6 @@ from __future__ import annotations
 
 import io
 import os
-import random
 import signal
 import time
 from pathlib import Path
@@ -30,12 +25,11 @@ from types import FrameType
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 
 
@@ -363,102 +357,6 @@ class NaNGuard(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.skipped = int(state_dict.get("skipped", 0))
-
-
-class LearningRateOnResume(pl.Callback):
-    """On a resume, a changed learning rate replaces the checkpoint's (with a logged note).
-
-    Lightning restores the optimiser and scheduler states from the checkpoint, and with them
-    the learning rates of the run that wrote it. This callback notes the base learning rate
-    of every parameter group as the current config makes it (``initial_lr``, the scheduler's
-    base, else ``lr``) before the restore; where it differs from the restored one after it,
-    the group's base rate and its scheduler's ``base_lrs`` become the configured one and the
-    current rate is rescaled by the same ratio, so the schedule goes on from where it was
-    (exact for multiplicative schedules such as the default cosine with warm-up). An
-    unchanged config leaves the restored state untouched (an exact resume).
-    """
-
-    def __init__(self) -> None:
-        self._configured: list[list[float]] = []
-
-    @staticmethod
-    def _base(group: dict[str, Any]) -> float:
-        return float(group.get("initial_lr", group["lr"]))
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._configured = [
-            [self._base(group) for group in optimizer.param_groups]
-            for optimizer in trainer.optimizers
-        ]
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        configured, self._configured = self._configured, []
-        if trainer.ckpt_path is None or not configured:
-            return
-        changes = []
-        for index, (optimizer, bases) in enumerate(
-            zip(trainer.optimizers, configured, strict=True)
-        ):
-            for number, (group, base) in enumerate(zip(optimizer.param_groups, bases, strict=True)):
-                restored = self._base(group)
-                if base == restored:
-                    continue
-                ratio = base / restored if restored else 1.0
-                group["lr"] = group["lr"] * ratio if restored else base
-                if "initial_lr" in group:
-                    group["initial_lr"] = base
-                for config in trainer.lr_scheduler_configs:
-                    scheduler = config.scheduler
-                    if getattr(scheduler, "optimizer", None) is optimizer:
-                        scheduler.base_lrs[number] = base
-                        if hasattr(scheduler, "_last_lr"):
-                            scheduler._last_lr[number] = group["lr"]
-                name = group.get("name", number)
-                changes.append(f"optimizer {index} group {name}: {restored:.3g} -> {base:.3g}")
-        if changes:
-            rank_zero_info(
-                "LearningRateOnResume: the configured learning rate replaces the checkpoint's "
-                "(base rates; the schedule continues from the checkpoint's step): "
-                + "; ".join(changes)
-            )
-
-
-# ---------------------------------------------------------------------- exact-resume state
-class RandomState(pl.Callback):
-    """Saves the global torch/numpy/python generators in checkpoints; restores on resume.
-
-    They are restored at ``on_train_start`` (after the sanity check), so the steps after a
-    resume draw the same random numbers (MAE masks, drop-path) as the uninterrupted run.
-    The data order and augmentations do not use them (see ``ssl_biases.data.sampler``).
-    """
-
-    def __init__(self) -> None:
-        self._pending: dict[str, Any] | None = None
-
-    def state_dict(self) -> dict[str, Any]:
-        kind, keys, position, has_gauss, gauss = np.random.get_state()
-        state: dict[str, Any] = {
-            "torch": torch.get_rng_state(),
-            "numpy": [kind, keys.tolist(), position, has_gauss, gauss],
-            "python": random.getstate(),
-        }
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        state, self._pending = self._pending, None
-        if not state:
-            return
-        torch.set_rng_state(state["torch"])
-        kind, keys, position, has_gauss, gauss = state["numpy"]
-        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
-        random.setstate(state["python"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class SkippedImageCounter(pl.Callback):

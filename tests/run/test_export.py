@@ -15,8 +15,8 @@ import torch
 
 from ssl_biases.backbones import TimmBackbone, backbone_config, create_backbone
 from ssl_biases.cli import cli_main, main
-from ssl_biases.export import (
-    CHECKPOINT_KEY,
+from ssl_biases.run.checkpoint import BACKBONE_CONFIG_KEY
+from ssl_biases.run.export import (
     META_FILE,
     WEIGHTS_FILE,
     export_backbone,
@@ -91,7 +91,7 @@ def test_a_copied_checkpoint_carries_its_backbone_config(tiny_run, tmp_path):
 def test_config_yaml_of_the_run_is_the_fallback_and_its_absence_an_error(tiny_run, tmp_path):
     run, _ = tiny_run
     checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
-    del checkpoint[CHECKPOINT_KEY]
+    del checkpoint[BACKBONE_CONFIG_KEY]
     in_run = tmp_path / "run/checkpoints/old.ckpt"
     in_run.parent.mkdir(parents=True)
     torch.save(checkpoint, in_run)

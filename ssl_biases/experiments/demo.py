@@ -3,8 +3,8 @@
 Both backbones are probed the same way on frozen features: weighted kNN (k=20, T=0.07) and an
 offline linear probe (L-BFGS logistic regression), on the `shapes` test split.
 
-Run ``python -m ssl_biases.demo --help`` for the knobs; extra arguments after ``--`` go to
-``ssl-biases fit``/``validate`` unchanged.
+Run ``python -m ssl_biases.experiments.demo --help`` for the knobs (``make demo`` runs it);
+extra arguments after ``--`` go to ``ssl-biases fit``/``validate`` unchanged.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ssl_biases.cli import cli_main
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 METRICS = (("val/knn_top1", "kNN top-1"), ("val/offline_linear_top1", "linear top-1"))
 
 

@@ -1,0 +1,140 @@
+"""What every run of the CLI gets: its life's callbacks, its trainer's extras, its end.
+
+:func:`run_callbacks` lists the callbacks (the CLI passes them as ``trainer_defaults``
+callbacks): pre-emption checkpoint, exact-resume random state, learning rate on resume,
+``status.json``, skipped-image count, the backbone's config in every checkpoint, and the step
+of the last validation. :func:`trainer_arguments` adds a progress bar and atomic checkpoint
+files to the parsed trainer arguments; :func:`equip_trainer` gives the built trainer
+``metrics.csv`` and notes its run directory. :func:`finish_fit` saves ``last.ckpt`` and
+validates at the final step, then marks the run completed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.plugins.io import CheckpointIO
+from torch import nn
+
+from ssl_biases.run.checkpoint import BACKBONE_CONFIG_KEY
+from ssl_biases.run.csv_logger import add_csv_logger
+from ssl_biases.run.faults import AtomicCheckpointIO, PreemptionCheckpoint, SkippedImageCounter
+from ssl_biases.run.resume import LearningRateOnResume, RandomState
+from ssl_biases.run.status import RunStatus, mark_completed
+
+
+class ValidationTracker(pl.Callback):
+    """Remembers the global step of the last validation of a fit."""
+
+    def __init__(self) -> None:
+        self.step = -1
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.step = trainer.global_step
+
+
+class BackboneConfigInCheckpoint(pl.Callback):
+    """Stores ``backbone.config`` (``{"class_path", "init_args"}``) in every checkpoint, so
+    ``ssl-biases export`` works on a checkpoint copied away from its run directory."""
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        config = getattr(getattr(pl_module, "backbone", None), "config", None)
+        if config:
+            checkpoint[BACKBONE_CONFIG_KEY] = config
+
+
+def remember_backbone_config(model: nn.Module, backbone_config: Any) -> None:
+    """Sets ``model.backbone.config`` from the parsed ``model.init_args.backbone`` section.
+
+    :class:`BackboneConfigInCheckpoint` then writes it into every checkpoint. A backbone that
+    already has a ``config`` keeps it.
+    """
+    backbone = getattr(model, "backbone", None)
+    if backbone is None or backbone_config is None or hasattr(backbone, "config"):
+        return
+    as_dict = backbone_config.as_dict() if hasattr(backbone_config, "as_dict") else None
+    if isinstance(as_dict, dict) and "class_path" in as_dict:
+        backbone.config = {
+            "class_path": as_dict["class_path"],
+            "init_args": as_dict.get("init_args", {}),
+        }
+
+
+def run_callbacks() -> list[pl.Callback]:
+    """Fresh instances of the callbacks every run has (order kept from earlier versions)."""
+    return [
+        BackboneConfigInCheckpoint(),
+        PreemptionCheckpoint(),
+        RandomState(),
+        LearningRateOnResume(),
+        RunStatus(),
+        SkippedImageCounter(),
+        ValidationTracker(),
+    ]
+
+
+def _as_list(value: Any) -> list[Any]:
+    if not value:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def trainer_arguments(trainer_config: Any) -> dict[str, Any]:
+    """``callbacks`` and ``plugins`` for the trainer, from the parsed (instantiated) ones.
+
+    A progress bar unless ``enable_progress_bar`` is false: rich on a terminal, tqdm's lines
+    in a log file (rich draws nothing there); :class:`AtomicCheckpointIO` unless a
+    ``CheckpointIO`` plugin is given.
+    """
+    callbacks = _as_list(trainer_config.get("callbacks"))
+    if trainer_config.get("enable_progress_bar") is not False:
+        callbacks.append(RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar())
+    plugins = _as_list(trainer_config.get("plugins"))
+    if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return {"callbacks": callbacks, "plugins": plugins}
+
+
+def equip_trainer(trainer: pl.Trainer, metrics_csv: bool = True) -> None:
+    """Readies a built trainer for its run, before the loggers make the run directory.
+
+    Adds ``metrics.csv`` (:func:`add_csv_logger`; the CLI's fit/validate/test), drops the LR monitor
+    when there is no logger for it (``--trainer.logger false``), and lets :class:`RunStatus`
+    note which folders of the run directory do not exist yet.
+    """
+    if not trainer.loggers:
+        trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
+    if metrics_csv:
+        add_csv_logger(trainer)
+    for callback in trainer.callbacks:
+        if isinstance(callback, RunStatus):
+            callback.note_run_dir(trainer)
+
+
+def finish_fit(
+    trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.LightningDataModule | None
+) -> None:
+    """Saves ``last.ckpt`` and validates at the final step, even after a mid-epoch stop.
+
+    Then, only then, the run directory's status becomes ``completed``. Nothing for an
+    interrupted fit or ``fast_dev_run`` (a smoke test that writes no files).
+    """
+    if trainer.interrupted or trainer.fast_dev_run:
+        return
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.dirpath is not None:
+        trainer.save_checkpoint(str(Path(checkpoint.dirpath) / "last.ckpt"))
+    tracker = next(cb for cb in trainer.callbacks if isinstance(cb, ValidationTracker))
+    if tracker.step != trainer.global_step:
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+    mark_completed(trainer)
+    log_dir = trainer.log_dir  # a broadcast: every rank reads it
+    if trainer.is_global_zero:
+        print(f"Run directory: {log_dir}")

@@ -1,0 +1,233 @@
+"""Resuming a run: into its own directory, from a checkpoint that fits, exactly.
+
+``fit --ckpt_path last`` continues the newest unfinished ``version_<n>`` of the logger's
+``save_dir/name`` that has a ``checkpoints/last.ckpt`` (:func:`resumable_version`); the
+resumed run's config is saved beside the first one as ``config.resume<k>.yaml``
+(:func:`resume_into_run_dir`). A checkpoint of another architecture fails before training,
+naming the tensors that differ (:func:`check_checkpoint_fits`). Two callbacks make the resume
+exact or deliberately different: :class:`RandomState` (the global random generators) and
+:class:`LearningRateOnResume` (a learning rate given on the resume replaces the checkpoint's).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from torch import nn
+
+from ssl_biases.run.checkpoint import read_checkpoint
+from ssl_biases.run.status import is_completed
+
+
+def resumable_version(save_dir: str | Path, name: str) -> int | None:
+    """The newest unfinished ``version_<n>`` under ``save_dir/name`` with a ``last.ckpt``.
+
+    Completed runs are left out, so a run that failed before its first checkpoint starts
+    afresh instead of continuing an older, finished one (name a finished run's version to
+    train it further).
+    """
+    folder = Path(save_dir) / name
+    versions = []
+    for child in folder.glob("version_*"):
+        match = re.fullmatch(r"version_(\d+)", child.name)
+        resumable = (child / "checkpoints" / "last.ckpt").is_file() and not is_completed(child)
+        if match and resumable:
+            versions.append(int(match.group(1)))
+    return max(versions) if versions else None
+
+
+def resume_into_run_dir(logger_init_args: Any) -> str | None:
+    """For ``fit --ckpt_path last``: points the logger at the run to resume; its config name.
+
+    With the logger's ``version`` unset, sets it to :func:`resumable_version` (none found: a
+    fresh run, left as it is). Name the version (``--trainer.logger.init_args.version``) when
+    several runs share the name at once.
+
+    Args:
+        logger_init_args: The TensorBoard/CSV logger's parsed ``init_args`` (changed in place).
+
+    Returns:
+        ``config.resume<k>.yaml`` when the run directory already holds a ``config.yaml``
+        (``k`` counts the configs there), else ``None`` (the usual ``config.yaml``).
+    """
+    if logger_init_args is None or logger_init_args.get("save_dir") is None:
+        return None
+    name = logger_init_args.get("name") or ""
+    if logger_init_args.get("version") is None:
+        found = resumable_version(logger_init_args.save_dir, name)
+        if found is None:
+            return None
+        logger_init_args.version = found
+    version = logger_init_args.version
+    run_dir = Path(logger_init_args.save_dir) / name
+    run_dir = run_dir / (version if isinstance(version, str) else f"version_{version}")
+    if not (run_dir / "config.yaml").is_file():
+        return None
+    return f"config.resume{len(list(run_dir.glob('config*.yaml')))}.yaml"
+
+
+def check_checkpoint_fits(model: nn.Module, path: str | Path) -> None:
+    """Raises a ``ValueError`` listing the tensors whose shapes or names differ."""
+    saved = read_checkpoint(path).state_dict
+    current = model.state_dict()
+    differ = [
+        f"{key}: checkpoint {tuple(saved[key].shape)} vs model {tuple(current[key].shape)}"
+        for key in sorted(saved.keys() & current.keys())
+        if tuple(saved[key].shape) != tuple(current[key].shape)
+    ]
+    missing = sorted(current.keys() - saved.keys())
+    unexpected = sorted(saved.keys() - current.keys())
+    if not (differ or missing or unexpected):
+        return
+    lines = [f"checkpoint '{path}' was written by another architecture than this config's:"]
+    if differ:
+        lines.append(f"  shapes differ ({len(differ)}): " + "; ".join(differ[:8]))
+    if missing:
+        lines.append(f"  not in the checkpoint ({len(missing)}): " + ", ".join(missing[:8]))
+    if unexpected:
+        lines.append(f"  only in the checkpoint ({len(unexpected)}): " + ", ".join(unexpected[:8]))
+    config = Path(path).parent.parent / "config.yaml"
+    hint = f"--config {config}" if config.is_file() else "the config it was trained with"
+    lines.append(f"Use {hint} (the method, backbone and image size must match).")
+    raise ValueError("\n".join(lines))
+
+
+class LearningRateOnResume(pl.Callback):
+    """On a resume, a changed learning rate replaces the checkpoint's (with a logged note).
+
+    Lightning restores the optimiser and scheduler states from the checkpoint, and with them
+    the learning rates of the run that wrote it. This callback notes the base learning rate
+    of every parameter group as the current config makes it (``initial_lr``, the scheduler's
+    base, else ``lr``) before the restore; where it differs from the restored one after it,
+    the group's base rate and its scheduler's ``base_lrs`` become the configured one and the
+    current rate is rescaled by the same ratio, so the schedule goes on from where it was
+    (exact for multiplicative schedules such as the default cosine with warm-up). An
+    unchanged config leaves the restored state untouched (an exact resume).
+    """
+
+    def __init__(self) -> None:
+        self._configured: list[list[float]] = []
+
+    @staticmethod
+    def _base(group: dict[str, Any]) -> float:
+        return float(group.get("initial_lr", group["lr"]))
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._configured = [
+            [self._base(group) for group in optimizer.param_groups]
+            for optimizer in trainer.optimizers
+        ]
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        configured, self._configured = self._configured, []
+        if trainer.ckpt_path is None or not configured:
+            return
+        changes = []
+        for index, (optimizer, bases) in enumerate(
+            zip(trainer.optimizers, configured, strict=True)
+        ):
+            for number, (group, base) in enumerate(zip(optimizer.param_groups, bases, strict=True)):
+                restored = self._base(group)
+                if base == restored:
+                    continue
+                ratio = base / restored if restored else 1.0
+                group["lr"] = group["lr"] * ratio if restored else base
+                if "initial_lr" in group:
+                    group["initial_lr"] = base
+                for config in trainer.lr_scheduler_configs:
+                    scheduler = config.scheduler
+                    if getattr(scheduler, "optimizer", None) is optimizer:
+                        scheduler.base_lrs[number] = base
+                        if hasattr(scheduler, "_last_lr"):
+                            scheduler._last_lr[number] = group["lr"]
+                name = group.get("name", number)
+                changes.append(f"optimizer {index} group {name}: {restored:.3g} -> {base:.3g}")
+        if changes:
+            rank_zero_info(
+                "LearningRateOnResume: the configured learning rate replaces the checkpoint's "
+                "(base rates; the schedule continues from the checkpoint's step): "
+                + "; ".join(changes)
+            )
+
+
+# ---------------------------------------------------------------------- exact-resume state
+class RandomState(pl.Callback):
+    """Saves the global torch/numpy/python generators in checkpoints; restores on resume.
+
+    They are restored at ``on_train_start`` (after the sanity check), so the steps after a
+    resume draw the same random numbers (MAE masks, drop-path) as the uninterrupted run.
+    The data order and augmentations do not use them (see ``ssl_biases.data.sampler``).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, keys.tolist(), position, has_gauss, gauss],
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        state, self._pending = self._pending, None
+        if not state:
+            return
+        torch.set_rng_state(state["torch"])
+        kind, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --ckpt_path values that are no file: Lightning resolves them itself ("registry:<name>" too)
+CKPT_PATH_KEYWORDS = ("last", "best", "hpc", "registry")
+
+
+def check_ckpt_path(ckpt_path: Any) -> None:
+    """Fails clearly on a ``--ckpt_path`` that is missing or no checkpoint (before any run).
+
+    Raises:
+        FileNotFoundError: naming the flag, when the file does not exist.
+        ValueError: when it is no readable checkpoint (:func:`read_checkpoint`).
+    """
+    if not isinstance(ckpt_path, str) or ckpt_path.split(":")[0] in CKPT_PATH_KEYWORDS:
+        return
+    if "://" in ckpt_path:  # a remote (fsspec) path is Lightning's to read
+        return
+    try:
+        read_checkpoint(ckpt_path)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"--ckpt_path {ckpt_path}: no such file; pass a checkpoint "
+            "(runs/<name>/version_<n>/checkpoints/last.ckpt) or `last` to resume the "
+            "newest unfinished run of the logger's save_dir/name."
+        ) from error
+
+
+def check_resume_checkpoint(model: nn.Module, ckpt_path: str | None, trainer: pl.Trainer) -> None:
+    """:func:`check_checkpoint_fits` for the checkpoint ``--ckpt_path`` names, if it is a file.
+
+    ``last`` is the run directory's ``checkpoints/last.ckpt``; ``best``/``hpc`` and a ``last``
+    without a file (a fresh run) are left to Lightning.
+    """
+    if ckpt_path == "last":
+        log_dir = trainer.log_dir  # a broadcast: every rank reads it
+        ckpt_path = str(Path(log_dir) / "checkpoints" / "last.ckpt") if log_dir else None
+    if ckpt_path is not None and ckpt_path not in ("best", "hpc") and Path(ckpt_path).is_file():
+        check_checkpoint_fits(model, ckpt_path)
