@@ -27,6 +27,7 @@ environment that each task's fit inherits.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
