@@ -18,7 +18,7 @@ import yaml
 from ssl_biases.backbones import IsotropicNet
 from ssl_biases.backbones.mixers import ConvMixer
 from ssl_biases.cli import cli_main, main
-from ssl_biases.export import load_backbone
+from ssl_biases.run.export import load_backbone
 
 from helpers import fit_args
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 import yaml
@@ -99,12 +97,20 @@ def test_validate_and_export_give_the_same_error_for_the_same_file(tmp_path, mon
     assert not (tmp_path / "runs").exists() and not (tmp_path / "o").exists()
 
 
-def test_the_old_export_reader_keeps_its_contract_until_analysis_is_rewired(tmp_path):
-    write_checkpoint(tmp_path / "a.ckpt")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from ssl_biases.export import read_checkpoint as old_read_checkpoint
-    state, config, step = old_read_checkpoint(tmp_path / "a.ckpt")
-    assert config == CONFIG and step == 7 and "head.weight" not in state
-    with pytest.raises(FileNotFoundError, match="not found"):
-        old_read_checkpoint(tmp_path / "gone.ckpt")
+def test_analyze_reads_checkpoints_with_the_one_reader(tmp_path):
+    from ssl_biases.analysis.report import load_checkpoint_backbone
+
+    reference = write_checkpoint(tmp_path / "a.ckpt")
+    backbone, config, step = load_checkpoint_backbone(tmp_path / "a.ckpt")
+    assert config == CONFIG and step == 7 and not backbone.training
+    images = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(images), reference(images), rtol=0, atol=0)
+    wider = {**CONFIG, "init_args": {**CONFIG["init_args"], "width": 64}}
+    contents = torch.load(tmp_path / "a.ckpt", weights_only=True)
+    torch.save({**contents, BACKBONE_CONFIG_KEY: wider}, tmp_path / "wider.ckpt")
+    with pytest.raises(ValueError, match="the weights do not fit"):  # as export says it
+        load_checkpoint_backbone(tmp_path / "wider.ckpt")
+    with pytest.raises(ValueError, match="it is not a Lightning checkpoint"):
+        torch.save({"weights": torch.zeros(1)}, tmp_path / "plain.ckpt")
+        load_checkpoint_backbone(tmp_path / "plain.ckpt")
