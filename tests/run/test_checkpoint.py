@@ -17,6 +17,10 @@ CONFIG = {
     "class_path": "ssl_biases.backbones.IsotropicNet",
     "init_args": {"image_size": 16, "patch_size": 4, "width": 32, "depth": 1, "num_heads": 2},
 }
+# what backbone_config() returns for it: the current shape, the mixer explicit
+STORED = {**CONFIG, "init_args": {**CONFIG["init_args"], "token_mixer": {
+    "class_path": "ssl_biases.backbones.mixers.AttentionMixer", "init_args": {"qkv_bias": True},
+}}}  # fmt: skip
 
 
 def write_checkpoint(path, with_config: bool = True) -> IsotropicNet:
@@ -39,7 +43,7 @@ def test_the_backbone_comes_back_with_its_weights_config_and_step(tmp_path):
     assert set(checkpoint.state_dict) == {f"backbone.{k}" for k in original.state_dict()} | {
         "head.weight"
     }
-    assert checkpoint.backbone_config() == CONFIG
+    assert checkpoint.backbone_config() == STORED
     assert set(checkpoint.backbone_weights()) == set(original.state_dict())
     rebuilt = checkpoint.backbone()
     assert not rebuilt.training
@@ -56,7 +60,7 @@ def test_an_older_checkpoint_takes_its_config_from_the_run_directory(tmp_path):
     backbone = {"class_path": CONFIG["class_path"], "init_args": init_args}
     config = {"model": {"init_args": {"backbone": backbone}}, "data": {"image_size": 16}}
     (run / "config.yaml").write_text(yaml.safe_dump(config))  # image_size: the data link
-    assert read_checkpoint(run / "checkpoints/last.ckpt").backbone_config() == CONFIG
+    assert read_checkpoint(run / "checkpoints/last.ckpt").backbone_config() == STORED
 
 
 def test_every_unusable_file_is_a_clear_error(tmp_path):
@@ -102,7 +106,7 @@ def test_analyze_reads_checkpoints_with_the_one_reader(tmp_path):
 
     reference = write_checkpoint(tmp_path / "a.ckpt")
     backbone, config, step = load_checkpoint_backbone(tmp_path / "a.ckpt")
-    assert config == CONFIG and step == 7 and not backbone.training
+    assert config == STORED and step == 7 and not backbone.training
     images = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(backbone(images), reference(images), rtol=0, atol=0)
