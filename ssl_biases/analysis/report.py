@@ -51,6 +51,7 @@ from ssl_biases.analysis.attention import (
 from ssl_biases.analysis.cka import MinibatchCKA
 from ssl_biases.analysis.shuffle import layout_reliance
 from ssl_biases.data.datamodule import SSLDataModule
+from ssl_biases.methods.metric_names import LAYERWISE_BEST_BLOCK, knn_top1_name
 from ssl_biases.probes.fewshot import FewShotProbe
 from ssl_biases.probes.knn import KNNProbe
 from ssl_biases.probes.layerwise import layerwise_knn_top1, pool_block_output
@@ -207,11 +208,11 @@ def analyze_backbones(
             **linear.evaluate(bank_x, bank_y, query_x, query_y),
             "fewshot": fewshot.evaluate(bank_x, bank_y, query_x, query_y),
             "layerwise_knn_top1": {f"block{i}": float(v) for i, v in enumerate(layerwise)},
-            "layerwise_best_block": int(layerwise.argmax()),
+            LAYERWISE_BEST_BLOCK: int(layerwise.argmax()),
         }
         patch_size = int(getattr(bb, "patch_size", 4))  # 4 px for backbones without patches
         entry["shuffle"] = layout_reliance(
-            bb, bank_loader, query_loader, patch_size, shuffle_seed, knn, entry["knn_top1"]
+            bb, bank_loader, query_loader, patch_size, shuffle_seed, knn, entry[knn_top1_name()]
         )
         entry["cka"] = _keyed(self_cka[a].compute(), "block", "block")
         entry["attention"] = None
