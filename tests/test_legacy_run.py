@@ -15,12 +15,12 @@ import pytest
 import torch
 import yaml
 
-from ssl_biases.backbones import IsotropicNet
+from ssl_biases.backbones import IsotropicNet, backbone_config
 from ssl_biases.backbones.mixers import ConvMixer
 from ssl_biases.cli import cli_main, main
-from ssl_biases.export import load_backbone
+from ssl_biases.run.export import META_FILE, load_backbone, read_meta
 
-from helpers import fit_args
+from helpers import CONFIGS, fit_args
 
 # IsotropicNet's init_args as the old code dumped them: every argument, mixer knobs flat.
 OLD_INIT_ARGS = {
@@ -99,6 +99,12 @@ def test_old_run_exports_the_same_net(old_run, tmp_path):
     main(["export", "--ckpt", str(ckpt), "--output", str(out)])
     exported = load_backbone(out)
     assert isinstance(exported, IsotropicNet)
+    stored = read_meta(out)["init_args"]  # backbone.json in the new shape
+    assert stored["token_mixer"] == {
+        "class_path": "ssl_biases.backbones.mixers.ConvMixer",
+        "init_args": {"kernel_size": 5},
+    }
+    assert not {"window_radius", "kernel_size", "token_mlp_ratio", "qkv_bias"} & set(stored)
     assert exported.mixer_factory == ConvMixer(kernel_size=5)
     state = torch.load(ckpt, map_location="cpu")["state_dict"]
     reference = IsotropicNet(**OLD_INIT_ARGS).eval()  # the old flat knobs still build it
@@ -108,3 +114,16 @@ def test_old_run_exports_the_same_net(old_run, tmp_path):
     images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(exported(images), reference(images), rtol=0, atol=0)
+
+
+def test_export_of_a_cli_run_names_its_registry_preset(tmp_path):
+    args = fit_args("simclr", tmp_path, "--data.image_size=32", "--trainer.max_steps=1")
+    preset = (CONFIGS / "backbone" / "identity_tiny.yaml").read_text()
+    (tmp_path / "backbone.yaml").write_text(preset)  # fit_args' backbone file, replaced
+    cli = cli_main([*args, f"--trainer.logger.save_dir={tmp_path / 'runs'}"])
+    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    main(["export", "--ckpt", str(ckpt), "--output", str(tmp_path / "export")])
+    meta = read_meta(tmp_path / "export")
+    assert meta["registry_name"] == "identity_tiny"
+    assert {k: meta[k] for k in ("class_path", "init_args")} == backbone_config("identity_tiny")
+    assert (tmp_path / "export" / META_FILE).is_file()

@@ -16,6 +16,12 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ssl_biases.analysis.report import block_matrix
+from ssl_biases.methods.metric_names import (
+    LAYERWISE_BEST_BLOCK,
+    fewshot_name,
+    fewshot_std_name,
+    knn_top1_name,
+)
 
 FIGURES = (
     "attention_distance.png",
@@ -95,7 +101,7 @@ def figure_layerwise(report: dict[str, Any]) -> Figure:
     for a, m in report["models"].items():
         curve = list(m["layerwise_knn_top1"].values())
         (line,) = ax.plot(range(len(curve)), curve, marker="o", label=a)
-        best = m["layerwise_best_block"]
+        best = m[LAYERWISE_BEST_BLOCK]
         ax.scatter([best], [curve[best]], s=120, facecolors="none", edgecolors=line.get_color())
     depth = max(len(m["layerwise_knn_top1"]) for m in report["models"].values())
     ax.set_xticks(range(depth))
@@ -104,13 +110,19 @@ def figure_layerwise(report: dict[str, Any]) -> Figure:
     return fig
 
 
+def _shots(fewshot: dict[str, float]) -> list[int]:
+    """The shot counts K of a report's few-shot entry (its ``fewshot_name(K)`` keys), sorted."""
+    counts = (int(digits) for digits in re.findall(r"\d+", " ".join(fewshot)))
+    return sorted({k for k in counts if fewshot_name(k) in fewshot})
+
+
 def figure_fewshot(report: dict[str, Any]) -> Figure:
     """Few-shot top-1 against shots (mean and std over seeds), one curve per model."""
     fig, ax = _fig()
     for a, m in report["models"].items():
-        shots = sorted(int(k[8:-4]) for k in m["fewshot"] if k.endswith("shot"))
-        means = [m["fewshot"][f"fewshot_{k}shot"] for k in shots]
-        stds = [m["fewshot"][f"fewshot_{k}shot_std"] for k in shots]
+        shots = _shots(m["fewshot"])
+        means = [m["fewshot"][fewshot_name(k)] for k in shots]
+        stds = [m["fewshot"][fewshot_std_name(k)] for k in shots]
         ax.errorbar(shots, means, yerr=stds, marker="o", capsize=3, label=a)
     ax.set_xscale("log")
     ax.set(xlabel="shots per class", ylabel="top-1", title="Few-shot least squares")
@@ -125,7 +137,8 @@ def figure_shuffle(report: dict[str, Any]) -> Figure:
     width = 0.8 / len(models)
     for n, (a, m) in enumerate(models):
         shuffled = m["shuffle"]
-        values = [m["knn_top1"], shuffled["patch"]["knn_top1"], shuffled["pixel"]["knn_top1"]]
+        top1 = knn_top1_name()
+        values = [m[top1], shuffled["patch"][top1], shuffled["pixel"][top1]]
         ax.bar([x + n * width for x in range(3)], values, width, label=a)
     ax.set_xticks([x + 0.4 - width / 2 for x in range(3)], ["none", "patches", "pixels"])
     ax.set(ylabel="kNN top-1", title="Shuffle sensitivity (bank and queries shuffled)")

@@ -1,7 +1,8 @@
 """The report of ``ssl-biases analyze``: every probe and analysis of trained backbones.
 
-:func:`build_report` loads each checkpoint's backbone (``ssl_biases.export.read_checkpoint``:
-the config stored in the checkpoint, else the run's ``config.yaml``) and, on a data module's
+:func:`build_report` loads each checkpoint's backbone (the one loader,
+:func:`ssl_biases.run.checkpoint.read_checkpoint`: the config stored in the checkpoint, else
+the run's ``config.yaml``) and, on a data module's
 probe loaders (bank: a fixed subset of the train split; queries: the test split or its
 ``max_val_samples`` subset), computes:
 
@@ -29,7 +30,6 @@ dict; the aligned attention maps come beside it as arrays for the figures
 from __future__ import annotations
 
 import datetime
-import importlib
 import inspect
 import itertools
 import json
@@ -51,11 +51,12 @@ from ssl_biases.analysis.attention import (
 from ssl_biases.analysis.cka import MinibatchCKA
 from ssl_biases.analysis.shuffle import layout_reliance
 from ssl_biases.data.datamodule import SSLDataModule
-from ssl_biases.export import read_checkpoint
+from ssl_biases.methods.metric_names import LAYERWISE_BEST_BLOCK, knn_top1_name
 from ssl_biases.probes.fewshot import FewShotProbe
 from ssl_biases.probes.knn import KNNProbe
 from ssl_biases.probes.layerwise import layerwise_knn_top1, pool_block_output
 from ssl_biases.probes.linear import LinearProbe
+from ssl_biases.run.checkpoint import read_checkpoint
 
 REPORT_FILE = "report.json"
 OFFSET_LOCAL_RULE = {
@@ -67,12 +68,16 @@ OFFSET_LOCAL_RULE = {
 
 # ------------------------------------------------------------------------------ loading
 def load_checkpoint_backbone(ckpt: str | Path) -> tuple[nn.Module, dict[str, Any], int]:
-    """The backbone of a training checkpoint, in eval mode, with its config and global step."""
-    state, config, step = read_checkpoint(ckpt)
-    module_name, _, class_name = config["class_path"].rpartition(".")
-    backbone = getattr(importlib.import_module(module_name), class_name)(**config["init_args"])
-    backbone.load_state_dict(state, strict=True)
-    return backbone.eval(), config, step
+    """The backbone of a training checkpoint, in eval mode, with its config and global step.
+
+    Read by :func:`ssl_biases.run.checkpoint.read_checkpoint`, the loader of validate and export.
+
+    Raises:
+        FileNotFoundError: when ``ckpt`` does not exist.
+        ValueError: when it is no training checkpoint or its weights do not fit its config.
+    """
+    checkpoint = read_checkpoint(ckpt)
+    return checkpoint.backbone(), checkpoint.backbone_config(), checkpoint.global_step
 
 
 def method_name(ckpt: str | Path) -> str | None:
@@ -203,11 +208,11 @@ def analyze_backbones(
             **linear.evaluate(bank_x, bank_y, query_x, query_y),
             "fewshot": fewshot.evaluate(bank_x, bank_y, query_x, query_y),
             "layerwise_knn_top1": {f"block{i}": float(v) for i, v in enumerate(layerwise)},
-            "layerwise_best_block": int(layerwise.argmax()),
+            LAYERWISE_BEST_BLOCK: int(layerwise.argmax()),
         }
         patch_size = int(getattr(bb, "patch_size", 4))  # 4 px for backbones without patches
         entry["shuffle"] = layout_reliance(
-            bb, bank_loader, query_loader, patch_size, shuffle_seed, knn, entry["knn_top1"]
+            bb, bank_loader, query_loader, patch_size, shuffle_seed, knn, entry[knn_top1_name()]
         )
         entry["cka"] = _keyed(self_cka[a].compute(), "block", "block")
         entry["attention"] = None

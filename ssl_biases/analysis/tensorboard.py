@@ -31,6 +31,8 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchvision.utils import make_grid
 
+from ssl_biases.methods.metric_names import VAL
+
 
 def denormalize(images: Tensor, mean: Any = None, std: Any = None) -> Tensor:
     """Normalised images ``[B, C, H, W]`` back to ``[0, 1]`` (min-max per image without stats)."""
@@ -147,7 +149,7 @@ class TensorBoardSummaries(pl.Callback):
         projector: bool = True,
         num_images: int = 8,
         projector_samples: int = 256,
-        metric_prefixes: tuple[str, ...] = ("val/",),
+        metric_prefixes: tuple[str, ...] = (f"{VAL}/",),
     ) -> None:
         if num_images < 1 or projector_samples < 1:
             raise ValueError("num_images and projector_samples must be >= 1")

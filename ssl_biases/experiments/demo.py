@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from ssl_biases.cli import cli_main
+from ssl_biases.methods.metric_names import VAL_KNN_TOP1, VAL_OFFLINE_LINEAR_TOP1
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-METRICS = (("val/knn_top1", "kNN top-1"), ("val/offline_linear_top1", "linear top-1"))
+METRICS = ((VAL_KNN_TOP1, "kNN top-1"), (VAL_OFFLINE_LINEAR_TOP1, "linear top-1"))
 
 
 def demo_args(epochs: int, run_name: str, extra: list[str]) -> list[str]:

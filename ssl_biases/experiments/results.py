@@ -46,10 +46,11 @@ from typing import Any
 
 from ssl_biases.experiments.confidence import format_mean_ci, mean_ci
 from ssl_biases.experiments.grid import SEED_AXIS, Experiment, load_experiment
+from ssl_biases.methods.metric_names import TEST, TRAIN_LOSS, VAL, VAL_KNN_TOP1
 from ssl_biases.run.status import COMPLETED, read_run_status
 
-METRIC_PREFIXES = ("val/", "test/")
-EXTRA_METRICS = ("train/loss",)
+METRIC_PREFIXES = (f"{VAL}/", f"{TEST}/")
+EXTRA_METRICS = (TRAIN_LOSS,)
 
 
 REPORT_KEYS = (
@@ -89,12 +90,12 @@ def check_report(experiment: Experiment) -> None:
             raise ValueError(f"{where}.{key} is {axis!r}, which is no axis; the axes are {axes}")
     if not isinstance(report.get("metrics") or [], list):
         raise ValueError(f"{where}.metrics must be a list of metric names, got {report['metrics']}")
-    metrics = [report.get("metric", "val/knn_top1"), *(report.get("metrics") or [])]
+    metrics = [report.get("metric", VAL_KNN_TOP1), *(report.get("metrics") or [])]
     for metric in metrics:
         if not (isinstance(metric, str) and metric.startswith(METRIC_PREFIXES + EXTRA_METRICS)):
             raise ValueError(
                 f"{where}: metric {metric!r} is never collected; name a logged metric that "
-                f"starts with one of {list(METRIC_PREFIXES + EXTRA_METRICS)}, e.g. val/knn_top1"
+                f"starts with one of {list(METRIC_PREFIXES + EXTRA_METRICS)}, e.g. {VAL_KNN_TOP1}"
             )
     check_contrasts(experiment)
     if report.get("baseline"):
@@ -422,7 +423,7 @@ def write_report(experiment: Experiment, rows: list[dict[str, Any]]) -> list[Pat
     out = experiment.output_dir
     out.mkdir(parents=True, exist_ok=True)
     report = experiment.report
-    metric = report.get("metric", "val/knn_top1")
+    metric = report.get("metric", VAL_KNN_TOP1)
     metrics = [m for m in report.get("metrics", [metric]) if any(m in r for r in rows)] or [metric]
     axes = experiment.axis_names
     columns = list(report.get("columns") or [])

@@ -8,6 +8,7 @@ from lightly.models.utils import get_at_index, set_at_index
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from ssl_biases.backbones.mixers import TOKEN_MIXERS
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.reconstruction import MaskedReconstruction
 
@@ -23,8 +24,9 @@ class MAE(MaskedReconstruction):
     masked patch's pixels; the loss is the MSE on the masked patches (optionally of per-patch
     normalised pixels, ``norm_pix_loss``).
 
-    Only backbones with ``supports_token_dropping`` work: IsotropicNet with
-    ``token_mixer='attention'`` (presets ``vit_*``). Other mixers need the full grid; use the
+    Only backbones with ``supports_token_dropping`` work: IsotropicNet with a mixer that
+    works on any subset of tokens (``token_mixer='attention'``, presets ``vit_*``, or
+    ``'identity'``, preset ``identity_tiny``). Other mixers need the full grid; use the
     BERT-style :class:`~ssl_biases.methods.masked.MaskedModeling` (``configs/method/masked.yaml``).
 
     The online probe trains on the unmasked view's embedding (an extra no-grad forward,
@@ -63,12 +65,16 @@ class MAE(MaskedReconstruction):
     ) -> None:
         if not getattr(backbone, "supports_token_dropping", False):
             mixer = getattr(backbone, "token_mixer", None)
+            dropping = " or ".join(
+                repr(name) for name, cls in TOKEN_MIXERS.items() if cls.supports_token_dropping
+            )  # 'attention' or 'identity'
             raise ValueError(
                 f"MAE encodes only the visible patches, so its backbone must drop tokens "
                 f"(supports_token_dropping=True); {type(backbone).__name__}"
                 f"{f' with token_mixer={mixer!r}' if mixer else ''} cannot. Supported: "
-                "ssl_biases.backbones.IsotropicNet with token_mixer='attention' (presets "
-                "vit_tiny, vit_tiny_gap, vit_small, vit_ti16, vit_s16, ...). For any other "
+                f"ssl_biases.backbones.IsotropicNet with token_mixer={dropping} (presets "
+                "vit_tiny, vit_tiny_gap, vit_small, vit_ti16, vit_s16, identity_tiny, ...). "
+                "For any other "
                 "isotropic backbone use BERT-style masked modelling: --config "
                 "configs/method/masked.yaml "
                 "(ssl_biases.methods.MaskedModeling)."

@@ -18,6 +18,12 @@ from ssl_biases.backbones.pos_embed import NoPosEmbed
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.reconstruction import MaskedReconstruction, patchify_count
 
+POSITION_BLIND_MIXERS = {
+    "attention": "global attention without a position embedding is permutation-equivariant",
+    "identity": "without token mixing each output token depends on its own input token only",
+}
+"""Mixers whose mask-token outputs cannot depend on position without a position embedding."""
+
 
 class MaskedModeling(MaskedReconstruction):
     """Masked patch modelling with a learned mask token and a linear pixel head (SimMIM).
@@ -33,6 +39,8 @@ class MaskedModeling(MaskedReconstruction):
     ``pos_embed='none'``, any pooling) is refused with a ``ValueError``: that network is
     permutation-equivariant over the patch tokens and every mask token enters it with the same
     vector, so every masked patch gets the same prediction and the task cannot test anything.
+    The ``identity`` mixer without a position embedding is refused the same way: each output
+    token depends on its own input token only, so every mask token's output is the same.
     Every other mixer sees position without an embedding (``local_attention`` through its
     window, ``mlp`` through its position-specific token weights, ``conv`` through its kernel,
     ``pool`` through its neighbourhood), so those cells stay. We refuse rather than make the
@@ -67,16 +75,16 @@ class MaskedModeling(MaskedReconstruction):
         lens: Lens | None = None,
         compile: bool = False,
     ) -> None:
-        if getattr(backbone, "token_mixer", None) == "attention" and isinstance(
+        mixer = getattr(backbone, "token_mixer", None)
+        if mixer in POSITION_BLIND_MIXERS and isinstance(
             getattr(backbone, "pos_embed", None), NoPosEmbed
         ):
             raise ValueError(
-                "masked modelling with token_mixer='attention' and pos_embed='none' is "
-                "degenerate: global attention without a position embedding is "
-                "permutation-equivariant and every mask token has the same input, so every "
-                "masked patch gets the same prediction. Add a position embedding (pos_embed="
-                "'learned' or 'sincos2d') or use a position-aware mixer (token_mixer="
-                "'local_attention', 'mlp', 'conv' or 'pool')."
+                f"masked modelling with token_mixer={mixer!r} and pos_embed='none' is "
+                f"degenerate: {POSITION_BLIND_MIXERS[mixer]} and every mask token has the same "
+                "input, so every masked patch gets the same prediction. Add a position "
+                "embedding (pos_embed='learned' or 'sincos2d') or use a position-aware mixer "
+                "(token_mixer='local_attention', 'mlp', 'conv' or 'pool')."
             )
         super().__init__(**MaskedReconstruction.arguments_of(locals()))
         self.num_prefix_tokens: int = backbone.num_prefix_tokens

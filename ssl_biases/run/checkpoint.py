@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ssl_biases.backbones.legacy import migrate_backbone_config
+
 BACKBONE_CONFIG_KEY = "backbone_config"
 """Where the CLI stores the backbone's ``{"class_path", "init_args"}`` in every checkpoint."""
 
@@ -128,7 +130,11 @@ class TrainingCheckpoint:
         return state
 
     def backbone_config(self) -> dict[str, Any]:
-        """``{"class_path", "init_args"}`` that rebuilds the backbone.
+        """``{"class_path", "init_args"}`` that rebuilds the backbone, in the current shape.
+
+        A config stored before typed token mixers (flat mixer knobs) comes back migrated by
+        :func:`ssl_biases.backbones.legacy.migrate_backbone_config`: it builds the same net,
+        export writes it in the new shape and ``registry_name`` finds its preset.
 
         Raises:
             ValueError: when neither the checkpoint nor the run's ``config.yaml`` says it.
@@ -141,7 +147,8 @@ class TrainingCheckpoint:
                 "with `ssl-biases fit`, or call `export_backbone(backbone, output, config)` "
                 "with the backbone's class_path/init_args"
             )
-        return {"class_path": config["class_path"], "init_args": dict(config.get("init_args", {}))}
+        # runs from before typed token mixers stored flat mixer knobs: the current shape
+        return migrate_backbone_config(config)
 
     def backbone(self) -> nn.Module:
         """The backbone, built from :meth:`backbone_config`, weights loaded, in eval mode.

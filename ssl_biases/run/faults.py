@@ -32,6 +32,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 
+from ssl_biases.methods.metric_names import TRAIN_SKIPPED_BATCHES
+
 
 # ------------------------------------------------------------------------- atomic checkpoints
 def _write_file(handle: io.BufferedWriter, data: memoryview) -> None:
@@ -350,7 +352,7 @@ class NaNGuard(pl.Callback):
             self._consecutive = self._consecutive if self._skipping else 0
             self._bad_loss, self._stepped, self._skipping = None, False, False
         if self.skip:
-            pl_module.log("train/skipped_batches", float(self.skipped))
+            pl_module.log(TRAIN_SKIPPED_BATCHES, float(self.skipped))
 
     def state_dict(self) -> dict[str, Any]:
         return {"skipped": self.skipped}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ssl_biases.backbones import IsotropicNet
-from ssl_biases.export import CHECKPOINT_KEY
+from ssl_biases.run.checkpoint import BACKBONE_CONFIG_KEY as CHECKPOINT_KEY
 
 
 def _write_checkpoint(path: Path, seed: int, **init_args) -> Path:

@@ -67,9 +67,10 @@ def test_backbones_that_cannot_drop_tokens_are_refused_with_a_pointer_to_masked(
         small_mae(tiny_net(token_mixer=mixer, pool="gap"))
 
 
-def test_a_resnet_is_refused(tiny_net) -> None:
-    with pytest.raises(ValueError, match="token_mixer='attention'"):
+def test_a_resnet_is_refused_with_every_mixer_that_drops_tokens(tiny_net) -> None:
+    with pytest.raises(ValueError, match="token_mixer='attention' or 'identity'"):
         small_mae(ResNet(arch="resnet18", image_size=32, cifar_stem=True))
+    small_mae(tiny_net(token_mixer="identity", pool="gap"))  # named, so accepted
 
 
 @pytest.mark.parametrize("pool", ["cls", "gap"])

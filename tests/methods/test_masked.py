@@ -84,9 +84,17 @@ def test_global_attention_without_pos_embed_is_refused(tiny_net, fixed_images, p
         MaskedModeling(backbone)
 
 
+def test_identity_mixer_without_pos_embed_is_refused(tiny_net, fixed_images) -> None:
+    backbone = tiny_net(token_mixer="identity", pos_embed="none", pool="gap").eval()
+    # no token mixing, no position: every mask token's output is the same
+    assert spread_over_positions(mask_token_outputs(backbone, fixed_images(2))) < 1e-5
+    with pytest.raises(ValueError, match="token_mixer='identity' and pos_embed='none'"):
+        MaskedModeling(backbone)
+
+
 @pytest.mark.parametrize(
     ("mixer", "pos_embed"),
-    [("attention", "learned"), ("attention", "sincos2d")]
+    [("attention", "learned"), ("attention", "sincos2d"), ("identity", "learned")]
     + [(mixer, "none") for mixer in ("local_attention", "mlp", "conv", "pool")],
 )
 def test_allowed_cells_give_mask_tokens_position_dependent_outputs(

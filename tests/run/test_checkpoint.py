@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 import yaml
@@ -19,6 +17,10 @@ CONFIG = {
     "class_path": "ssl_biases.backbones.IsotropicNet",
     "init_args": {"image_size": 16, "patch_size": 4, "width": 32, "depth": 1, "num_heads": 2},
 }
+# what backbone_config() returns for it: the current shape, the mixer explicit
+STORED = {**CONFIG, "init_args": {**CONFIG["init_args"], "token_mixer": {
+    "class_path": "ssl_biases.backbones.mixers.AttentionMixer", "init_args": {"qkv_bias": True},
+}}}  # fmt: skip
 
 
 def write_checkpoint(path, with_config: bool = True) -> IsotropicNet:
@@ -41,7 +43,7 @@ def test_the_backbone_comes_back_with_its_weights_config_and_step(tmp_path):
     assert set(checkpoint.state_dict) == {f"backbone.{k}" for k in original.state_dict()} | {
         "head.weight"
     }
-    assert checkpoint.backbone_config() == CONFIG
+    assert checkpoint.backbone_config() == STORED
     assert set(checkpoint.backbone_weights()) == set(original.state_dict())
     rebuilt = checkpoint.backbone()
     assert not rebuilt.training
@@ -58,7 +60,7 @@ def test_an_older_checkpoint_takes_its_config_from_the_run_directory(tmp_path):
     backbone = {"class_path": CONFIG["class_path"], "init_args": init_args}
     config = {"model": {"init_args": {"backbone": backbone}}, "data": {"image_size": 16}}
     (run / "config.yaml").write_text(yaml.safe_dump(config))  # image_size: the data link
-    assert read_checkpoint(run / "checkpoints/last.ckpt").backbone_config() == CONFIG
+    assert read_checkpoint(run / "checkpoints/last.ckpt").backbone_config() == STORED
 
 
 def test_every_unusable_file_is_a_clear_error(tmp_path):
@@ -99,12 +101,20 @@ def test_validate_and_export_give_the_same_error_for_the_same_file(tmp_path, mon
     assert not (tmp_path / "runs").exists() and not (tmp_path / "o").exists()
 
 
-def test_the_old_export_reader_keeps_its_contract_until_analysis_is_rewired(tmp_path):
-    write_checkpoint(tmp_path / "a.ckpt")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from ssl_biases.export import read_checkpoint as old_read_checkpoint
-    state, config, step = old_read_checkpoint(tmp_path / "a.ckpt")
-    assert config == CONFIG and step == 7 and "head.weight" not in state
-    with pytest.raises(FileNotFoundError, match="not found"):
-        old_read_checkpoint(tmp_path / "gone.ckpt")
+def test_analyze_reads_checkpoints_with_the_one_reader(tmp_path):
+    from ssl_biases.analysis.report import load_checkpoint_backbone
+
+    reference = write_checkpoint(tmp_path / "a.ckpt")
+    backbone, config, step = load_checkpoint_backbone(tmp_path / "a.ckpt")
+    assert config == STORED and step == 7 and not backbone.training
+    images = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(images), reference(images), rtol=0, atol=0)
+    wider = {**CONFIG, "init_args": {**CONFIG["init_args"], "width": 64}}
+    contents = torch.load(tmp_path / "a.ckpt", weights_only=True)
+    torch.save({**contents, BACKBONE_CONFIG_KEY: wider}, tmp_path / "wider.ckpt")
+    with pytest.raises(ValueError, match="the weights do not fit"):  # as export says it
+        load_checkpoint_backbone(tmp_path / "wider.ckpt")
+    with pytest.raises(ValueError, match="it is not a Lightning checkpoint"):
+        torch.save({"weights": torch.zeros(1)}, tmp_path / "plain.ckpt")
+        load_checkpoint_backbone(tmp_path / "plain.ckpt")
