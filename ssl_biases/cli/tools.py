@@ -42,7 +42,7 @@ class ToolCommand:
     @property
     def help(self) -> str:
         """The first line of the function's docstring."""
-        return (self.function.__doc__ or "").strip().splitlines()[0]
+        return ((self.function.__doc__ or "").strip().splitlines() or [""])[0]
 
 
 TOOL_COMMANDS: dict[str, ToolCommand] = {
@@ -79,11 +79,11 @@ def run_tool_command(
         The parsed config.
     """
     name, argv = argv[0], legacy_args(argv)
-    config = parser.parse_args(argv)
     tool = TOOL_COMMANDS[name]
-    if tool.run_defaults is not None and not gives_config(argv[1:]):
-        tool_parsers[name].set_defaults(tool.run_defaults(config[name]))
-        config = parser.parse_args(argv)
+    if tool.run_defaults is not None and not gives_config(argv[1:]):  # before --print_config
+        first = parser.parse_args([a for a in argv if not a.startswith("--print_config")])
+        tool_parsers[name].set_defaults(tool.run_defaults(first[name]))
+    config = parser.parse_args(argv)
     init = parser.instantiate_classes(config)[name]
     tool.function(**{key: value for key, value in vars(init).items() if key != "config"})
     return config
