@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from ssl_biases.analysis.tensorboard import TensorBoardSummaries
 from ssl_biases.cli.errors import DEBUG_ENV, exit_on_user_error
 from ssl_biases.cli.parser import SSLBiasesArgumentParser
-from ssl_biases.cli.tools import TOOL_COMMANDS, run_tool_command
+from ssl_biases.cli.tools import TOOL_COMMANDS, add_tool_commands, run_tool_command
 from ssl_biases.data.datamodule import SSLDataModule
 from ssl_biases.methods.base import SSLMethod
 from ssl_biases.methods.budget import TimeBudget, time_budget_trainer_args
@@ -87,12 +87,7 @@ class SSLBiasesCLI(LightningCLI):
     ) -> None:
         """Lightning's parser, plus the tool commands as subcommands beside fit/.../predict."""
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
-        self.tool_parsers = {name: tool.build_parser() for name, tool in TOOL_COMMANDS.items()}
-        if add_subcommands:
-            for name, tool in TOOL_COMMANDS.items():
-                self.parser.subcommands_action.add_subcommand(
-                    name, self.tool_parsers[name], help=tool.help
-                )
+        self.tool_parsers = add_tool_commands(self.parser.subcommands_action)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(KNNProbe, "knn")

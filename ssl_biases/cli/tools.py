@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from jsonargparse import ArgumentParser, Namespace
+from jsonargparse import ActionSubCommands, ArgumentParser, Namespace
 
 from ssl_biases.analysis import command as analyze_command
 from ssl_biases.backbones import summary
@@ -56,6 +56,19 @@ TOOL_COMMANDS: dict[str, ToolCommand] = {
     "sweep": ToolCommand(sweep.sweep, sweep.build_parser, sweep.jsonargparse_args),
     "backbones": ToolCommand(summary.backbones, summary.build_parser, summary.jsonargparse_args),
 }
+
+
+def add_tool_commands(subcommands: ActionSubCommands | None) -> dict[str, ArgumentParser]:
+    """Adds the tool commands to the CLI's ``subcommands`` (none: LightningCLI's ``run=False``).
+
+    Returns:
+        The tool commands' parsers, by name.
+    """
+    parsers = {name: tool.build_parser() for name, tool in TOOL_COMMANDS.items()}
+    for name, tool_parser in parsers.items():
+        if subcommands is not None:
+            subcommands.add_subcommand(name, tool_parser, help=TOOL_COMMANDS[name].help)
+    return parsers
 
 
 def legacy_args(argv: list[str]) -> list[str]:
