@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ssl_biases.cli import cli_main
+from ssl_biases.cli import DEBUG_ENV, cli_main, main
 from ssl_biases.cli.tools import TOOL_COMMANDS
 
 COMMANDS = ("fit", "validate", "test", "predict", "analyze", "export", "sweep", "backbones")
@@ -110,3 +110,14 @@ def test_backbones_runs_from_a_config_file(tmp_path, capsys):
     cli_main(["backbones", "--config", str(config)])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| vit")]
     assert len(rows) == 1 and rows[0].split(" | ")[2] == "16"  # the image_size column
+
+
+def test_a_tool_commands_user_error_is_one_line_and_exit_2(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["backbones", "--names", "nope"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("ssl-biases: error: unknown backbone")
+    assert "Traceback" not in err
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    with pytest.raises(ValueError, match="unknown backbone 'nope'"):
+        main(["backbones", "--names", "nope"])
