@@ -49,7 +49,8 @@ __all__ = ["DEBUG_ENV", "SSLBiasesCLI", "cli_main", "main"]
 
 
 class _ToolCommandRan(Exception):  # noqa: N818 (a signal, not an error)
-    """Ends LightningCLI's __init__ after a tool command ran: no model, trainer or seed."""
+    """Ends LightningCLI's __init__ once a tool command ran (from the public parse_arguments
+    hook: LightningCLI would seed, build a model and trainer and run a Trainer method)."""
 
 
 class SSLBiasesCLI(LightningCLI):
@@ -118,8 +119,9 @@ class SSLBiasesCLI(LightningCLI):
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parses, then fails clearly on a ``--ckpt_path`` that is missing or no checkpoint
-        (before LightningCLI reads the file's hyperparameters with a bare ``torch.load``)."""
+        """Runs a tool command here (no seed, model or trainer: LightningCLI stops); else parses
+        and fails clearly on a ``--ckpt_path`` that is missing or no checkpoint (before
+        LightningCLI reads the file's hyperparameters with a bare ``torch.load``)."""
         argv = list(sys.argv[1:] if args is None else args) if isinstance(args, list | None) else []
         if argv and argv[0] in TOOL_COMMANDS:
             self.subcommand = argv[0]
