@@ -9,8 +9,9 @@ any ``--data.*`` on top), writes ``DIR/report.json`` and the PNG figures
 figures as TensorBoard events in ``RUN`` at the checkpoint's global step.
 
 :func:`analyze` is the command as a typed function (jsonargparse reads its signature and
-docstring: ``--config``, ``--help`` and typo errors as for ``fit``); :func:`main` parses the
-command line as ``ssl-biases analyze`` always has (``--ckpt A --ckpt B``, ``--shots 1 5``).
+docstring: ``--config``, ``--help`` and typo errors as for ``fit``); :func:`jsonargparse_args`
+reads the command line as ``ssl-biases analyze`` always has (``--ckpt A --ckpt B``, ``--shots
+1 5``) and :func:`run_defaults` gives the run's data (``ssl_biases.cli.tools``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from ssl_biases.analysis.figures import make_figures
 from ssl_biases.analysis.report import REPORT_FILE, build_report
@@ -170,17 +171,14 @@ def jsonargparse_args(argv: list[str]) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``ssl-biases analyze --ckpt A.ckpt [--ckpt B.ckpt] --config DATA.yaml --output DIR``.
+def run_defaults(config: Namespace) -> dict[str, Any]:
+    """Defaults for a command line without ``--config``: the data section of the first run's
+    ``config.yaml``, which ``--data.*`` options override."""
+    return {"data": run_config_data(config.ckpt[0])}
 
-    Without ``--config``, the first run's ``config.yaml`` gives the data section that
-    ``--data.*`` options override (as before jsonargparse parsed the whole command).
-    """
-    argv = jsonargparse_args(list(sys.argv[1:] if argv is None else argv))
-    parser = build_parser()
-    config = parser.parse_args(argv)
-    if not any(a == "--config" or a.startswith("--config=") for a in argv):
-        parser.set_defaults(data=run_config_data(config.ckpt[0]))
-        config = parser.parse_args(argv)
-    init = parser.instantiate(config)
-    analyze(**{k: v for k, v in vars(init).items() if k != "config"})
+
+def main(argv: list[str] | None = None) -> None:
+    """``ssl-biases analyze ARGS`` (user errors raise; ``ssl-biases`` prints them)."""
+    from ssl_biases.cli import cli_main  # the command line sits above every room
+
+    cli_main(["analyze", *(sys.argv[1:] if argv is None else argv)])

@@ -124,10 +124,10 @@ def jsonargparse_args(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``ssl-biases backbones [--image-size N] [--names A B ...]``: the table of presets."""
-    parser = build_parser()
-    config = parser.parse_args(jsonargparse_args(list(sys.argv[1:] if argv is None else argv)))
-    backbones(config.names, config.image_size)
+    """``ssl-biases backbones ARGS`` (user errors raise; ``ssl-biases`` prints them)."""
+    from ssl_biases.cli import cli_main  # the command line sits above every room
+
+    cli_main(["backbones", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

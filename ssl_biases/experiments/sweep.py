@@ -467,10 +467,10 @@ def jsonargparse_args(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``ssl-biases sweep``."""
-    parser = build_parser()
-    config = parser.parse_args(jsonargparse_args(list(sys.argv[1:] if argv is None else argv)))
-    sweep(**{k: v for k, v in vars(config).items() if k != "config"})
+    """``ssl-biases sweep ARGS`` (user errors raise; ``ssl-biases`` prints them)."""
+    from ssl_biases.cli import cli_main  # the command line sits above every room
+
+    cli_main(["sweep", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

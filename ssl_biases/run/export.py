@@ -22,13 +22,13 @@ This module imports neither Lightning nor the methods, so it stays cheap to impo
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import ActionConfigFile, ArgumentParser
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -154,20 +154,28 @@ def load_backbone(directory: str | Path, map_location: str | torch.device = "cpu
     return backbone.to(map_location).eval()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``ssl-biases export --ckpt RUN/checkpoints/last.ckpt --output DIR``."""
-    parser = argparse.ArgumentParser(
+def export(ckpt: str, output: str) -> None:
+    """Write a checkpoint's backbone as safetensors + backbone.json (load: ``load_backbone``).
+
+    Prints the exported backbone's name and width.
+
+    Args:
+        ckpt: A checkpoint written by ``ssl-biases fit``.
+        output: Folder to write the export into (created).
+    """
+    written = export_checkpoint(ckpt, output)
+    meta = read_meta(written)
+    name = meta["registry_name"] or meta["class_path"]
+    print(f"Exported {name} (num_features={meta['num_features']}) to {written}")
+
+
+def build_parser() -> ArgumentParser:
+    """``export``'s jsonargparse parser, with ``--config``."""
+    parser = ArgumentParser(
         prog="ssl-biases export",
         description="Write a checkpoint's backbone as safetensors + backbone.json "
         "(load it with ssl_biases.load_backbone(DIR)).",
     )
-    parser.add_argument("--ckpt", required=True, help="a checkpoint written by `ssl-biases fit`")
-    parser.add_argument("--output", required=True, help="folder to write the export into")
-    args = parser.parse_args(argv)
-    try:
-        output = export_checkpoint(args.ckpt, args.output)
-    except (FileNotFoundError, ValueError) as err:
-        parser.exit(2, f"ssl-biases export: error: {err}\n")
-    meta = read_meta(output)
-    name = meta["registry_name"] or meta["class_path"]
-    print(f"Exported {name} (num_features={meta['num_features']}) to {output}")
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_function_arguments(export, as_group=False)
+    return parser
