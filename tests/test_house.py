@@ -19,24 +19,23 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ssl_biases"
 ROOM_ORDER: tuple[tuple[str, ...], ...] = (
     ("data",),
     ("methods",),
+    ("run",),
     ("probes", "analysis"),
     ("experiments",),
-    ("run", "cli"),
+    ("cli",),
 )
-"""DESIGN.md's order, left to right: data -> methods -> probes/analysis -> experiments, with
-``run/`` and ``cli.py`` on top. Rooms in one tuple stand side by side."""
+"""DESIGN.md's flow, left to right: data -> methods -> probes/analysis -> experiments, with
+``run/`` (a run's life: status, checkpoint I/O, faults; it needs only the backbones and the
+metric names) under everything that reads a run, and ``cli/`` on top (it wires every room and
+registers the tool commands). Rooms in one tuple stand side by side."""
 
 EVERYWHERE = {"backbones"}  # importable by every room; it imports none of them
 PACKAGE_ROOT = {"__init__", "__main__"}  # ssl_biases itself: the entry points, above all rooms
 
 KNOWN_BACKWARD: dict[tuple[str, str], str] = {
-    ("ssl_biases.analysis.report", "run"): "the one checkpoint loader, run.checkpoint "
-    "(issue 16: analyze reads checkpoints as validate and export do)",
-    ("ssl_biases.experiments.results", "run"): "a cell is finished when its run.status says so",
-    ("ssl_biases.experiments.sweep", "cli"): "a sweep cell is an ssl-biases fit/validate",
-    ("ssl_biases.experiments.sweep", "run"): "cell status and completion markers (run.status)",
+    ("ssl_biases.experiments.sweep", "cli"): "a sweep cell is an ssl-biases fit/validate: the "
+    "sweep checks each cell's arguments with the CLI's parser, and the CLI registers `sweep`",
     ("ssl_biases.experiments.demo", "cli"): "the demo is two ssl-biases runs",
-    ("ssl_biases.experiments.sync_batchnorm", "run"): "deprecated shim of run.sync_batchnorm",
 }
 """(module, room it imports) -> why; backward by :data:`ROOM_ORDER`, left for a later fix."""
 

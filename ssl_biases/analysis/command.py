@@ -17,7 +17,6 @@ reads the command line as ``ssl-biases analyze`` always has (``--ckpt A --ckpt B
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -175,10 +174,3 @@ def run_defaults(config: Namespace) -> dict[str, Any]:
     """Defaults for a command line without ``--config``: the data section of the first run's
     ``config.yaml``, which ``--data.*`` options override."""
     return {"data": run_config_data(config.ckpt[0])}
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``ssl-biases analyze ARGS`` (user errors raise; ``ssl-biases`` prints them)."""
-    from ssl_biases.cli import cli_main  # the command line sits above every room
-
-    cli_main(["analyze", *(sys.argv[1:] if argv is None else argv)])

@@ -316,10 +316,3 @@ def build_report(
     }
     report["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return report, arrays
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``ssl-biases analyze``: kept here for the CLI's dispatch; see ``analysis.command.main``."""
-    from ssl_biases.analysis.command import main as command_main  # the command sits above
-
-    command_main(argv)

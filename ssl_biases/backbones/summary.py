@@ -1,13 +1,11 @@
 """Table of backbone presets: parameters, FLOPs, tokens, embedding width.
 
-``ssl-biases backbones --image-size 32 --names vit_tiny mixer_tiny`` (or
-``python -m ssl_biases.backbones.summary``) prints a markdown table.
+``ssl-biases backbones --image-size 32 --names vit_tiny mixer_tiny`` prints a markdown table.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import torch
@@ -121,14 +119,3 @@ def jsonargparse_args(argv: list[str]) -> list[str]:
             out.append(argv[i])
         i += 1
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``ssl-biases backbones ARGS`` (user errors raise; ``ssl-biases`` prints them)."""
-    from ssl_biases.cli import cli_main  # the command line sits above every room
-
-    cli_main(["backbones", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    main()

@@ -464,14 +464,3 @@ def jsonargparse_args(argv: list[str]) -> list[str]:
         key, eq, value = arg.partition("=")
         out += [LEGACY_FLAGS[key], *([value] if eq else [])] if key in LEGACY_FLAGS else [arg]
     return out if extra is None else [*out, f"--extra_args={json.dumps(extra)}"]
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``ssl-biases sweep ARGS`` (user errors raise; ``ssl-biases`` prints them)."""
-    from ssl_biases.cli import cli_main  # the command line sits above every room
-
-    cli_main(["sweep", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    main()

@@ -8,9 +8,16 @@ import torch
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
-from ssl_biases.analysis.command import analyze, build_parser, jsonargparse_args, main
+from ssl_biases.analysis.command import analyze, build_parser, jsonargparse_args
 from ssl_biases.analysis.report import block_matrix, load_report
+from ssl_biases.cli import cli_main
 from ssl_biases.data.datamodule import SSLDataModule
+
+
+def main(argv: list[str]) -> None:
+    """`ssl-biases analyze ARGV`, through the one parser (user errors raise)."""
+    cli_main(["analyze", *argv])
+
 
 SHAPES = Path(__file__).parents[2] / "configs" / "data" / "shapes.yaml"
 DATA = [
@@ -154,12 +161,3 @@ def test_help_shows_each_parameter_from_the_docstring(capsys):
     assert exit_info.value.code == 0
     assert "Checkpoints written by" in out and "Few-shot support draws" in out
     assert "--data.help" in out and "ssl-biases analyze" in out
-
-
-def test_analysis_report_main_still_runs_the_command(tmp_path, write_checkpoint):
-    from ssl_biases.analysis import report
-
-    ckpt = write_checkpoint(tmp_path / "a.ckpt", 0)
-    report.main(["--ckpt", str(ckpt), "--output", str(tmp_path / "o"), "--shots", "1",
-                 "--seeds", "0", *DATA])  # fmt: skip
-    assert load_report(tmp_path / "o")["data"]["bank_size"] == 64

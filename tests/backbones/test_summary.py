@@ -6,7 +6,13 @@ import pytest
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
 from ssl_biases.backbones import create_backbone
-from ssl_biases.backbones.summary import backbones, count_flops, jsonargparse_args, main, summarize
+from ssl_biases.backbones.summary import backbones, count_flops, jsonargparse_args, summarize
+from ssl_biases.cli import cli_main
+
+
+def main(argv: list[str]) -> None:
+    """`ssl-biases backbones ARGV`, through the one parser (user errors raise)."""
+    cli_main(["backbones", *argv])
 
 
 def test_flops_of_a_one_block_attention_net_match_hand_count():

@@ -6,7 +6,14 @@ import pytest
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
-from ssl_biases.experiments.sweep import jsonargparse_args, main, sweep
+from ssl_biases.cli import cli_main
+from ssl_biases.experiments.sweep import jsonargparse_args, sweep
+
+
+def main(argv: list[str]) -> None:
+    """`ssl-biases sweep ARGV`, through the one parser (user errors raise)."""
+    cli_main(["sweep", *argv])
+
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID = {

@@ -5,9 +5,15 @@ import nbformat
 import torch
 from nbclient import NotebookClient
 
-from ssl_biases.analysis.report import main
 from ssl_biases.backbones import IsotropicNet
+from ssl_biases.cli import cli_main
 from ssl_biases.run.checkpoint import BACKBONE_CONFIG_KEY as CHECKPOINT_KEY
+
+
+def main(argv: list[str]) -> None:
+    """`ssl-biases analyze ARGV`, through the one parser (user errors raise)."""
+    cli_main(["analyze", *argv])
+
 
 ROOT = Path(__file__).parents[2]
 NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"
