@@ -8,14 +8,20 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ssl_biases.cli import cli_main
 from ssl_biases.experiments.grid import load_experiment
 from ssl_biases.experiments.sweep import (
     cell_settings,
     fit_command,
     last_checkpoint,
-    main,
     setting_changes,
 )
+
+
+def main(argv: list[str]) -> None:
+    """`ssl-biases sweep ARGV`, through the one parser (user errors raise)."""
+    cli_main(["sweep", *argv])
+
 
 ROOT = Path(__file__).resolve().parents[2]
 
