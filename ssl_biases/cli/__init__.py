@@ -37,6 +37,7 @@ from ssl_biases.probes.linear import LinearProbe
 from ssl_biases.run.callbacks import (
     equip_trainer,
     finish_fit,
+    release_process_group,
     remember_backbone_config,
     run_callbacks,
     trainer_arguments,
@@ -175,6 +176,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``ssl-biases`` console script (user errors: ``cli.errors``)."""
     with exit_on_user_error():
         cli_main(args)  # None: LightningCLI reads sys.argv itself
+        release_process_group()
 
 
 if __name__ == "__main__":

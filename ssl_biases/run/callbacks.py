@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.plugins.io import CheckpointIO
 from torch import nn
@@ -138,3 +139,14 @@ def finish_fit(
     log_dir = trainer.log_dir  # a broadcast: every rank reads it
     if trainer.is_global_zero:
         print(f"Run directory: {log_dir}")
+
+
+def release_process_group() -> None:
+    """Destroys the ``torch.distributed`` process group a DDP run leaves behind.
+
+    Called once the command is done, before the interpreter exits: otherwise gloo's threads
+    can race the interpreter's shutdown and abort a finished run ("terminate called without
+    an active exception", exit status -6).
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
