@@ -22,7 +22,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed  ## create .venv and install the package with dev tools
 
 demo: install  ## pretrain SimCLR on shapes (CPU), compare probes with a random backbone
-	$(PY) -m ssl_biases.experiments.demo
+	$(PY) -m ssl_biases.cli.demo
 
 test: install  ## run the test suite
 	$(PY) -m pytest

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ssl_biases.cli import DEBUG_ENV, cli_main, main
-from ssl_biases.cli.tools import TOOL_COMMANDS
+from ssl_biases.cli.tools import TOOL_COMMANDS, legacy_args
 
 COMMANDS = ("fit", "validate", "test", "predict", "analyze", "export", "sweep", "backbones")
 HELP_LINES = {  # a line of each command's per-parameter help (from the function's docstring)
@@ -39,7 +39,10 @@ def tool_args(name: str, tmp_path: Path) -> list[str]:
 
 
 def comparable(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The called arguments, with the data module as its settings."""
+    """The called arguments, with the data module as its settings and the CLI parser (that
+    ``sweep`` gets) as its class."""
+    if "cli_parser" in kwargs:
+        kwargs = {**kwargs, "cli_parser": type(kwargs["cli_parser"]).__name__}
     data = kwargs.get("data")
     if data is not None:
         kwargs = {**kwargs, "data": (type(data).__name__, data.image_size, data.batch_size)}
@@ -98,7 +101,12 @@ def test_print_config_gives_a_config_that_runs_the_same_command(name, tmp_path, 
     expected = {  # today's spellings reach the function
         "analyze": {"shots": (1, 5), "data": ("SSLDataModule", 16, 4)},
         "export": {"ckpt": "a.ckpt", "output": "o"},
-        "sweep": {"output_dir": "o", "dry_run": True, "extra_args": ["--trainer.max_steps", "2"]},
+        "sweep": {
+            "output_dir": "o",
+            "dry_run": True,
+            "extra_args": ["--trainer.max_steps", "2"],
+            "cli_parser": "SSLBiasesArgumentParser",  # checks each cell's arguments
+        },
         "backbones": {"names": ["vit_tiny", "mixer_tiny"], "image_size": 32},
     }[name]
     assert {key: calls[0][key] for key in expected} == expected
@@ -121,3 +129,34 @@ def test_a_tool_commands_user_error_is_one_line_and_exit_2(monkeypatch, capsys):
     monkeypatch.setenv(DEBUG_ENV, "1")
     with pytest.raises(ValueError, match="unknown backbone 'nope'"):
         main(["backbones", "--names", "nope"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["analyze", "--ckpt", "a", "--ckpt=b", "--label", "x", "--shots", "1", "5",
+             "--seeds", "0", "--data.root", "r", "--shots=[2]", "--seeds", "[1,2]"],
+            ["analyze", "--ckpt+", "a", "--ckpt+", "b", "--label+", "x", "--shots=[1, 5]",
+             "--seeds=[0]", "--data.root", "r", "--shots=[2]", "--seeds", "[1,2]"],
+        ),
+        (
+            ["sweep", "grid.yaml", "--output-dir", "o", "--only", "a=b", "--only=c=d",
+             "--dry-run", "--collect-only", "--launcher", "submitit",
+             "--", "--trainer.max_epochs", "2", "--only", "x"],
+            ["sweep", "grid.yaml", "--output_dir", "o", "--only+", "a=b", "--only+", "c=d",
+             "--dry_run=true", "--collect_only=true", "--launcher", "submitit",
+             '--extra_args=["--trainer.max_epochs", "2", "--only", "x"]'],
+        ),
+        (["sweep", "g.yaml", "--output-dir=o"], ["sweep", "g.yaml", "--output_dir", "o"]),
+        (
+            ["backbones", "--image-size", "32", "--names", "a", "timm:b", "--image-size=8",
+             "--names", "[c]"],
+            ["backbones", "--image_size", "32", '--names=["a", "timm:b"]', "--image_size", "8",
+             "--names", "[c]"],
+        ),
+        (["fit", "--only", "a", "--image-size", "3"], ["fit", "--only", "a", "--image-size", "3"]),
+    ],
+)  # fmt: skip
+def test_earlier_spelling_becomes_jsonargparse_spelling(argv, expected):
+    assert legacy_args(argv) == expected

@@ -32,11 +32,7 @@ registers the tool commands). Rooms in one tuple stand side by side."""
 EVERYWHERE = {"backbones"}  # importable by every room; it imports none of them
 PACKAGE_ROOT = {"__init__", "__main__"}  # ssl_biases itself: the entry points, above all rooms
 
-KNOWN_BACKWARD: dict[tuple[str, str], str] = {
-    ("ssl_biases.experiments.sweep", "cli"): "a sweep cell is an ssl-biases fit/validate: the "
-    "sweep checks each cell's arguments with the CLI's parser, and the CLI registers `sweep`",
-    ("ssl_biases.experiments.demo", "cli"): "the demo is two ssl-biases runs",
-}
+KNOWN_BACKWARD: dict[tuple[str, str], str] = {}
 """(module, room it imports) -> why; backward by :data:`ROOM_ORDER`, left for a later fix."""
 
 

@@ -9,9 +9,9 @@ any ``--data.*`` on top), writes ``DIR/report.json`` and the PNG figures
 figures as TensorBoard events in ``RUN`` at the checkpoint's global step.
 
 :func:`analyze` is the command as a typed function (jsonargparse reads its signature and
-docstring: ``--config``, ``--help`` and typo errors as for ``fit``); :func:`jsonargparse_args`
-reads the command line as ``ssl-biases analyze`` always has (``--ckpt A --ckpt B``, ``--shots
-1 5``) and :func:`run_defaults` gives the run's data (``ssl_biases.cli.tools``).
+docstring: ``--config``, ``--help`` and typo errors as for ``fit``); :func:`run_defaults` gives
+the run's data. The earlier spelling (``--ckpt A --ckpt B``, ``--shots 1 5``) still reads:
+``ssl_biases.cli.tools``.
 """
 
 from __future__ import annotations
@@ -142,32 +142,6 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_function_arguments(analyze, as_group=False)
     return parser
-
-
-def jsonargparse_args(argv: list[str]) -> list[str]:
-    """Today's spelling of the command line in jsonargparse's.
-
-    ``--ckpt A --ckpt B`` (and ``--label``) append: ``--ckpt+ A --ckpt+ B``; ``--shots 1 5``
-    (and ``--seeds``) take the values up to the next option: ``--shots=[1,5]``. Everything
-    else (``--config``, ``--data.KEY VALUE``, jsonargparse's own spellings such as
-    ``--shots [1,5]``) passes unchanged.
-    """
-    out, i = [], 0
-    while i < len(argv):
-        key, eq, value = argv[i].partition("=")
-        following = argv[i + 1] if i + 1 < len(argv) else ""  # a YAML list passes as is
-        if key in ("--ckpt", "--label"):
-            out += [f"{key}+", value] if eq else [f"{key}+"]
-        elif key in ("--shots", "--seeds") and not eq and not following.startswith("["):
-            values = []
-            while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                values.append(argv[i + 1])
-                i += 1
-            out.append(f"{key}=[{','.join(values)}]")
-        else:
-            out.append(argv[i])
-        i += 1
-    return out
 
 
 def run_defaults(config: Namespace) -> dict[str, Any]:

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
@@ -98,24 +97,3 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_function_arguments(backbones, as_group=False)
     return parser
-
-
-def jsonargparse_args(argv: list[str]) -> list[str]:
-    """Today's spelling in jsonargparse's: ``--image-size N`` -> ``--image_size N``, and
-    ``--names a b`` (the values up to the next option) -> ``--names=["a", "b"]``."""
-    out, i = [], 0
-    while i < len(argv):
-        key, eq, value = argv[i].partition("=")
-        following = argv[i + 1] if i + 1 < len(argv) else ""  # a YAML list passes as is
-        if key == "--image-size":
-            out += ["--image_size", *([value] if eq else [])]
-        elif key == "--names" and not eq and not following.startswith("["):
-            names = []
-            while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                names.append(argv[i + 1])
-                i += 1
-            out.append(f"--names={json.dumps(names)}")
-        else:
-            out.append(argv[i])
-        i += 1
-    return out

@@ -27,7 +27,6 @@ environment that each task's fit inherits.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
 from ssl_biases.experiments.grid import (
     Cell,
@@ -200,50 +199,24 @@ def check_unchanged(
         )
 
 
-class _ParserReady(Exception):  # noqa: N818 (a signal, not an error)
-    """Stops ``SSLBiasesCLI`` once its parser is built, carrying the parser."""
-
-    def __init__(self, parser: Any) -> None:
-        super().__init__("parser built")
-        self.parser = parser
-
-
-def cli_parser() -> Any:
-    """The ``ssl-biases`` command's own argument parser, built without parsing or running.
-
-    Errors raise ``jsonargparse.ArgumentError`` instead of exiting.
-    """
-    from ssl_biases.cli import SSLBiasesCLI
-
-    class ParserOnly(SSLBiasesCLI):
-        def parse_arguments(self, parser: Any, args: Any) -> None:
-            raise _ParserReady(parser)
-
-    try:
-        ParserOnly(args=[])
-    except _ParserReady as ready:
-        parser = ready.parser
-    subcommands = getattr(parser, "_subcommands_action", None)
-    for each in [parser, *(subcommands.choices.values() if subcommands else [])]:
-        each.exit_on_error = False
-    return parser
-
-
-def check_cell_arguments(cells: list[Cell], extra_args: list[str], subcommand: str) -> None:
+def check_cell_arguments(
+    cells: list[Cell], extra_args: list[str], subcommand: str, cli_parser: ArgumentParser
+) -> None:
     """Parses every cell's command line with the CLI's parser; nothing is instantiated.
+
+    Args:
+        cli_parser: The ``ssl-biases`` parser, raising ``ArgumentError`` instead of exiting
+            (``ssl_biases.cli.tools.cli_parser()``).
 
     Raises:
         ValueError: naming the cells whose arguments the CLI refuses (an unknown key, a
             value of the wrong type or choice, an unknown class), with the first error.
     """
-    from jsonargparse import ArgumentError
-
-    parser = cli_parser()
     failed: dict[str, str] = {}
     for cell in cells:
         command = fit_command(cell, Path(cell.cell_id), extra_args, subcommand=subcommand)
         try:
-            parser.parse_args(cell_settings(command))  # without the cell's logger config
+            cli_parser.parse_args(cell_settings(command))  # without the cell's logger config
         except ArgumentError as error:
             failed[cell.cell_id] = str(error)
     if failed:
@@ -381,6 +354,8 @@ def sweep(
     dry_run: bool = False,
     collect_only: bool = False,
     extra_args: list[str] | None = None,
+    *,
+    cli_parser: ArgumentParser | None = None,
 ) -> None:
     """Run the grid of an experiment YAML (resumable) and collect its results.
 
@@ -394,6 +369,9 @@ def sweep(
         collect_only: Only rebuild the results from the finished cells.
         extra_args: Arguments appended to every cell's command line (on the command line:
             everything after ``--``).
+        cli_parser: The ``ssl-biases`` parser (raising, not exiting) that checks every cell's
+            arguments before the first cell runs; the ``sweep`` command passes its own.
+            ``None`` skips the check (a cell with a typo then fails when it runs).
 
     Raises:
         SystemExit: with the failed cells' ids (exit status 1) once the results are
@@ -406,7 +384,8 @@ def sweep(
     check_unchanged(experiment, extra_args, exact=not collect_only or bool(extra_args))
     if not collect_only:
         check_configs(cells)
-        check_cell_arguments(cells, extra_args, experiment.command)
+        if cli_parser is not None:
+            check_cell_arguments(cells, extra_args, experiment.command, cli_parser)
         if dry_run:
             for cell in cells:
                 run_dir = experiment.output_dir / cell.cell_id
@@ -437,30 +416,5 @@ def build_parser() -> ArgumentParser:
         "Arguments after `--` are appended to every cell's fit command line.",
     )
     parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_function_arguments(sweep, as_group=False, as_positional=True)
+    parser.add_function_arguments(sweep, as_group=False, as_positional=True, skip={"cli_parser"})
     return parser
-
-
-LEGACY_FLAGS = {
-    "--output-dir": "--output_dir",
-    "--only": "--only+",
-    "--dry-run": "--dry_run=true",
-    "--collect-only": "--collect_only=true",
-}  # today's spelling -> jsonargparse's (the flags' values, if any, follow unchanged)
-
-
-def jsonargparse_args(argv: list[str]) -> list[str]:
-    """Today's spelling of the command line in jsonargparse's, up to ``--``.
-
-    ``--output-dir X`` -> ``--output_dir X``, ``--only A=b`` (repeated) -> ``--only+ A=b``,
-    ``--dry-run`` -> ``--dry_run=true``; the arguments after ``--`` become ``--extra_args``.
-    """
-    extra: list[str] | None = None
-    if "--" in argv:
-        split = argv.index("--")
-        argv, extra = argv[:split], argv[split + 1 :]
-    out = []
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        out += [LEGACY_FLAGS[key], *([value] if eq else [])] if key in LEGACY_FLAGS else [arg]
-    return out if extra is None else [*out, f"--extra_args={json.dumps(extra)}"]

@@ -1,5 +1,8 @@
 """What every run of the CLI gets: its life's callbacks, its trainer's extras, its end.
 
+:func:`trainer_defaults` is the CLI's ``trainer_defaults`` (logger, callbacks, epoch bound);
+:data:`CALLBACK_SECTIONS` are the run's callbacks a user configures (``--checkpoint.*``,
+``--last_checkpoint.*``, ``--nan_guard.*``), :data:`SECTION_DEFAULTS` their defaults.
 :func:`run_callbacks` lists the callbacks (the CLI passes them as ``trainer_defaults``
 callbacks): pre-emption checkpoint, exact-resume random state, learning rate on resume,
 ``status.json``, skipped-image count, the backbone's config in every checkpoint, and the step
@@ -17,15 +20,65 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar, TQDMProgressBar
+from jsonargparse import lazy_instance
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+    TQDMProgressBar,
+)
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from torch import nn
 
+from ssl_biases.methods.budget import TimeBudget, time_budget_trainer_args
+from ssl_biases.methods.metric_names import VAL_KNN_TOP1
 from ssl_biases.run.checkpoint import BACKBONE_CONFIG_KEY
 from ssl_biases.run.csv_logger import add_csv_logger
-from ssl_biases.run.faults import AtomicCheckpointIO, PreemptionCheckpoint, SkippedImageCounter
+from ssl_biases.run.faults import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    NaNGuard,
+    PreemptionCheckpoint,
+    SkippedImageCounter,
+)
 from ssl_biases.run.resume import LearningRateOnResume, RandomState
 from ssl_biases.run.status import RunStatus, mark_completed
+
+CALLBACK_SECTIONS: dict[str, type[pl.Callback]] = {
+    "checkpoint": ModelCheckpoint,  # the best by val/knn_top1, and last.ckpt
+    "last_checkpoint": LastCheckpoint,  # every epoch and every 10 minutes
+    "nan_guard": NaNGuard,
+}
+"""The run's callbacks a user configures, by their CLI section."""
+
+SECTION_DEFAULTS: dict[str, Any] = {
+    "checkpoint.monitor": VAL_KNN_TOP1,
+    "checkpoint.mode": "max",
+    "checkpoint.save_last": True,
+    "checkpoint.filename": "best-epoch{epoch}-step{step}",
+    "checkpoint.auto_insert_metric_name": False,
+}
+
+
+def trainer_defaults() -> dict[str, Any]:
+    """The CLI's ``trainer_defaults``: TensorBoard, the run's callbacks, no epoch bound yet.
+
+    The logger's ``save_dir`` stays unset (``""``): :func:`ssl_biases.run.resume.place_run_dir`
+    makes it ``--trainer.default_root_dir``, else ``runs``. ``max_epochs`` becomes 100 unless
+    ``max_time`` alone bounds the run (:func:`trainer_arguments`).
+    """
+    return {
+        "logger": lazy_instance(
+            TensorBoardLogger, save_dir="", name="ssl", default_hp_metric=False
+        ),
+        "callbacks": [  # added to every trainer, after the configured ones
+            TimeBudget(),  # schedules sized to max_time (methods/budget.py)
+            *run_callbacks(),
+            lazy_instance(LearningRateMonitor, logging_interval="step"),
+        ],
+        "max_epochs": None,
+    }
 
 
 class ValidationTracker(pl.Callback):
@@ -88,9 +141,10 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def trainer_arguments(trainer_config: Any) -> dict[str, Any]:
-    """``callbacks`` and ``plugins`` for the trainer, from the parsed (instantiated) ones.
+    """``callbacks``, ``plugins`` and bounds for the trainer, from the parsed (instantiated) ones.
 
-    A progress bar unless ``enable_progress_bar`` is false: rich on a terminal, tqdm's lines
+    The epoch bound of the time-budget rule (:func:`time_budget_trainer_args`). A progress bar
+    unless ``enable_progress_bar`` is false: rich on a terminal, tqdm's lines
     in a log file (rich draws nothing there); :class:`AtomicCheckpointIO` unless a
     ``CheckpointIO`` plugin is given.
     """
@@ -100,7 +154,9 @@ def trainer_arguments(trainer_config: Any) -> dict[str, Any]:
     plugins = _as_list(trainer_config.get("plugins"))
     if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
         plugins.append(AtomicCheckpointIO())
-    return {"callbacks": callbacks, "plugins": plugins}
+    bounds = {key: trainer_config.get(key) for key in ("max_epochs", "max_steps", "max_time")}
+    bounds, _ = time_budget_trainer_args(bounds, [])  # its TimeBudget: in trainer_defaults
+    return {"callbacks": callbacks, "plugins": plugins, **bounds}
 
 
 def equip_trainer(trainer: pl.Trainer, metrics_csv: bool = True) -> None:

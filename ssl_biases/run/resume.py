@@ -1,5 +1,7 @@
 """Resuming a run: into its own directory, from a checkpoint that fits, exactly.
 
+A logger whose ``save_dir`` is unset (``""``) writes under ``--trainer.default_root_dir``, as
+Lightning's own default logger does, else under ``runs`` (:func:`place_run_dir`).
 ``fit --ckpt_path last`` continues the newest unfinished ``version_<n>`` of the logger's
 ``save_dir/name`` that has a ``checkpoints/last.ckpt`` (:func:`resumable_version`); the
 resumed run's config is saved beside the first one as ``config.resume<k>.yaml``
@@ -41,6 +43,37 @@ def resumable_version(save_dir: str | Path, name: str) -> int | None:
         if match and resumable:
             versions.append(int(match.group(1)))
     return max(versions) if versions else None
+
+
+DEFAULT_SAVE_DIR = "runs"  # the loggers' save_dir without --trainer.default_root_dir
+
+
+def set_default_save_dir(config: Any) -> None:
+    """Sets an unset ``save_dir`` of the parsed ``trainer.logger`` (one or a list) in place."""
+    loggers = config.get("trainer.logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init_args = getattr(logger, "init_args", None)
+        class_name = str(getattr(logger, "class_path", "")).rpartition(".")[2]
+        if class_name in ("TensorBoardLogger", "CSVLogger") and init_args is not None:
+            if not init_args.get("save_dir"):
+                root_dir = config.get("trainer.default_root_dir")
+                init_args.save_dir = str(root_dir) if root_dir else DEFAULT_SAVE_DIR
+
+
+def place_run_dir(config: Any, subcommand: str | None) -> str | None:
+    """Where the run writes, set in its parsed config before anything is built.
+
+    The loggers' unset ``save_dir`` (:func:`set_default_save_dir`) and, for ``fit --ckpt_path
+    last``, the run directory to continue (:func:`resume_into_run_dir`).
+
+    Returns:
+        The name to save the resolved config under when it is not ``config.yaml`` (a resumed
+        run keeps its first config), else ``None``.
+    """
+    set_default_save_dir(config)
+    if subcommand != "fit" or config.get("ckpt_path") != "last":
+        return None
+    return resume_into_run_dir(getattr(config.get("trainer.logger"), "init_args", None))
 
 
 def resume_into_run_dir(logger_init_args: Any) -> str | None:

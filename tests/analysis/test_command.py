@@ -8,7 +8,7 @@ import torch
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
-from ssl_biases.analysis.command import analyze, build_parser, jsonargparse_args
+from ssl_biases.analysis.command import analyze, build_parser
 from ssl_biases.analysis.report import block_matrix, load_report
 from ssl_biases.cli import cli_main
 from ssl_biases.data.datamodule import SSLDataModule
@@ -109,15 +109,6 @@ def test_without_config_the_run_config_gives_data_and_data_options_override_it(
     assert report["data"]["bank_size"] == 32  # the override on top of it
     assert list(report["models"]) == ["simclr"]  # label: the run's method
     assert capsys.readouterr().out.splitlines()[-1] == f"Report: {tmp_path / 'o' / 'report.json'}"
-
-
-def test_argparse_spelling_becomes_jsonargparse_spelling():
-    argv = ["--ckpt", "a", "--ckpt=b", "--label", "x", "--shots", "1", "5", "--seeds", "0",
-            "--data.root", "r", "--shots=[2]", "--seeds", "[1,2]"]  # fmt: skip
-    assert jsonargparse_args(argv) == [
-        "--ckpt+", "a", "--ckpt+", "b", "--label+", "x", "--shots=[1,5]", "--seeds=[0]",
-        "--data.root", "r", "--shots=[2]", "--seeds", "[1,2]",
-    ]  # fmt: skip
 
 
 def function_parser() -> ArgumentParser:

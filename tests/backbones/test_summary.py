@@ -6,7 +6,7 @@ import pytest
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
 from ssl_biases.backbones import create_backbone
-from ssl_biases.backbones.summary import backbones, count_flops, jsonargparse_args, summarize
+from ssl_biases.backbones.summary import backbones, count_flops, summarize
 from ssl_biases.cli import cli_main
 
 
@@ -55,10 +55,3 @@ def test_backbones_runs_from_a_yaml_config_and_refuses_typos(tmp_path, capsys):
     main(["--config", str(tmp_path / "b.yaml"), "--image_size", "32"])  # the command line wins
     row = capsys.readouterr().out.strip().splitlines()[2]
     assert row.startswith("| mixer_tiny | IsotropicNet | 32 | 64 |")
-
-
-def test_todays_spelling_becomes_jsonargparse_spelling():
-    argv = ["--image-size", "32", "--names", "a", "timm:b", "--image-size=8", "--names", "[c]"]
-    assert jsonargparse_args(argv) == [
-        "--image_size", "32", '--names=["a", "timm:b"]', "--image_size", "8", "--names", "[c]",
-    ]  # fmt: skip

@@ -204,22 +204,18 @@ def test_random_init_floor_has_the_study_backbones_and_probe_data(name, floor_na
 
 # --- issue 14 (real scale): the anchor grid of lightly's CIFAR-10 benchmark --------------------
 def test_anchor_grid_parses_every_cell_with_lightlys_hyperparameters(monkeypatch):
+    from ssl_biases.cli import cli_parser
     from ssl_biases.experiments.results import check_report
-    from ssl_biases.experiments.sweep import (
-        cell_settings,
-        check_cell_arguments,
-        cli_parser,
-        fit_command,
-    )
+    from ssl_biases.experiments.sweep import cell_settings, check_cell_arguments, fit_command
 
     monkeypatch.chdir(ROOT)
     experiment = load_experiment(ROOT / "configs/experiment/anchor_lightly_cifar10.yaml")
     cells = experiment.cells()
     check_configs(cells)
     check_report(experiment)
-    check_cell_arguments(cells, [], "fit")  # what `sweep --dry-run` checks
-    assert [c.values["method"] for c in cells] == ["simclr", "byol", "dino"]
     parser = cli_parser()
+    check_cell_arguments(cells, [], "fit", parser)  # what `sweep --dry-run` checks
+    assert [c.values["method"] for c in cells] == ["simclr", "byol", "dino"]
     lrs = {}
     for cell in cells:
         command = fit_command(cell, ROOT / cell.cell_id, [])

@@ -7,7 +7,7 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
 from ssl_biases.cli import cli_main
-from ssl_biases.experiments.sweep import jsonargparse_args, sweep
+from ssl_biases.experiments.sweep import sweep
 
 
 def main(argv: list[str]) -> None:
@@ -49,18 +49,6 @@ def test_sweep_runs_from_a_yaml_config_and_refuses_typos(tmp_path, capsys):
             parser.parse_args(["--config", str(tmp_path / "typo.yaml")])
     main(["--config", str(tmp_path / "sweep.yaml")])  # the grid, a positional, from the config
     assert capsys.readouterr().out.startswith("collected 0 finished cells: ")
-
-
-def test_todays_spelling_becomes_jsonargparse_spelling():
-    argv = ["grid.yaml", "--output-dir", "o", "--only", "a=b", "--only=c=d", "--dry-run",
-            "--collect-only", "--launcher", "submitit",
-            "--", "--trainer.max_epochs", "2"]  # fmt: skip
-    assert jsonargparse_args(argv) == [
-        "grid.yaml", "--output_dir", "o", "--only+", "a=b", "--only+", "c=d", "--dry_run=true",
-        "--collect_only=true", "--launcher", "submitit",
-        '--extra_args=["--trainer.max_epochs", "2"]',
-    ]  # fmt: skip
-    assert jsonargparse_args(["g.yaml", "--output-dir=o"]) == ["g.yaml", "--output_dir", "o"]
 
 
 def test_a_bad_choice_is_a_usage_error_with_exit_status_2(tmp_path, capsys):

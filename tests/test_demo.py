@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from ssl_biases.experiments.demo import main
+from ssl_biases.cli.demo import main
 
 
 def test_demo_compares_pretrained_and_random_probes(tmp_path, monkeypatch, capsys):

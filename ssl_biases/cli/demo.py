@@ -3,7 +3,7 @@
 Both backbones are probed the same way on frozen features: weighted kNN (k=20, T=0.07) and an
 offline linear probe (L-BFGS logistic regression), on the `shapes` test split.
 
-Run ``python -m ssl_biases.experiments.demo --help`` for the knobs (``make demo`` runs it);
+Run ``python -m ssl_biases.cli.demo --help`` for the knobs (``make demo`` runs it);
 extra arguments after ``--`` go to ``ssl-biases fit``/``validate`` unchanged.
 """
 
