@@ -223,11 +223,15 @@ class TokenMixer:
         has_attention: whether its layer has ``attention(x, grid_size)`` (post-softmax maps)
             and can gather patches into a class token (``pool='cls'``).
         supports_token_dropping: whether its layer works on any subset of the patch tokens.
+        position_blind: why its layer cannot tell patch positions apart without a position
+            embedding (equal input tokens give equal outputs wherever they sit); empty when
+            it sees position (a window, a kernel, position-specific weights).
     """
 
     name: ClassVar[str] = ""
     has_attention: ClassVar[bool] = False
     supports_token_dropping: ClassVar[bool] = False
+    position_blind: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -283,6 +287,7 @@ class AttentionMixer(TokenMixer):
     name = "attention"
     has_attention = True
     supports_token_dropping = True
+    position_blind = "global attention without a position embedding is permutation-equivariant"
 
     def __init__(self, qkv_bias: bool = True) -> None:
         self.qkv_bias = qkv_bias
@@ -390,6 +395,7 @@ class IdentityMixer(TokenMixer):
 
     name = "identity"
     supports_token_dropping = True
+    position_blind = "without token mixing each output token depends on its own input token only"
 
     def build(
         self, dim: int, grid_size: tuple[int, int], num_prefix_tokens: int, num_heads: int

@@ -26,8 +26,11 @@ from ssl_biases.run.resume import check_ckpt_path, check_resume_checkpoint, plac
 
 __all__ = ["DEBUG_ENV", "SSLBiasesCLI", "cli_main", "cli_parser", "main"]
 
-CALLBACK_SECTIONS = {**probes.CALLBACK_SECTIONS, "tensorboard": TensorBoardSummaries}
-CALLBACK_SECTIONS.update(lifecycle.CALLBACK_SECTIONS)  # the checkpoints after the probes they rank
+CALLBACK_SECTIONS = {  # the checkpoints after the probes whose metric they rank by
+    **probes.CALLBACK_SECTIONS,
+    "tensorboard": TensorBoardSummaries,
+    **lifecycle.CALLBACK_SECTIONS,
+}
 
 
 class _CommandDone(Exception):  # noqa: N818 (a signal, not an error)

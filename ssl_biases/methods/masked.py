@@ -14,15 +14,10 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
+from ssl_biases.backbones.mixers import TOKEN_MIXERS
 from ssl_biases.backbones.pos_embed import NoPosEmbed
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.reconstruction import MaskedReconstruction, patchify_count
-
-POSITION_BLIND_MIXERS = {
-    "attention": "global attention without a position embedding is permutation-equivariant",
-    "identity": "without token mixing each output token depends on its own input token only",
-}
-"""Mixers whose mask-token outputs cannot depend on position without a position embedding."""
 
 
 class MaskedModeling(MaskedReconstruction):
@@ -75,16 +70,19 @@ class MaskedModeling(MaskedReconstruction):
         lens: Lens | None = None,
         compile: bool = False,
     ) -> None:
-        mixer = getattr(backbone, "token_mixer", None)
-        if mixer in POSITION_BLIND_MIXERS and isinstance(
-            getattr(backbone, "pos_embed", None), NoPosEmbed
+        mixer = TOKEN_MIXERS.get(getattr(backbone, "token_mixer", None))
+        if (
+            mixer
+            and mixer.position_blind
+            and isinstance(getattr(backbone, "pos_embed", None), NoPosEmbed)
         ):
+            aware = ", ".join(repr(n) for n, c in TOKEN_MIXERS.items() if not c.position_blind)
             raise ValueError(
-                f"masked modelling with token_mixer={mixer!r} and pos_embed='none' is "
-                f"degenerate: {POSITION_BLIND_MIXERS[mixer]} and every mask token has the same "
+                f"masked modelling with token_mixer={mixer.name!r} and pos_embed='none' is "
+                f"degenerate: {mixer.position_blind} and every mask token has the same "
                 "input, so every masked patch gets the same prediction. Add a position "
                 "embedding (pos_embed='learned' or 'sincos2d') or use a position-aware mixer "
-                "(token_mixer='local_attention', 'mlp', 'conv' or 'pool')."
+                f"(token_mixer={aware})."
             )
         super().__init__(**MaskedReconstruction.arguments_of(locals()))
         self.num_prefix_tokens: int = backbone.num_prefix_tokens
