@@ -67,3 +67,37 @@ def test_a_fit_cell_starts_from_its_floor_cells_weights(
     weights = [initial_backbone(fit_command(c, tmp_path, [], subcommand="validate"), monkeypatch)
                for c in seeds[:2]]  # fmt: skip
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_every_family_cell_builds_and_starts_from_its_floor_cells_weights(monkeypatch, tmp_path):
+    """The five newer families (issue 18): each pairs with its floor, one mixer each in turn."""
+    monkeypatch.chdir(ROOT)
+    grid = load_experiment("configs/experiment/families_cifar10_quick.yaml", output_dir=tmp_path)
+    floor = load_experiment(grid.report["baseline"], output_dir=tmp_path / "floor")
+    cells = grid.cells()
+    assert len(cells) == 5 * 4 * 2
+    assert {c.values["method"] for c in cells} == {
+        "mocov3",
+        "vicreg",
+        "barlow_twins",
+        "ijepa",
+        "ibot",
+    }
+    floor_cells = {tuple(c.values.items()): c for c in floor.cells()}
+    mixers = [v.label for v in dict(grid.axes)["token_mixer"]]
+    methods = [v.label for v in dict(grid.axes)["method"]]
+    starts = {}
+    for cell in cells:
+        turn = mixers[methods.index(cell.values["method"]) % len(mixers)]
+        if cell.values["seed"] != "0" or cell.values["token_mixer"] != turn:
+            continue
+        key = tuple((a, cell.values[a]) for a in floor.axis_names)
+        mixer = cell.values["token_mixer"]
+        if mixer not in starts:
+            base = fit_command(floor_cells[key], tmp_path, [], subcommand="validate")
+            starts[mixer] = initial_backbone(base, monkeypatch)
+        ran = initial_backbone(fit_command(cell, tmp_path, [], subcommand="fit"), monkeypatch)
+        assert ran.keys() == starts[mixer].keys() and len(ran) > 0, cell.cell_id
+        for name in ran:
+            assert torch.equal(ran[name], starts[mixer][name]), (cell.cell_id, name)
+    assert len(starts) == 4  # every mixer once
