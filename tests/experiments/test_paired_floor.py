@@ -70,25 +70,21 @@ def test_a_fit_cell_starts_from_its_floor_cells_weights(
 
 
 def test_every_family_cell_builds_and_starts_from_its_floor_cells_weights(monkeypatch, tmp_path):
-    """The five newer families (issue 18): each pairs with its floor, one mixer each in turn."""
+    """The newer families and MAE (issue 18): each pairs with its floor, one mixer in turn."""
     monkeypatch.chdir(ROOT)
     grid = load_experiment("configs/experiment/families_cifar10_quick.yaml", output_dir=tmp_path)
     floor = load_experiment(grid.report["baseline"], output_dir=tmp_path / "floor")
     cells = grid.cells()
-    assert len(cells) == 5 * 4 * 2
-    assert {c.values["method"] for c in cells} == {
-        "mocov3",
-        "vicreg",
-        "barlow_twins",
-        "ijepa",
-        "ibot",
-    }
+    assert len(cells) == 5 * 4 * 2 + 2  # MAE: global attention only
+    methods = {"mocov3", "vicreg", "barlow_twins", "ijepa", "ibot", "mae"}
+    assert {c.values["method"] for c in cells} == methods
     floor_cells = {tuple(c.values.items()): c for c in floor.cells()}
     mixers = [v.label for v in dict(grid.axes)["token_mixer"]]
-    methods = [v.label for v in dict(grid.axes)["method"]]
-    starts = {}
+    order = [v.label for v in dict(grid.axes)["method"]]
+    starts, checked = {}, set()
     for cell in cells:
-        turn = mixers[methods.index(cell.values["method"]) % len(mixers)]
+        method = cell.values["method"]
+        turn = "attention" if method == "mae" else mixers[order.index(method) % len(mixers)]
         if cell.values["seed"] != "0" or cell.values["token_mixer"] != turn:
             continue
         key = tuple((a, cell.values[a]) for a in floor.axis_names)
@@ -100,4 +96,5 @@ def test_every_family_cell_builds_and_starts_from_its_floor_cells_weights(monkey
         assert ran.keys() == starts[mixer].keys() and len(ran) > 0, cell.cell_id
         for name in ran:
             assert torch.equal(ran[name], starts[mixer][name]), (cell.cell_id, name)
-    assert len(starts) == 4  # every mixer once
+        checked.add(method)
+    assert checked == methods and len(starts) == 4  # every method, every mixer once
