@@ -238,3 +238,26 @@ def test_anchor_grid_parses_every_cell_with_lightlys_hyperparameters(monkeypatch
 
 
 # --- end issue 14 ------------------------------------------------------------------------------
+
+
+def test_the_long_conv_vs_attention_grid_changes_only_the_budget(monkeypatch):
+    """Issue 15: cells left at their floor get a longer budget, not another claim or setting."""
+    monkeypatch.chdir(ROOT)
+    short = load_experiment(ROOT / "configs/experiment/conv_vs_attention_cifar10.yaml")
+    long = load_experiment(ROOT / "configs/experiment/conv_vs_attention_long_cifar10.yaml")
+    check_configs(long.cells())
+    assert long.report == short.report  # the same metrics, contrasts and floor
+    assert {k: v for k, v in long.args.items() if k != "trainer.max_epochs"} == {
+        k: v for k, v in short.args.items() if k != "trainer.max_epochs"
+    }
+    assert long.args["trainer.max_epochs"] == 4 * short.args["trainer.max_epochs"]
+    by_values = {tuple(sorted(c.values.items())): c for c in short.cells()}
+    cells = long.cells()
+    assert [c.values["method"] for c in cells[:8]] == ["masked"] * 8  # the cheaper half first
+    assert {c.values["method"] for c in cells} == {"masked", "byol"} and len(cells) == 16
+    for cell in cells:  # each is a cell of the short grid with only the budget changed
+        twin = by_values[tuple(sorted(cell.values.items()))]
+        assert cell.cell_id == twin.cell_id and cell.configs == twin.configs
+        assert [a for a in cell.args if a[0] != "trainer.max_epochs"] == [
+            a for a in twin.args if a[0] != "trainer.max_epochs"
+        ]
