@@ -32,12 +32,16 @@ A contrast ``{axis: A, levels: [a, b]}`` is the paired difference ``a - b`` of e
 and gain: the cell with label ``a`` minus the cell with label ``b`` and the same label on
 every other axis, seed included; one table line per value of the other (non-seed) axes, the
 mean difference ± its 95 % interval over the pairs, bold where the interval excludes 0.
+
+Accuracies (``*top1``, ``*top5``, ``*shot``) and their gains and contrasts are printed in %
+(points); any other metric (``train/loss``, ``val/masked_mse``) as it is logged.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -228,6 +232,18 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
+_ACCURACY = re.compile(r"top\d|shot")
+
+
+def metric_scale(metric: str) -> tuple[float, int, str]:
+    """``(scale, digits, unit)`` to print ``metric`` (or its gain or contrast) with.
+
+    Accuracies are fractions and read in % with one decimal; anything else (a loss, a
+    reconstruction error) is printed as logged, with three decimals and no unit.
+    """
+    return (100.0, 1, "%") if _ACCURACY.search(metric) else (1.0, 3, "")
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     mean = sum(values) / len(values)
@@ -263,13 +279,15 @@ def is_unpaired(row: dict[str, Any], metric: str) -> bool:
 
 
 def format_cell(group: list[dict[str, Any]], metric: str) -> str:
-    """One table cell: ``metric`` over the rows of a group, mean ± 95 % CI in % (points).
+    """One table cell: ``metric`` over the rows of a group, mean ± 95 % CI (``metric_scale``).
 
     A gain or a contrast is signed and bold where its interval excludes 0; a gain over the
     baseline's seed mean is marked ``†``.
     """
     values = [float(r[metric]) for r in group if metric in r]
-    text = format_mean_ci(values, mark_nonzero=metric.startswith(("gain/", "contrast/")))
+    scale, digits, _ = metric_scale(metric)
+    mark = metric.startswith(("gain/", "contrast/"))
+    text = format_mean_ci(values, scale=scale, digits=digits, mark_nonzero=mark)
     if any(is_unpaired(r, metric) for r in group if metric in r):
         text += f" {UNPAIRED_MARK}"
     return text
@@ -284,7 +302,7 @@ def group_rows(rows: list[dict[str, Any]], keys: list[str]) -> dict[tuple[str, .
 
 
 def summary_table(rows: list[dict[str, Any]], axes: list[str], metrics: list[str]) -> str:
-    """Markdown table: one line per group of seeds, ``mean ± 95 % CI`` (in %) per metric."""
+    """Markdown table: one line per group of seeds, ``mean ± 95 % CI`` per metric."""
     keys = [a for a in axes if a != SEED_AXIS]
     header = [*keys, "seeds", *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -305,7 +323,7 @@ def pivot_table(
     row_axis: str,
     column_axes: list[str],
 ) -> str:
-    """Markdown pivot of ``metric`` (mean ± 95 % CI over seeds, %), rows x column axes."""
+    """Markdown pivot of ``metric`` (mean ± 95 % CI over seeds), rows x column axes."""
     labels = {name: [v.label for v in values] for name, values in experiment.axes}
     groups = group_rows([r for r in rows if metric in r], [row_axis, *column_axes])
     columns = [()]
@@ -354,7 +372,11 @@ def contrast_table(
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group in groups:
         pairs = max(len(differences[m].get(group, [])) for m in metrics)
-        cells = [format_mean_ci(differences[m].get(group, []), mark_nonzero=True) for m in metrics]
+        cells = []
+        for m in metrics:
+            scale, digits, _ = metric_scale(m)
+            values = differences[m].get(group, [])
+            cells.append(format_mean_ci(values, scale, digits, mark_nonzero=True))
         lines.append("| " + " | ".join([*group, str(pairs), *cells]) + " |")
     return "\n".join(lines)
 
@@ -375,6 +397,7 @@ def plot_metric(
     import matplotlib.pyplot as plt
 
     labels = {name: [v.label for v in values] for name, values in experiment.axes}
+    scale, _, unit = metric_scale(metric)
     panels = labels[panel] if panel else [None]
     hues = labels[hue] if hue else [None]
     fig, axs = plt.subplots(
@@ -394,8 +417,8 @@ def plot_metric(
                     and (hue is None or str(r[hue]) == hue_label)
                 ]
                 mean, half = mean_ci(values) if values else (math.nan, None)
-                means.append(100 * mean)
-                stds.append(100 * (half or 0.0))
+                means.append(scale * mean)
+                stds.append(scale * (half or 0.0))
             positions = [i + (h - (len(hues) - 1) / 2) * width for i in range(len(labels[x]))]
             errors = stds if any(s > 0 for s in stds) else None  # one seed: no bars
             ax.bar(positions, means, width, yerr=errors, label=hue_label, capsize=2)
@@ -406,7 +429,9 @@ def plot_metric(
     if metric.startswith("gain/"):
         for ax in axs[0]:
             ax.axhline(0.0, color="black", linewidth=0.6)
-    axs[0][0].set_ylabel(f"{metric} ({'points' if metric.startswith('gain/') else '%'})")
+    if unit:
+        unit = "points" if metric.startswith("gain/") else unit
+    axs[0][0].set_ylabel(f"{metric} ({unit})" if unit else metric)
     if hue is not None:
         axs[0][-1].legend(title=hue, fontsize=7, title_fontsize=7)
     fig.tight_layout()
@@ -430,12 +455,12 @@ def write_report(experiment: Experiment, rows: list[dict[str, Any]]) -> list[Pat
     text = [f"# {experiment.name}: {len(rows)} of {len(experiment.cells())} cells finished", ""]
     if rows and report.get("rows"):
         text += [
-            f"## {metric} (%)",
+            f"## {metric}{' (%)' if metric_scale(metric)[2] else ''}",
             "",
             pivot_table(rows, experiment, metric, report["rows"], columns),
             "",
         ]
-    text += ["## All metrics (%, mean ± 95 % CI over seeds, Student t)", ""]
+    text += ["## All metrics (accuracies in %; mean ± 95 % CI over seeds, Student t)", ""]
     text += [summary_table(rows, axes, metrics), ""]
     plotted = [metric]
     if rows and report.get("baseline"):
@@ -450,8 +475,8 @@ def write_report(experiment: Experiment, rows: list[dict[str, Any]]) -> list[Pat
                 gain = f"gain/{metric}" if f"gain/{metric}" in gains else gains[0]
                 plotted.append(gain)
                 text += [
-                    f"## Gain over {baseline.name} (points: metric minus the same seed's there; "
-                    "bold: the 95 % CI excludes 0)",
+                    f"## Gain over {baseline.name} (metric minus the same seed's there, "
+                    "accuracies in points; bold: the 95 % CI excludes 0)",
                     "",
                 ]
                 if report.get("rows"):
@@ -463,8 +488,8 @@ def write_report(experiment: Experiment, rows: list[dict[str, Any]]) -> list[Pat
     for contrast in (report.get("contrasts") or []) if rows else []:
         a, b = contrast["levels"]
         text += [
-            f"## Contrast {contrast['axis']}: {a} − {b} (points, paired by seed and every other "
-            "axis; mean ± 95 % CI, bold: excludes 0)",
+            f"## Contrast {contrast['axis']}: {a} − {b} (accuracies in points; paired by seed "
+            "and every other axis; mean ± 95 % CI, bold: excludes 0)",
             "",
             contrast_table(rows, axes, contrast, metrics),
             "",

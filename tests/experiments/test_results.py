@@ -251,3 +251,42 @@ def test_confidence_interval_uses_student_t_with_n_minus_1_dof():
     assert not excludes_zero([0.3]) and excludes_zero([-0.3, -0.31])
     with pytest.raises(ValueError, match="at least 1 degree"):
         t_quantile_975(0)
+
+
+def test_a_reconstruction_error_is_printed_as_logged_and_accuracies_in_percent(tmp_path):
+    """val/masked_mse is no fraction: 0.824 must not read as 82.4 %, nor its gain as points."""
+    mse_floor = FLOOR.replace("metrics: [val/knn_top1]", "metrics: [val/knn_top1, val/masked_mse]")
+    floor_path = tmp_path / "floor.yaml"
+    floor_path.write_text(mse_floor.format(out=tmp_path / "floor"))
+    path = tmp_path / "toy.yaml"
+    report = (
+        f"x: token_mixer, baseline: {floor_path}, metrics: [val/knn_top1, val/masked_mse], "
+        "contrasts: [{axis: token_mixer, levels: [mlp, attention]}]}"
+    )
+    path.write_text(EXPERIMENT.replace("x: token_mixer}", report))
+    experiment = load_experiment(path, output_dir=tmp_path / "out")
+    values = {  # (knn, mse) per mixer and seed; the floor's are knn 0.2, mse 1.5
+        "attention": [(0.30, 0.82), (0.32, 0.84)],
+        "mlp": [(0.25, 0.64), (0.27, 0.66)],
+    }
+    for experiment_, method in ((load_experiment(floor_path), None), (experiment, "simclr")):
+        for cell in experiment_.cells():
+            if cell.values.get("method", method) != method:
+                continue
+            seed = int(cell.values["seed"])
+            knn, mse = (0.2, 1.5) if method is None else values[cell.values["token_mixer"]][seed]
+            run_dir = experiment_.output_dir / cell.cell_id
+            metrics = run_dir / "version_0/metrics.csv"
+            metrics.parent.mkdir(parents=True)
+            metrics.write_text(f"epoch,step,val/knn_top1,val/masked_mse\n0,1,{knn},{mse}\n")
+            (run_dir / "done.json").write_text("{}")
+
+    paths = write_report(experiment, collect_results(experiment))
+    text = paths[1].read_text()
+    # simclr x attention: knn 31.0 ± 12.706 * 1.414 / 1.414 = 12.7 (%), mse 0.830 ± 0.127
+    assert "| simclr | attention | 2 | 31.0 ± 12.7 | 0.830 ± 0.127 |" in text
+    # gains: knn +11.0 points, mse 0.83 - 1.5 = -0.670 (as logged; its interval excludes 0)
+    assert "| simclr | attention | 2 | +11.0 ± 12.7 | **-0.670 ± 0.127** |" in text
+    # contrast mlp - attention per seed: knn -5 and -5 points, mse -0.18 and -0.18: bold
+    assert "| simclr | 2 | **-5.0 ± 0.0** | **-0.180 ± 0.000** |" in text
+    assert "## val/knn_top1 (%)" in text and "82.0" not in text
