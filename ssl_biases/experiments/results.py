@@ -244,23 +244,6 @@ def metric_scale(metric: str) -> tuple[float, int, str]:
     return (100.0, 1, "%") if _ACCURACY.search(metric) else (1.0, 3, "")
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-def format_mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
-    """``"41.2 ± 0.3"`` (``"41.2"`` for one value); ``"–"`` when there is none."""
-    if not values:
-        return "–"
-    mean, std = mean_std(values)
-    text = f"{mean * scale:.{digits}f}"
-    return text if len(values) < 2 else f"{text} ± {std * scale:.{digits}f}"
-
-
 def group_over_seeds(
     rows: list[dict[str, Any]], axes: list[str], metric: str
 ) -> dict[tuple[str, ...], list[float]]:

@@ -19,8 +19,6 @@ from ssl_biases.experiments.results import (
     collect_results,
     contrast_differences,
     final_metrics,
-    format_mean_std,
-    mean_std,
     write_report,
 )
 
@@ -52,13 +50,6 @@ def test_final_metrics_take_the_last_value_over_resumed_versions(tmp_path):
         {"epoch": 1, "step": 19, "train/loss": 2.5, "val/knn_top1": ""},
     ])  # fmt: skip
     assert final_metrics(tmp_path) == {"train/loss": 2.5, "val/knn_top1": 0.2}
-
-
-def test_mean_std_is_the_sample_std():
-    assert mean_std([0.2, 0.4]) == pytest.approx((0.3, math.sqrt(0.02)))
-    assert format_mean_std([0.2, 0.4]) == "30.0 ± 14.1"
-    assert format_mean_std([0.25]) == "25.0"
-    assert format_mean_std([]) == "–"
 
 
 KNN = {"simclr": {"attention": [0.5, 0.6], "mlp": [0.3, 0.3]}, "byol": {"attention": [0.4]}}
