@@ -267,3 +267,22 @@ def test_the_long_conv_vs_attention_grid_changes_only_the_budget(monkeypatch):
         assert [a for a in cell.args if a[0] not in changed] == [
             a for a in twin.args if a[0] not in changed
         ]
+
+
+def test_the_shuffle_grid_probes_its_floor_on_the_same_fixed_permutation(monkeypatch):
+    """MLP-Mixer's protocol: the untrained floor sees the same shuffled inputs as the study."""
+    monkeypatch.chdir(ROOT)
+    study = load_experiment(ROOT / "configs/experiment/shuffle_cifar10.yaml")
+    floor = load_experiment(ROOT / study.report["baseline"])
+    check_configs(study.cells() + floor.cells())
+    assert floor.command == "validate" and floor.axes == study.axes
+    views = {"data.augment", "data.num_workers"}  # how training views are made, not what
+    shared = {
+        k: v for k, v in study.args.items() if k.startswith(("data.", "model.")) and k not in views
+    }
+    assert shared == {k: v for k, v in floor.args.items() if k in shared}
+    assert (
+        shared["data.shuffle_patch_size"] == shared["model.init_args.backbone.init_args.patch_size"]
+    )
+    assert [v.label for v in dict(study.axes)["shuffle"]] == ["none", "patch"]
+    assert study.report["contrasts"] == [{"axis": "shuffle", "levels": ["patch", "none"]}]
