@@ -22,6 +22,11 @@ Usage (the CIFAR-10 JPEG tree, on a GPU)::
         --root ../shared/data/cifar10 --steps 500 --batch-size 256 --num-workers 8
 
 A smoke run: ``--steps 2 --batch-size 16 --dataset shapes``.
+
+With ``--json ROWS.json`` every finished run is written at once and a rerun with the same file
+skips the runs it already holds (keyed by method, mode, steps, batch size and seed), so a
+long CPU run survives an interruption and the seeds can run one at a time into one file; the
+table then also gives, per method, the mean difference over the seeds with its 95 % interval.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from ssl_biases.backbones import create_backbone
 from ssl_biases.cli import cli_main
 from ssl_biases.data.datamodule import SSLDataModule, TransformedDataset, fixed_subset
 from ssl_biases.data.datasets import NORMALIZE, build_dataset
+from ssl_biases.experiments.confidence import format_mean_ci
 from ssl_biases.methods.base import split_weight_decay
 from ssl_biases.probes.knn import knn_scores, topk_accuracy
 
@@ -327,19 +333,47 @@ def knn_top1(backbone: nn.Module, opts: argparse.Namespace, device: torch.device
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A markdown table of the kNN top-1 of both runs and their difference."""
+    """A markdown table of the kNN top-1 of both runs and their difference, per seed, and the
+    mean difference over seeds (± 95 % CI, Student t) for a method with several."""
+    nan = float("nan")
     lines = [
-        "| method | steps | bare kNN top-1 | framework kNN top-1 | framework - bare | "
+        "| method | steps | seed | bare kNN top-1 | framework kNN top-1 | framework - bare | "
         "bare s | framework s |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['method']} | {r['steps']} | {r.get('bare', float('nan')):.4f} | "
-            f"{r.get('framework', float('nan')):.4f} | {r.get('difference', float('nan')):+.4f} "
-            f"| {r.get('bare_s', float('nan')):.0f} | {r.get('framework_s', float('nan')):.0f} |"
+            f"| {r['method']} | {r['steps']} | {r.get('seed', '?')} | {r.get('bare', nan):.4f} | "
+            f"{r.get('framework', nan):.4f} | {r.get('difference', nan):+.4f} "
+            f"| {r.get('bare_s', nan):.0f} | {r.get('framework_s', nan):.0f} |"
         )
+    by_method: dict[str, list[float]] = {}
+    for r in rows:
+        if "difference" in r:
+            by_method.setdefault(r["method"], []).append(r["difference"])
+    several = {m: d for m, d in by_method.items() if len(d) > 1}
+    if several:
+        lines += [
+            "",
+            "| method | seeds | framework - bare (points, mean ± 95 % CI) |",
+            "|---|---|---|",
+        ]
+        for method, differences in several.items():
+            text = format_mean_ci(differences, mark_nonzero=True)
+            lines.append(f"| {method} | {len(differences)} | {text} |")
     return "\n".join(lines)
+
+
+def row_key(row: dict[str, Any]) -> tuple:
+    """What makes two rows the same run: method, steps, batch size and seed."""
+    return (row["method"], row["steps"], row.get("batch_size"), row.get("seed"))
+
+
+def load_rows(path: str | None) -> list[dict[str, Any]]:
+    """The rows of an earlier ``--json`` file, or none."""
+    if path is None or not Path(path).exists():
+        return []
+    return json.loads(Path(path).read_text())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -381,13 +415,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     opts = parse_args(argv)
     device = torch.device(opts.device)
-    rows = []
+    rows = load_rows(opts.json)  # earlier runs into the same file: kept, and not run again
+    done = {row_key(r): r for r in rows}
     with tempfile.TemporaryDirectory() as tmp:
         work_dir = Path(opts.work_dir or tmp)
         for method in opts.methods.split(","):
-            row: dict[str, Any] = {"method": method, "steps": opts.steps}
+            key = (method, opts.steps, opts.batch_size, opts.seed)
+            row = done.get(key)
+            if row is None:
+                row = {"method": method, "steps": opts.steps, "batch_size": opts.batch_size,
+                       "seed": opts.seed}  # fmt: skip
+                rows.append(row)
             for mode in ("bare", "framework"):
-                if opts.mode not in ("both", mode):
+                if opts.mode not in ("both", mode) or mode in row:
                     continue
                 start = time.perf_counter()
                 if mode == "bare":
@@ -396,13 +436,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     backbone = train_framework(method, opts, work_dir)
                 row[f"{mode}_s"] = time.perf_counter() - start
                 row[mode] = knn_top1(backbone, opts, device)
-            if "bare" in row and "framework" in row:
-                row["difference"] = row["framework"] - row["bare"]
-            rows.append(row)
+                if "bare" in row and "framework" in row:
+                    row["difference"] = row["framework"] - row["bare"]
+                if opts.json is not None:  # after every run: an interruption loses only one
+                    Path(opts.json).write_text(json.dumps(rows, indent=2))
             print(json.dumps(row), flush=True)
     print(format_table(rows))
-    if opts.json is not None:
-        Path(opts.json).write_text(json.dumps(rows, indent=2))
     return rows
 
 

@@ -49,3 +49,50 @@ def test_tiny_run_prints_both_knn_accuracies_and_their_difference(tmp_path, caps
     for method in ("simclr", "byol", "vicreg", "mocov3"):  # the framework ran the same steps
         status = json.loads((tmp_path / method / "version_0" / "status.json").read_text())
         assert status["status"] == "completed" and status["global_step"] == 2
+
+
+def test_a_rerun_with_the_same_json_skips_finished_runs_and_summarises_seeds(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """An interrupted CPU run resumes, and seeds run one at a time into one file."""
+    bench = load_benchmark()
+    trained = []
+    accuracy = {
+        ("bare", 0): 0.30,
+        ("framework", 0): 0.32,
+        ("bare", 1): 0.31,
+        ("framework", 1): 0.32,
+    }
+
+    def fake_train(mode):
+        def train(method, opts, *rest):
+            trained.append((method, mode, opts.seed))
+            return (mode, opts.seed)
+
+        return train
+
+    monkeypatch.setattr(bench, "train_bare", fake_train("bare"))
+    monkeypatch.setattr(bench, "train_framework", fake_train("framework"))
+    monkeypatch.setattr(bench, "knn_top1", lambda backbone, opts, device: accuracy[backbone])
+    rows_json = tmp_path / "rows.json"
+    argv = [
+        "--dataset",
+        "shapes",
+        "--methods",
+        "simclr",
+        "--steps",
+        "300",
+        "--json",
+        str(rows_json),
+    ]
+    bench.main([*argv, "--mode", "bare"])  # interrupted after the bare run, say
+    assert json.loads(rows_json.read_text())[0]["bare"] == 0.30
+    bench.main(argv)  # the rerun trains only what is missing
+    assert trained == [("simclr", "bare", 0), ("simclr", "framework", 0)]
+    rows = bench.main([*argv, "--seed", "1"])
+    assert trained[2:] == [("simclr", "bare", 1), ("simclr", "framework", 1)]
+    assert [(r["seed"], round(r["difference"], 4)) for r in rows] == [(0, 0.02), (1, 0.01)]
+    assert len(json.loads(rows_json.read_text())) == 2
+    out = capsys.readouterr().out
+    # mean +1.5 points, sd 0.707, half-width t(1) * 0.707 / sqrt(2) = 12.706 * 0.5 = 6.4
+    assert "| simclr | 2 | +1.5 ± 6.4 |" in out
