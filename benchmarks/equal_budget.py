@@ -420,11 +420,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         work_dir = Path(opts.work_dir or tmp)
         for method in opts.methods.split(","):
-            key = (method, opts.steps, opts.batch_size, opts.seed)
-            row = done.get(key)
+            fresh = {"method": method, "steps": opts.steps, "batch_size": opts.batch_size,
+                     "seed": opts.seed}  # fmt: skip
+            row = done.get(row_key(fresh))
             if row is None:
-                row = {"method": method, "steps": opts.steps, "batch_size": opts.batch_size,
-                       "seed": opts.seed}  # fmt: skip
+                row = fresh
                 rows.append(row)
             for mode in ("bare", "framework"):
                 if opts.mode not in ("both", mode) or mode in row:
