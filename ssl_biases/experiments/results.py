@@ -19,6 +19,7 @@ The experiment's ``report`` section chooses the headline table and plot::
       baseline: configs/experiment/bias_cifar10_small_random.yaml  # optional
       contrasts:                                   # optional
         - {axis: token_mixer, levels: [conv, attention]}
+        - {axis: last_dim, trend: log2}             # a numeric axis' slope
 
 With a ``baseline`` experiment (e.g. the same backbones untrained, ``command: validate``),
 every row also gets ``gain/<metric>``: its metric minus the baseline cell with the same labels
@@ -32,6 +33,11 @@ A contrast ``{axis: A, levels: [a, b]}`` is the paired difference ``a - b`` of e
 and gain: the cell with label ``a`` minus the cell with label ``b`` and the same label on
 every other axis, seed included; one table line per value of the other (non-seed) axes, the
 mean difference ± its 95 % interval over the pairs, bold where the interval excludes 0.
+A trend ``{axis: A, trend: log2}`` (or ``linear``) asks whether a metric rises along a numeric
+axis: for each seed (and label of every other axis) the least-squares slope of the metric
+against ``log2`` of the axis' labels (points per doubling; ``linear``: per unit) over all of
+its levels, then the mean slope ± its 95 % interval over the seeds. A seed missing a level is
+left out rather than fitted on fewer.
 
 Accuracies (``*top1``, ``*top5``, ``*shot``) and their gains and contrasts are printed in %
 (points); any other metric (``train/loss``, ``val/masked_mse``) as it is logged.
@@ -113,25 +119,34 @@ def check_report(experiment: Experiment) -> None:
             raise ValueError(_baseline_axes_message(baseline.name, varied))
 
 
+TRENDS = {"linear": lambda x: x, "log2": math.log2}
+"""A trend's x: the axis label itself, or its base-2 logarithm (a slope per doubling)."""
+
+
 def check_contrasts(experiment: Experiment) -> None:
     """Raises ``ValueError`` unless each of ``report.contrasts`` names a non-seed axis and two
-    of its labels: ``{axis: token_mixer, levels: [conv, attention]}``."""
+    of its labels, ``{axis: token_mixer, levels: [conv, attention]}``, or a trend along an
+    axis whose labels are numbers (positive for ``log2``), ``{axis: last_dim, trend: log2}``."""
     contrasts = experiment.report.get("contrasts") or []
     where = f"experiment {experiment.name!r}: report.contrasts"
+    forms = "{axis: ..., levels: [a, b]} or {axis: ..., trend: log2 | linear}"
     if not isinstance(contrasts, list):
-        raise ValueError(
-            f"{where} must be a list of {{axis: ..., levels: [a, b]}}, got {contrasts!r}"
-        )
+        raise ValueError(f"{where} must be a list of {forms}, got {contrasts!r}")
     labels = {name: [v.label for v in values] for name, values in experiment.axes}
     for i, contrast in enumerate(contrasts):
-        if not isinstance(contrast, dict) or set(contrast) != {"axis", "levels"}:
-            raise ValueError(
-                f"{where}[{i}] must be {{axis: ..., levels: [a, b]}}, got {contrast!r}"
-            )
-        axis, levels = contrast["axis"], contrast["levels"]
+        if not isinstance(contrast, dict) or set(contrast) not in (
+            {"axis", "levels"},
+            {"axis", "trend"},
+        ):
+            raise ValueError(f"{where}[{i}] must be {forms}, got {contrast!r}")
+        axis = contrast["axis"]
         if axis not in labels or axis == SEED_AXIS:
             choices = [a for a in labels if a != SEED_AXIS]
             raise ValueError(f"{where}[{i}].axis is {axis!r}; contrast one of the axes {choices}")
+        if "trend" in contrast:
+            check_trend(contrast, labels[axis], f"{where}[{i}]")
+            continue
+        levels = contrast["levels"]
         if not isinstance(levels, list) or len(levels) != 2 or levels[0] == levels[1]:
             raise ValueError(f"{where}[{i}].levels must be two different labels, got {levels!r}")
         unknown = [str(level) for level in levels if str(level) not in labels[axis]]
@@ -140,6 +155,25 @@ def check_contrasts(experiment: Experiment) -> None:
                 f"{where}[{i}]: {unknown} are no labels of axis {axis!r}; its labels are "
                 f"{labels[axis]}"
             )
+
+
+def check_trend(contrast: dict[str, Any], labels: list[str], where: str) -> None:
+    """Raises ``ValueError`` unless the trend is known and its axis has >= 2 numeric labels
+    that its ``x`` accepts (``log2``: positive)."""
+    trend, axis = contrast["trend"], contrast["axis"]
+    if trend not in TRENDS:
+        raise ValueError(f"{where}.trend is {trend!r}; choose one of {list(TRENDS)}")
+    try:
+        values = [float(label) for label in labels]
+    except ValueError:
+        raise ValueError(
+            f"{where}: a trend needs numeric labels, but axis {axis!r} has {labels}; contrast "
+            "two of its levels instead: {axis: ..., levels: [a, b]}"
+        ) from None
+    if len(set(values)) < 2:
+        raise ValueError(f"{where}: axis {axis!r} has one level {labels}; a trend needs two")
+    if trend == "log2" and min(values) <= 0:
+        raise ValueError(f"{where}: log2 needs positive labels, axis {axis!r} has {labels}")
 
 
 def _baseline_axes_message(name: str, varied: list[str]) -> str:
@@ -343,15 +377,48 @@ def contrast_differences(
     return dict(differences)
 
 
+def trend_slopes(
+    rows: list[dict[str, Any]], axes: list[str], contrast: dict[str, Any], metric: str
+) -> dict[tuple[str, ...], list[float]]:
+    """Least-squares slopes of ``metric`` along ``contrast = {axis, trend}``, one per seed.
+
+    A series is the cells with the same label on every other axis, seed included; its slope is
+    ``sum((x - x̄)(y - ȳ)) / sum((x - x̄)²)`` with ``x = TRENDS[trend](label)``. A series that
+    lacks a level some finished cell has (an unfinished cell) is left out. Returns ``{(label
+    per other non-seed axis): [slope per seed]}``, in grid order.
+    """
+    axis, x_of = contrast["axis"], TRENDS[contrast["trend"]]
+    others = [x for x in axes if x != axis]
+    series: dict[tuple[str, ...], dict[float, float]] = defaultdict(dict)
+    for row in rows:
+        if metric in row:
+            key = tuple(str(row[x]) for x in others)
+            series[key][x_of(float(row[axis]))] = float(row[metric])
+    levels = {x for points in series.values() for x in points}
+    slopes: dict[tuple[str, ...], list[float]] = defaultdict(list)
+    for key, points in series.items():
+        if len(levels) < 2 or set(points) != levels:
+            continue
+        mx, my = sum(points) / len(points), sum(points.values()) / len(points)
+        sxy = sum((x - mx) * (y - my) for x, y in points.items())
+        sxx = sum((x - mx) ** 2 for x in points)
+        group = tuple(label for x, label in zip(others, key) if x != SEED_AXIS)
+        slopes[group].append(sxy / sxx)
+    return dict(slopes)
+
+
 def contrast_table(
     rows: list[dict[str, Any]], axes: list[str], contrast: dict[str, Any], metrics: list[str]
 ) -> str:
     """Markdown table of a contrast: one line per value of the other non-seed axes, the mean
-    paired difference ± its 95 % CI (points) per metric, bold where the CI excludes 0."""
+    paired difference (or trend slope) ± its 95 % CI (points) per metric, bold where the CI
+    excludes 0."""
     keys = [x for x in axes if x not in (contrast["axis"], SEED_AXIS)]
-    differences = {m: contrast_differences(rows, axes, contrast, m) for m in metrics}
+    trend = "trend" in contrast
+    values_of = trend_slopes if trend else contrast_differences
+    differences = {m: values_of(rows, axes, contrast, m) for m in metrics}
     groups = list(dict.fromkeys(g for m in metrics for g in differences[m]))
-    header = [*keys, "pairs", *metrics]
+    header = [*keys, "seeds" if trend else "pairs", *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group in groups:
         pairs = max(len(differences[m].get(group, [])) for m in metrics)
@@ -362,6 +429,23 @@ def contrast_table(
             cells.append(format_mean_ci(values, scale, digits, mark_nonzero=True))
         lines.append("| " + " | ".join([*group, str(pairs), *cells]) + " |")
     return "\n".join(lines)
+
+
+def contrast_title(contrast: dict[str, Any]) -> str:
+    """The markdown heading of a contrast's (or trend's) table."""
+    axis = contrast["axis"]
+    if "trend" in contrast:
+        per = "doubling" if contrast["trend"] == "log2" else "unit"
+        return (
+            f"## Trend along {axis}: slope per {per} of {axis} (accuracies in points; least "
+            "squares over its levels per seed and every other axis; mean ± 95 % CI over "
+            "seeds, bold: excludes 0)"
+        )
+    a, b = contrast["levels"]
+    return (
+        f"## Contrast {axis}: {a} − {b} (accuracies in points; paired by seed and every other "
+        "axis; mean ± 95 % CI, bold: excludes 0)"
+    )
 
 
 def plot_metric(
@@ -469,10 +553,8 @@ def write_report(experiment: Experiment, rows: list[dict[str, Any]]) -> list[Pat
                     text += [UNPAIRED_NOTE, ""]
                 metrics = [*metrics, *gains]
     for contrast in (report.get("contrasts") or []) if rows else []:
-        a, b = contrast["levels"]
         text += [
-            f"## Contrast {contrast['axis']}: {a} − {b} (accuracies in points; paired by seed "
-            "and every other axis; mean ± 95 % CI, bold: excludes 0)",
+            contrast_title(contrast),
             "",
             contrast_table(rows, axes, contrast, metrics),
             "",

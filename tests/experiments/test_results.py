@@ -19,6 +19,7 @@ from ssl_biases.experiments.results import (
     collect_results,
     contrast_differences,
     final_metrics,
+    trend_slopes,
     write_report,
 )
 
@@ -281,3 +282,81 @@ def test_a_reconstruction_error_is_printed_as_logged_and_accuracies_in_percent(t
     # contrast mlp - attention per seed: knn -5 and -5 points, mse -0.18 and -0.18: bold
     assert "| simclr | 2 | **-5.0 ± 0.0** | **-0.180 ± 0.000** |" in text
     assert "## val/knn_top1 (%)" in text and "82.0" not in text
+
+
+WIDTHS = """
+name: widths
+axes:
+  - {name: token_mixer, key: mixer, values: [attention, conv]}
+  - {name: last_dim, key: last_dim, values: [16, 64, 256]}
+  - {name: seed, key: seed_everything, values: [0, 1, 2]}
+report:
+  metric: val/knn_top1
+  contrasts: [{axis: last_dim, trend: log2}, {axis: last_dim, levels: [256, 16]}]
+"""
+
+
+def test_trend_is_the_least_squares_slope_per_doubling_per_seed_with_its_ci(tmp_path):
+    path = tmp_path / "widths.yaml"
+    path.write_text(WIDTHS)
+    experiment = load_experiment(path, output_dir=tmp_path / "out")
+    knn = {  # [mixer][last_dim] -> per seed; log2 x = 4, 6, 8
+        "attention": {
+            "16": [0.30, 0.31, 0.29],
+            "64": [0.32, 0.33, 0.31],
+            "256": [0.34, 0.36, 0.34],
+        },
+        "conv": {"16": [0.40, 0.41], "64": [0.39, 0.40], "256": [0.38, 0.40, 0.37]},  # seed 2: 2
+    }
+    for cell in experiment.cells():
+        v = cell.values
+        values = knn[v["token_mixer"]][str(v["last_dim"])]
+        if int(v["seed"]) >= len(values):
+            continue
+        run_dir = experiment.output_dir / cell.cell_id
+        write_metrics(run_dir / "version_0/metrics.csv", [
+            {"epoch": 0, "step": 1, "train/loss": 1.0, "val/knn_top1": values[int(v["seed"])]},
+        ])  # fmt: skip
+        (run_dir / "done.json").write_text("{}")
+    rows = collect_results(experiment)
+    slopes = trend_slopes(rows, experiment.axis_names, {"axis": "last_dim", "trend": "log2"},
+                          "val/knn_top1")  # fmt: skip
+    # attention seed 0: y 0.30, 0.32, 0.34 at x 4, 6, 8 -> 0.01 per doubling; seed 1: (0.36 -
+    # 0.31) / 4 = 0.0125; seed 2: 0.0125. conv seeds 0, 1: -0.005, -0.0025; seed 2 lacks 64
+    assert slopes[("attention",)] == pytest.approx([0.01, 0.0125, 0.0125])
+    assert slopes[("conv",)] == pytest.approx([-0.005, -0.0025])
+    linear = trend_slopes(rows, experiment.axis_names, {"axis": "last_dim", "trend": "linear"},
+                          "val/knn_top1")  # fmt: skip
+    # per unit of D: x - mean = -96, -48, 144; sxy = 1.92 + 0 + 2.88, sxx = 9216 + 2304 + 20736
+    assert linear[("attention",)][0] == pytest.approx(4.8 / 32256)
+
+    text = write_report(experiment, rows)[1].read_text()
+    assert "## Trend along last_dim: slope per doubling of last_dim" in text
+    # attention: mean 1.167 points, sd 0.1443, half 4.303 * 0.1443 / sqrt(3) = 0.36: bold
+    assert "| attention | 3 | **+1.2 ± 0.4** |" in text
+    # conv: mean -0.375, sd 0.1768, half 12.706 * 0.1768 / sqrt(2) = 1.59: not bold
+    assert "| conv | 2 | -0.4 ± 1.6 |" in text
+    assert "## Contrast last_dim: 256 − 16" in text  # the pairwise form still works beside it
+
+
+@pytest.mark.parametrize(
+    ("contrast", "message"),
+    [
+        ("{axis: last_dim, trend: cubic}", r"trend is 'cubic'; choose one of \['linear', 'log2'\]"),
+        ("{axis: token_mixer, trend: linear}", "a trend needs numeric labels"),
+        ("{axis: last_dim, trend: log2, levels: [16, 64]}", r"contrasts\[0\] must be"),
+    ],
+)
+def test_check_report_refuses_a_trend_it_cannot_fit(tmp_path, contrast, message):
+    path = tmp_path / "widths.yaml"
+    path.write_text(WIDTHS.split("  contrasts:")[0] + f"  contrasts: [{contrast}]\n")
+    with pytest.raises(ValueError, match=message):
+        check_report(load_experiment(path))
+
+
+def test_check_report_refuses_log2_of_a_label_that_is_not_positive(tmp_path):
+    path = tmp_path / "widths.yaml"
+    text = WIDTHS.replace("[16, 64, 256]", "[0, 64, 256]").split("  contrasts:")[0]
+    path.write_text(text + "  contrasts: [{axis: last_dim, trend: log2}]\n")
+    with pytest.raises(ValueError, match="log2 needs positive labels"):
+        check_report(load_experiment(path))
