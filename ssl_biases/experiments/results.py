@@ -426,6 +426,7 @@ def contrast_table(
         for m in metrics:
             scale, digits, _ = metric_scale(m)
             values = differences[m].get(group, [])
+            digits += trend  # a slope per doubling is a tenth of a difference: one more digit
             cells.append(format_mean_ci(values, scale, digits, mark_nonzero=True))
         lines.append("| " + " | ".join([*group, str(pairs), *cells]) + " |")
     return "\n".join(lines)

@@ -336,9 +336,10 @@ def test_trend_is_the_least_squares_slope_per_doubling_per_seed_with_its_ci(tmp_
     text = write_report(experiment, rows)[1].read_text()
     assert "## Trend along last_dim: slope per doubling of last_dim" in text
     # attention: mean 1.167 points, sd 0.1443, half 4.303 * 0.1443 / sqrt(3) = 0.36: bold
-    assert "| attention | 3 | **+1.2 ± 0.4** |" in text
-    # conv: mean -0.375, sd 0.1768, half 12.706 * 0.1768 / sqrt(2) = 1.59: not bold
-    assert "| conv | 2 | -0.4 ± 1.6 |" in text
+    assert "| attention | 3 | **+1.17 ± 0.36** |" in text  # slopes: a digit more
+    # conv: mean -0.375 (-0.37499.. in floating point), sd 0.1768, half 12.706 * 0.1768 /
+    # sqrt(2) = 1.59: not bold
+    assert "| conv | 2 | -0.37 ± 1.59 |" in text
     assert "## Contrast last_dim: 256 − 16" in text  # the pairwise form still works beside it
 
 
