@@ -396,8 +396,8 @@ def trend_slopes(
             series[key][x_of(float(row[axis]))] = float(row[metric])
     levels = {x for points in series.values() for x in points}
     slopes: dict[tuple[str, ...], list[float]] = defaultdict(list)
-    for key, points in series.items():
-        if len(levels) < 2 or set(points) != levels:
+    for key, points in series.items() if len(levels) > 1 else ():
+        if set(points) != levels:
             continue
         mx, my = sum(points) / len(points), sum(points.values()) / len(points)
         sxy = sum((x - mx) * (y - my) for x, y in points.items())
@@ -426,7 +426,8 @@ def contrast_table(
         for m in metrics:
             scale, digits, _ = metric_scale(m)
             values = differences[m].get(group, [])
-            digits += trend  # a slope per doubling is a tenth of a difference: one more digit
+            if trend:  # a slope per doubling is a tenth of a difference: one more digit
+                digits += 1
             cells.append(format_mean_ci(values, scale, digits, mark_nonzero=True))
         lines.append("| " + " | ".join([*group, str(pairs), *cells]) + " |")
     return "\n".join(lines)
