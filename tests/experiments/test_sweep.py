@@ -194,11 +194,14 @@ def test_a_typo_anywhere_in_the_file_fails_before_the_first_cell_starts(tmp_path
 ISSUE_15_GRIDS = {  # file -> cells: the grids of issue 15's findings and their floors
     "conv_vs_attention_cifar10": 24,
     "conv_vs_attention_cifar10_random": 8,
+    "conv_vs_attention_long_cifar10": 16,
     "last_dim_cifar10": 24,
     "last_dim_cifar10_random": 24,
     "masked_depth_cifar10": 24,
     "masked_depth_cifar10_random": 24,
     "masked_mixers_gpu": 4,
+    "shuffle_cifar10": 18,
+    "shuffle_cifar10_random": 18,
 }
 
 
