@@ -27,6 +27,7 @@ With ``--json ROWS.json`` every finished run is written at once and a rerun with
 skips the runs it already holds (keyed by method, mode, steps, batch size and seed), so a
 long CPU run survives an interruption and the seeds can run one at a time into one file; the
 table then also gives, per method, the mean difference over the seeds with its 95 % interval.
+``--json ROWS.json --table-only`` prints the table of the rows so far and trains nothing.
 """
 
 from __future__ import annotations
@@ -335,17 +336,20 @@ def knn_top1(backbone: nn.Module, opts: argparse.Namespace, device: torch.device
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A markdown table of the kNN top-1 of both runs and their difference, per seed, and the
     mean difference over seeds (± 95 % CI, Student t) for a method with several."""
-    nan = float("nan")
+
+    def cell(row: dict[str, Any], key: str, spec: str, scale: float = 100.0) -> str:
+        return format(scale * row[key], spec) if key in row else "–"  # not run yet
+
     lines = [
-        "| method | steps | seed | bare kNN top-1 | framework kNN top-1 | framework - bare | "
-        "bare s | framework s |",
+        "| method | steps | seed | bare kNN top-1 (%) | framework kNN top-1 (%) | "
+        "framework - bare (points) | bare s | framework s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['method']} | {r['steps']} | {r.get('seed', '?')} | {r.get('bare', nan):.4f} | "
-            f"{r.get('framework', nan):.4f} | {r.get('difference', nan):+.4f} "
-            f"| {r.get('bare_s', nan):.0f} | {r.get('framework_s', nan):.0f} |"
+            f"| {r['method']} | {r['steps']} | {r.get('seed', '?')} | {cell(r, 'bare', '.2f')} | "
+            f"{cell(r, 'framework', '.2f')} | {cell(r, 'difference', '+.2f')} "
+            f"| {cell(r, 'bare_s', '.0f', 1)} | {cell(r, 'framework_s', '.0f', 1)} |"
         )
     by_method: dict[str, list[float]] = {}
     for r in rows:
@@ -398,6 +402,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", default=None, help="framework runs (default: a temp dir)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument(
+        "--table-only", action="store_true",
+        help="print the table of the --json file's rows and exit (no training)",
+    )  # fmt: skip
+    parser.add_argument(
         "--fit-args", nargs=argparse.REMAINDER, default=[],
         help="extra `ssl-biases fit` arguments for the framework runs (last on the line)",
     )  # fmt: skip
@@ -407,6 +415,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
     if any("=" not in item for item in opts.backbone_arg):
         parser.error(f"--backbone-arg takes KEY=VALUE, got {opts.backbone_arg}")
+    if opts.table_only and (opts.json is None or not Path(opts.json).exists()):
+        parser.error(f"--table-only reads the rows of --json FILE; got {opts.json!r}")
+    if opts.table_only:
+        return opts
     if opts.dataset == "imagefolder" and opts.root is None:
         parser.error("--dataset imagefolder needs --root (a folder with train/ and test/)")
     return opts
@@ -416,6 +428,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     opts = parse_args(argv)
     device = torch.device(opts.device)
     rows = load_rows(opts.json)  # earlier runs into the same file: kept, and not run again
+    if opts.table_only:
+        print(format_table(rows))
+        return rows
     done = {row_key(r): r for r in rows}
     with tempfile.TemporaryDirectory() as tmp:
         work_dir = Path(opts.work_dir or tmp)

@@ -96,3 +96,23 @@ def test_a_rerun_with_the_same_json_skips_finished_runs_and_summarises_seeds(
     out = capsys.readouterr().out
     # mean +1.5 points, sd 0.707, half-width t(1) * 0.707 / sqrt(2) = 12.706 * 0.5 = 6.4
     assert "| simclr | 2 | +1.5 ± 6.4 |" in out
+
+
+def test_table_only_prints_the_rows_so_far_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    bench = load_benchmark()
+    monkeypatch.setattr(bench, "train_bare", lambda *a: pytest.fail("--table-only trained"))
+    rows_json = tmp_path / "rows.json"
+    rows = [
+        {"method": "simclr", "steps": 300, "batch_size": 128, "seed": 0, "bare": 0.3747,
+         "framework": 0.3721, "difference": 0.3721 - 0.3747, "bare_s": 734.2, "framework_s": 730.6},
+        {"method": "byol", "steps": 300, "batch_size": 128, "seed": 0, "bare": 0.2692,
+         "bare_s": 915.6},
+    ]  # fmt: skip
+    rows_json.write_text(json.dumps(rows))
+    assert bench.main(["--json", str(rows_json), "--table-only"]) == rows
+    out = capsys.readouterr().out
+    assert "| simclr | 300 | 0 | 37.47 | 37.21 | -0.26 | 734 | 731 |" in out
+    assert "| byol | 300 | 0 | 26.92 | – | – | 916 | – |" in out  # its framework run: not yet
+    with pytest.raises(SystemExit):  # no file to read: a usage error, not an empty table
+        bench.main(["--json", str(tmp_path / "missing.json"), "--table-only"])
+    assert "--table-only reads the rows of --json FILE" in capsys.readouterr().err
