@@ -415,9 +415,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
     if any("=" not in item for item in opts.backbone_arg):
         parser.error(f"--backbone-arg takes KEY=VALUE, got {opts.backbone_arg}")
-    if opts.table_only and (opts.json is None or not Path(opts.json).exists()):
-        parser.error(f"--table-only reads the rows of --json FILE; got {opts.json!r}")
-    if opts.table_only:
+    if opts.table_only:  # nothing trains, so nothing else needs checking
+        if opts.json is None or not Path(opts.json).exists():
+            parser.error(f"--table-only reads the rows of --json FILE; got {opts.json!r}")
         return opts
     if opts.dataset == "imagefolder" and opts.root is None:
         parser.error("--dataset imagefolder needs --root (a folder with train/ and test/)")

@@ -395,8 +395,10 @@ def trend_slopes(
             key = tuple(str(row[x]) for x in others)
             series[key][x_of(float(row[axis]))] = float(row[metric])
     levels = {x for points in series.values() for x in points}
+    if len(levels) < 2:  # one level: no slope
+        return {}
     slopes: dict[tuple[str, ...], list[float]] = defaultdict(list)
-    for key, points in series.items() if len(levels) > 1 else ():
+    for key, points in series.items():
         if set(points) != levels:
             continue
         mx, my = sum(points) / len(points), sum(points.values()) / len(points)
