@@ -29,7 +29,9 @@ ROOM_ORDER: tuple[tuple[str, ...], ...] = (
 metric names) under everything that reads a run, and ``cli/`` on top (it wires every room and
 registers the tool commands). Rooms in one tuple stand side by side."""
 
-EVERYWHERE = {"backbones"}  # importable by every room; it imports none of them
+EVERYWHERE = {"backbones", "metric_names"}  # importable by every room; they import none
+"""Leaf rooms: the backbones, and the metric vocabulary (``ssl_biases/metric_names.py``) that
+methods, probes, run, analysis and experiments share."""
 PACKAGE_ROOT = {"__init__", "__main__"}  # ssl_biases itself: the entry points, above all rooms
 
 KNOWN_BACKWARD: dict[tuple[str, str], str] = {}
@@ -125,3 +127,52 @@ def test_imports_to_the_left_and_of_backbones_pass():
         "ssl_biases.backbones.isotropic": "from ssl_biases.backbones.mixers import TOKEN_MIXERS",
     }
     assert backward_imports(sources) == set()
+
+
+SHARED_BY_METHODS = ("ssl_biases.methods.metric_names",)
+"""Modules that once lived in ``methods/`` for everyone (issue 33): the metric vocabulary is
+``ssl_biases.metric_names``, the time budget ``ssl_biases.run.budget``."""
+
+
+def imports_of_methods_for_shared_parts(modules: dict[str, str]) -> set[tuple[str, str]]:
+    """``(module, imported)`` for a module outside ``methods/`` that imports the metric names
+    or the time budget from ``methods/`` (or imports a name of them from the package)."""
+    found = set()
+    for module, source in modules.items():
+        if room_of(module) == "methods":
+            continue
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = {f"{node.module}.{alias.name}" for alias in node.names}
+                imported = {node.module} | names
+            elif isinstance(node, ast.Import):
+                imported = {alias.name for alias in node.names}
+            else:
+                continue
+            found.update((module, name) for name in imported if name in SHARED_BY_METHODS)
+    return found
+
+
+def test_no_room_reads_metric_names_or_the_budget_from_methods():
+    assert imports_of_methods_for_shared_parts(package_sources()) == set()
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from ssl_biases.methods.metric_names import VAL_KNN_TOP1",
+        "from ssl_biases.methods import metric_names",
+    ],
+)
+def test_reading_shared_parts_from_methods_is_flagged(source):
+    assert len(imports_of_methods_for_shared_parts({"ssl_biases.probes.knn": source})) == 1
+
+
+def test_the_metric_names_are_a_leaf_room():
+    sources = {
+        "ssl_biases.probes.knn": "from ssl_biases.metric_names import KNN",
+        "ssl_biases.data.views": "from ssl_biases.metric_names import VAL",
+    }
+    assert backward_imports(sources) == set()
+    leaf = {"ssl_biases.metric_names": "from ssl_biases.methods.base import SSLMethod"}
+    assert backward_imports(leaf) == {("ssl_biases.metric_names", "methods")}

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ssl_biases.analysis.report import block_matrix
-from ssl_biases.methods.metric_names import (
+from ssl_biases.metric_names import (
     LAYERWISE_BEST_BLOCK,
     fewshot_name,
     fewshot_std_name,

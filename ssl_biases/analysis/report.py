@@ -51,7 +51,7 @@ from ssl_biases.analysis.attention import (
 from ssl_biases.analysis.cka import MinibatchCKA
 from ssl_biases.analysis.shuffle import layout_reliance
 from ssl_biases.data.datamodule import SSLDataModule
-from ssl_biases.methods.metric_names import LAYERWISE_BEST_BLOCK, knn_top1_name
+from ssl_biases.metric_names import LAYERWISE_BEST_BLOCK, knn_top1_name
 from ssl_biases.probes.fewshot import FewShotProbe
 from ssl_biases.probes.knn import KNNProbe
 from ssl_biases.probes.layerwise import layerwise_knn_top1, pool_block_output

@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchvision.utils import make_grid
 
-from ssl_biases.methods.metric_names import VAL
+from ssl_biases.metric_names import VAL
 
 
 def denormalize(images: Tensor, mean: Any = None, std: Any = None) -> Tensor:

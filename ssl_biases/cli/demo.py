@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ssl_biases.cli import cli_main
-from ssl_biases.methods.metric_names import VAL_KNN_TOP1, VAL_OFFLINE_LINEAR_TOP1
+from ssl_biases.metric_names import VAL_KNN_TOP1, VAL_OFFLINE_LINEAR_TOP1
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 METRICS = ((VAL_KNN_TOP1, "kNN top-1"), (VAL_OFFLINE_LINEAR_TOP1, "linear top-1"))

@@ -56,7 +56,7 @@ from typing import Any
 
 from ssl_biases.experiments.confidence import format_mean_ci, mean_ci
 from ssl_biases.experiments.grid import SEED_AXIS, Experiment, load_experiment
-from ssl_biases.methods.metric_names import TEST, TRAIN_LOSS, VAL, VAL_KNN_TOP1
+from ssl_biases.metric_names import TEST, TRAIN_LOSS, VAL, VAL_KNN_TOP1
 from ssl_biases.run.status import COMPLETED, read_run_status
 
 METRIC_PREFIXES = (f"{VAL}/", f"{TEST}/")

@@ -32,7 +32,7 @@ from ssl_biases.data.views import ViewRecipe, per_image_views
 from ssl_biases.methods.budget import TimeBudget, cosine_between, warmup_cosine
 from ssl_biases.methods.hook import NO_HOOK, TrainingHook
 from ssl_biases.methods.lens import Lens
-from ssl_biases.methods.metric_names import (
+from ssl_biases.metric_names import (
     LINEAR_TOP1,
     TEST,
     TRAIN_LOSS,

@@ -29,7 +29,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, Timer
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from ssl_biases.methods.metric_names import TRAIN_ESTIMATED_TOTAL_STEPS
+from ssl_biases.metric_names import TRAIN_ESTIMATED_TOTAL_STEPS
 
 DEFAULT_MAX_EPOCHS = 100  # the CLI's epoch bound when neither max_steps nor max_time is given
 SCHEDULES = "Schedules (LR, teacher momentum and temperature)"

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter
 from ssl_biases.methods.base import SSLMethod
 from ssl_biases.methods.lens import Lens
-from ssl_biases.methods.metric_names import TRAIN_TEACHER_TEMP
+from ssl_biases.metric_names import TRAIN_TEACHER_TEMP
 
 
 class DINO(SSLMethod):

@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from ssl_biases.methods.dino import DINO
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.masked import embed_with_mask_token
-from ssl_biases.methods.metric_names import TRAIN_IMAGE_LOSS, TRAIN_PATCH_LOSS, TRAIN_TEACHER_TEMP
 from ssl_biases.methods.reconstruction import PATCH_API, patchify_count
+from ssl_biases.metric_names import TRAIN_IMAGE_LOSS, TRAIN_PATCH_LOSS, TRAIN_TEACHER_TEMP
 
 
 class IBOT(DINO):

@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from torchvision.utils import save_image
 
 from ssl_biases.methods.hook import SSLLosses, SSLStep, TrainingHook
-from ssl_biases.methods.metric_names import LR_LENS, TRAIN_LENS_LOSS, TRAIN_LENS_REC_LOSS
+from ssl_biases.metric_names import LR_LENS, TRAIN_LENS_LOSS, TRAIN_LENS_REC_LOSS
 
 
 class _ReverseGradient(torch.autograd.Function):

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from ssl_biases.data.views import ViewRecipe, ViewSpec
 from ssl_biases.methods.base import SSLMethod
 from ssl_biases.methods.lens import Lens
-from ssl_biases.methods.metric_names import VAL_MASKED_MSE
+from ssl_biases.metric_names import VAL_MASKED_MSE
 
 PATCH_API = ("embed_patches", "forward_tokens", "pool_tokens", "patch_size", "num_prefix_tokens")
 

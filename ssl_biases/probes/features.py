@@ -15,7 +15,7 @@ collects nothing. The count of validations is checkpointed, so a resumed run kee
 Extra feature sets a method returns as ``features_<name>`` (e.g. ``features_lensed`` and
 ``features_concat`` with an adversarial lens, arXiv 2002.08822) are probed the same way and
 logged with the suffix ``_<name>`` (``val/knn_top1_lensed``; names:
-:mod:`ssl_biases.methods.metric_names`); the default names are unchanged.
+:mod:`ssl_biases.metric_names`); the default names are unchanged.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from ssl_biases.methods.metric_names import TEST, VAL, staged
+from ssl_biases.metric_names import TEST, VAL, staged
 
 
 def _dataset_length(trainer: pl.Trainer, index: int) -> int | None:

@@ -32,7 +32,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from ssl_biases.methods.metric_names import fewshot_name, fewshot_std_name
+from ssl_biases.metric_names import fewshot_name, fewshot_std_name
 from ssl_biases.probes.features import FrozenFeatureProbe
 
 BIAS_FEATURE = 100.0

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ssl_biases.methods.metric_names import KNN, knn_top1_name, knn_top5_name
+from ssl_biases.metric_names import KNN, knn_top1_name, knn_top5_name
 from ssl_biases.probes.features import FrozenFeatureProbe
 
 

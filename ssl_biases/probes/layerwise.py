@@ -23,7 +23,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from ssl_biases.methods.metric_names import LAYERWISE_BEST_BLOCK, layerwise_knn_top1_name
+from ssl_biases.metric_names import LAYERWISE_BEST_BLOCK, layerwise_knn_top1_name
 from ssl_biases.probes.features import FrozenFeatureProbe
 from ssl_biases.probes.knn import knn_scores, topk_accuracy
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ssl_biases.methods.metric_names import OFFLINE_LINEAR_TOP1
+from ssl_biases.metric_names import OFFLINE_LINEAR_TOP1
 from ssl_biases.probes.features import FrozenFeatureProbe
 
 

@@ -32,7 +32,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from torch import nn
 
 from ssl_biases.methods.budget import TimeBudget, time_budget_trainer_args
-from ssl_biases.methods.metric_names import VAL_KNN_TOP1
+from ssl_biases.metric_names import VAL_KNN_TOP1
 from ssl_biases.run.checkpoint import BACKBONE_CONFIG_KEY
 from ssl_biases.run.csv_logger import add_csv_logger
 from ssl_biases.run.faults import (

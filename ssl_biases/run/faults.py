@@ -32,7 +32,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 
-from ssl_biases.methods.metric_names import TRAIN_SKIPPED_BATCHES
+from ssl_biases.metric_names import TRAIN_SKIPPED_BATCHES
 
 
 # ------------------------------------------------------------------------- atomic checkpoints

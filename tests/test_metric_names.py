@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import ssl_biases.methods.metric_names as names
+import ssl_biases.metric_names as names
 from ssl_biases.cli import cli_main
 
 from helpers import CONFIGS, read_metrics, tiny_args

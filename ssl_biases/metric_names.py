@@ -6,10 +6,10 @@ never change (earlier runs' ``metrics.csv`` and TensorBoard events use them too)
 for the extra feature sets a method's hook returns (``features_lensed`` of the adversarial
 lens, arXiv 2002.08822), that set's name (``val/knn_top1_lensed``).
 
-This module sits in ``methods/`` because the methods log the training names, the online
-probe's ``val/linear_top1`` and ``val/masked_mse``; everything else that reads or writes a
-name (probes, the CLI, experiments, analysis, the demo) stands to the methods' right in the
-house, so each may import it without reaching backwards.
+The vocabulary is a leaf room of its own (DESIGN.md, "The house"): the methods log the
+training names, the online probe's ``val/linear_top1`` and ``val/masked_mse``; probes, run,
+analysis, experiments and the CLI read or write the others. Every room may import it and it
+imports none of them, so no room reaches into another's for a name.
 """
 
 from __future__ import annotations
