@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from timm.layers import DropPath, Mlp
 from torch import nn
 
 
 class IsotropicBlock(nn.Module):
-    """``x = x + DropPath(mixer(LN(x)))``; ``y = R(x) + DropPath(MLP(LN(x)))``.
+    """``x = x + DropPath(mixer(LN(x)))``; ``y = act(R(x) + DropPath(MLP(LN(x))))``.
 
     ``R`` is the identity, except when ``out_dim != dim`` (the widened or narrowed last
     block, Bordes et al. arXiv 2304.05369): then the channel MLP maps ``dim -> hidden ->
     out_dim`` and ``R`` is a linear projection ``dim -> out_dim``. The hidden width stays
-    ``mlp_ratio * dim``, so only the block's output width changes.
+    ``mlp_ratio * dim``, so only the block's output width changes. ``act`` is the identity
+    but in the last block of a net with ``last_dim`` set: there a ReLU after the sum, as the
+    last bottleneck block of the paper's ResNet has (arXiv 2304.05369, 1512.03385). Without
+    it ``y`` is linear in ``[x, hidden]``, so its pooled features have rank at most ``dim +
+    hidden`` whatever ``out_dim`` is (320 at width 64, MLP ratio 4: D = 1024 gave a linear
+    probe the capacity of D = 320).
 
     Args:
         dim: input token width D.
@@ -21,6 +28,7 @@ class IsotropicBlock(nn.Module):
         mlp_ratio: hidden width of the channel MLP, as a multiple of ``dim``.
         drop_path: stochastic depth rate of this block.
         out_dim: output width; ``None`` means ``dim``.
+        out_act: ``relu`` (a ReLU after the sum) or ``none``.
     """
 
     def __init__(
@@ -30,6 +38,7 @@ class IsotropicBlock(nn.Module):
         mlp_ratio: float,
         drop_path: float = 0.0,
         out_dim: int | None = None,
+        out_act: Literal["relu", "none"] = "none",
     ) -> None:
         super().__init__()
         out_dim = dim if out_dim is None else out_dim
@@ -39,6 +48,9 @@ class IsotropicBlock(nn.Module):
         self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), out_features=out_dim)
         self.residual_proj = nn.Linear(dim, out_dim) if out_dim != dim else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        if out_act not in ("relu", "none"):
+            raise ValueError(f"out_act must be 'relu' or 'none', got {out_act!r}")
+        self.out_act = nn.ReLU() if out_act == "relu" else nn.Identity()
         self.init_residual_proj()
 
     @torch.no_grad()
@@ -65,4 +77,5 @@ class IsotropicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
         x = x + self.drop_path(self.mixer(self.norm1(x), grid_size))  # [B, T, D]
-        return self.residual_proj(x) + self.drop_path(self.mlp(self.norm2(x)))  # [B, T, D_out]
+        y = self.residual_proj(x) + self.drop_path(self.mlp(self.norm2(x)))  # [B, T, D_out]
+        return self.out_act(y)

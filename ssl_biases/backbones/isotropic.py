@@ -13,7 +13,7 @@ PoolFormer-like net (``pool``, arXiv 2111.11418) or a net without token mixing
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from timm.layers import trunc_normal_
@@ -36,7 +36,10 @@ class IsotropicNet(nn.Module):
     linear projection ``width -> last_dim`` (identity when ``last_dim == width``; otherwise a
     scaled semi-orthogonal start that keeps the skip path's per-channel scale, see
     :meth:`.IsotropicBlock.init_residual_proj`); the final LayerNorm and pooling then work
-    at ``last_dim``, and ``num_features == last_dim``.
+    at ``last_dim``, and ``num_features == last_dim``. With ``last_dim`` set (any value, the
+    width included) the last block ends in ``last_block_act``, a ReLU after its sum by
+    default, as the paper's ResNet block (:class:`.IsotropicBlock`): without it the pooled
+    features have rank at most ``width + mlp_ratio * width`` whatever ``last_dim`` is.
 
     A class token exists only with ``pool='cls'``, which needs an attention mixer: the
     ``mlp``, ``conv``, ``pool`` and ``identity`` mixers have no way to move information from
@@ -64,7 +67,11 @@ class IsotropicNet(nn.Module):
             (``backbone.json``, a checkpoint's ``backbone_config``) is accepted too.
         pool: ``cls`` | ``gap`` | ``map`` (see :mod:`.pooling`).
         drop_path: stochastic depth rate, increasing linearly from 0 to this over the blocks.
-        last_dim: output width of the last block (``None``: ``width``).
+        last_dim: output width of the last block (``None``: ``width``, the plain net).
+        last_block_act: with ``last_dim`` set, the last block's activation after its sum:
+            ``relu`` (new configs) or ``none`` (the block before issue 29, which old runs
+            with ``last_dim`` were trained with; their configs are migrated to it). Ignored
+            when ``last_dim`` is ``None``.
         window_radius: deprecated flat knob of configs from before typed mixers; ``None``
             (unset) in new configs. Set, it is ``LocalAttentionMixer.window_radius``.
         kernel_size: deprecated, as above: ``ConvMixer`` / ``PoolMixer.kernel_size``.
@@ -89,6 +96,7 @@ class IsotropicNet(nn.Module):
         pool: PoolName = "cls",
         drop_path: float = 0.0,
         last_dim: int | None = None,
+        last_block_act: Literal["relu", "none"] = "relu",
         window_radius: int | None = None,
         kernel_size: int | None = None,
         token_mlp_ratio: float | None = None,
@@ -143,6 +151,7 @@ class IsotropicNet(nn.Module):
                 mlp_ratio,
                 drop_path=rates[i],
                 out_dim=self.num_features if i == depth - 1 else None,
+                out_act=last_block_act if i == depth - 1 and last_dim is not None else "none",
             )
             for i in range(depth)
         )

@@ -101,9 +101,42 @@ def test_last_dim_sets_output_width(last_dim, pool):
     assert model.blocks[-1].mlp.fc1.out_features == 4 * 32  # hidden width unchanged
 
 
-def test_last_dim_equal_to_width_changes_nothing():
+def test_last_dim_equal_to_width_changes_nothing_but_the_final_relu():
     a, b = net(last_dim=32), net()
     assert sum(p.numel() for p in a.parameters()) == sum(p.numel() for p in b.parameters())
+    x = torch.randn(2, 3, 32, 32)
+    old = net(last_dim=32, last_block_act="none")  # the block before issue 29
+    torch.testing.assert_close(old(x), b(x))
+    assert isinstance(a.blocks[-1].out_act, torch.nn.ReLU)
+    assert isinstance(b.blocks[-1].out_act, torch.nn.Identity)  # no last_dim: plain net
+    assert not torch.allclose(a(x), b(x))
+
+
+def pooled_rank(last_dim: int, last_block_act: str) -> int:
+    """float32 rank of the pooled features of 1,536 random images (issue 29's setting)."""
+    torch.manual_seed(0)
+    model = IsotropicNet(
+        width=64, depth=4, patch_size=8, num_heads=4, mlp_ratio=4.0, pool="gap",
+        last_dim=last_dim, last_block_act=last_block_act,
+    ).eval()  # fmt: skip
+    x = torch.randn(1536, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        features = torch.cat([model(x[i : i + 512]) for i in range(0, 1536, 512)])  # [1536, D]
+    return int(torch.linalg.matrix_rank(features))
+
+
+def test_last_block_relu_lifts_the_rank_cap_of_wide_last_dims():
+    # Without an activation after the sum, the last block is linear in [x, hidden], so the
+    # pooled features have rank <= 64 + 4 * 64 = 320 at any D (Bordes et al. 2304.05369 need
+    # D to matter); the ReLU gives rank D - 1 (the final LayerNorm removes the mean direction).
+    assert pooled_rank(1024, "none") == 320
+    assert pooled_rank(1024, "relu") >= 1000
+    assert pooled_rank(256, "relu") >= 250
+
+
+def test_last_block_act_is_checked():
+    with pytest.raises(ValueError, match="out_act"):
+        net(last_dim=48, last_block_act="tanh")
 
 
 def last_block_scales(last_dim: int) -> tuple[float, float]:
