@@ -5,7 +5,7 @@ A method subclass supplies only its heads, its loss (:meth:`SSLMethod.ssl_step`)
 optimizer parameter groups, LR scaling, warm-up + cosine schedule, the momentum (EMA) teachers
 (:meth:`SSLMethod.momentum_pairs`) and the logged names. The schedules are sized by
 ``max_steps``/``max_epochs``, or by a time budget when ``max_time`` alone bounds the run
-(:mod:`ssl_biases.methods.budget`).
+(:mod:`ssl_biases.methods.schedules`; the run's :mod:`ssl_biases.run.budget` measures it).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_biases.data.transforms import Normalization
 from ssl_biases.data.views import ViewRecipe, per_image_views
-from ssl_biases.methods.budget import TimeBudget, cosine_between, warmup_cosine
 from ssl_biases.methods.hook import NO_HOOK, TrainingHook
 from ssl_biases.methods.lens import Lens
+from ssl_biases.methods.schedules import ScheduleClock, cosine_between, warmup_cosine
 from ssl_biases.metric_names import (
     LINEAR_TOP1,
     TEST,
@@ -203,7 +203,7 @@ class SSLMethod(pl.LightningModule):
         ``momentum_start`` after the first step, 1.0 after the last. The position comes from
         ``global_step`` and ``trainer.estimated_stepping_batches`` only, so a run resumed from a
         checkpoint continues the schedule exactly. When ``max_time`` alone bounds the run, the
-        same cosine follows the :class:`~ssl_biases.methods.budget.TimeBudget`'s progress
+        same cosine follows the :class:`~ssl_biases.run.budget.TimeBudget`'s progress
         instead (1.0 at the last step that fits the budget); a time budget on top of an epoch or
         step bound keeps that bound's schedule (m may not reach 1 before time runs out). With
         no bound at all (``max_epochs: -1``, no trainer) m stays at ``momentum_start``.
@@ -355,13 +355,14 @@ class SSLMethod(pl.LightningModule):
             return math.inf
         return float(self.trainer.estimated_stepping_batches)
 
-    def time_budget(self) -> TimeBudget | None:
-        """The trainer's active :class:`~ssl_biases.methods.budget.TimeBudget`: set when
-        ``max_time`` alone bounds the run, and then the schedules follow its progress."""
+    def time_budget(self) -> ScheduleClock | None:
+        """The trainer's active :class:`~ssl_biases.methods.schedules.ScheduleClock` (the run's
+        :class:`~ssl_biases.run.budget.TimeBudget`): set when ``max_time`` alone bounds the run,
+        and then the schedules follow its progress."""
         if self._trainer is None:
             return None
         for callback in self.trainer.callbacks:
-            if isinstance(callback, TimeBudget) and callback.active:
+            if isinstance(callback, ScheduleClock) and callback.active:
                 return callback
         return None
 

@@ -38,7 +38,7 @@ class DINO(SSLMethod):
     whenever ``torch.distributed`` is initialised, so the centre is the same on every rank.
     The centre is a buffer of ``criterion``, so it is saved in and restored from checkpoints.
     When ``max_time`` alone bounds the run, both schedules follow the progress of the
-    :class:`~ssl_biases.methods.budget.TimeBudget` (the steps estimated to fit the budget);
+    :class:`~ssl_biases.run.budget.TimeBudget` (the steps estimated to fit the budget);
     with no bound at all (infinite total steps) the momentum stays at ``momentum_start`` and
     the teacher temperature is ``teacher_temp`` from the start. The last layer of the head
     gets no gradient during the first ``freeze_last_layer`` epochs (lightly's

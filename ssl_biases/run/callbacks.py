@@ -31,8 +31,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from torch import nn
 
-from ssl_biases.methods.budget import TimeBudget, time_budget_trainer_args
 from ssl_biases.metric_names import VAL_KNN_TOP1
+from ssl_biases.run.budget import TimeBudget, time_budget_trainer_args
 from ssl_biases.run.checkpoint import BACKBONE_CONFIG_KEY
 from ssl_biases.run.csv_logger import add_csv_logger
 from ssl_biases.run.faults import (
@@ -73,7 +73,7 @@ def trainer_defaults() -> dict[str, Any]:
             TensorBoardLogger, save_dir="", name="ssl", default_hp_metric=False
         ),
         "callbacks": [  # added to every trainer, after the configured ones
-            TimeBudget(),  # schedules sized to max_time (methods/budget.py)
+            TimeBudget(),  # schedules sized to max_time (run/budget.py)
             *run_callbacks(),
             lazy_instance(LearningRateMonitor, logging_interval="step"),
         ],

@@ -1,11 +1,12 @@
-"""Schedules sized to a time budget: LR warm-up and decay, teacher momentum and temperature.
+"""A run's time budget: its schedules (LR, teacher momentum and temperature) sized to ``max_time``.
 
 With ``--trainer.max_time`` and neither ``max_steps`` nor ``max_epochs``, the number of steps a
 run will make is unknown in advance. :class:`TimeBudget` measures the step time, estimates the
 total (``steps done + usable time left / step time``) and re-estimates as the run goes; the
 schedules of :class:`~ssl_biases.methods.base.SSLMethod` then follow the schedule's *progress*
-(:class:`ScheduleProgress`, 0 at the first step, 1 at the last) instead of ``step / total``, so
-they warm up, decay to their end values and end inside the budget. Budgeted training (Li et
+(:class:`~ssl_biases.methods.schedules.ScheduleProgress`, 0 at the first step, 1 at the last)
+instead of ``step / total``, so they warm up, decay to their end values and end inside the
+budget. Budgeted training (Li et
 al., arXiv 1905.04753): a schedule that decays to its end within the budget beats one that the
 budget truncates.
 
@@ -22,13 +23,13 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, Timer
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from ssl_biases.methods.schedules import ScheduleClock, ScheduleProgress
 from ssl_biases.metric_names import TRAIN_ESTIMATED_TOTAL_STEPS
 
 DEFAULT_MAX_EPOCHS = 100  # the CLI's epoch bound when neither max_steps nor max_time is given
@@ -49,69 +50,6 @@ def time_budget_trainer_args(
     if max_epochs is None and not time_alone:
         max_epochs = DEFAULT_MAX_EPOCHS
     return {**config, "max_epochs": max_epochs}, [*callbacks, TimeBudget()]
-
-
-# ---------------------------------------------------------------- schedules of the progress
-def cosine_between(fraction: float, start: float, end: float) -> float:
-    """Half a cosine from ``start`` (fraction 0) to ``end`` (fraction 1), as lightly's
-    ``cosine_schedule(step, max_steps, start, end)`` at ``fraction = step / (max_steps - 1)``."""
-    fraction = min(max(fraction, 0.0), 1.0)
-    return end - (end - start) * (math.cos(math.pi * fraction) + 1.0) / 2.0
-
-
-def warmup_cosine(
-    progress: float, next_progress: float, warmup_fraction: float, end_value: float = 0.0
-) -> float:
-    """LR factor of lightly's ``CosineWarmupScheduler`` as a function of the progress.
-
-    Linear warm-up over ``progress < warmup_fraction`` that reaches 1 at its end (the factor
-    of a step is the progress after it, ``next_progress``, as lightly's ``(step + 1) /
-    warmup``), then half a cosine from 1 to ``end_value`` at progress 1.
-    """
-    if progress < warmup_fraction:
-        return min(1.0, next_progress / warmup_fraction)
-    if warmup_fraction >= 1.0:
-        return 1.0
-    return cosine_between((progress - warmup_fraction) / (1.0 - warmup_fraction), 1.0, end_value)
-
-
-@dataclass
-class ScheduleProgress:
-    """The fraction of the schedule done at each step: 0 at the first, 1 at the last.
-
-    Piecewise linear in the step: from ``(anchor_step, anchor_progress)`` to 1 at step
-    ``total_steps - 1``. A new estimate of the total re-anchors the line at the step it is
-    made for, keeping that step's progress, so the progress never jumps and never decreases (a
-    schedule never goes back into its warm-up) and the rest of it is spread over the new
-    number of steps left. With a constant total it is ``step / (total_steps - 1)``; before any
-    estimate (``total_steps = inf``) it stays at ``anchor_progress``.
-    """
-
-    anchor_step: int = 0
-    anchor_progress: float = 0.0
-    total_steps: float = math.inf
-
-    def __call__(self, step: int) -> float:
-        """Progress at ``step`` (0-based; meant for steps from ``anchor_step`` on)."""
-        if math.isinf(self.total_steps):
-            return self.anchor_progress
-        last = self.total_steps - 1
-        if step >= last:
-            return 1.0
-        span = last - self.anchor_step
-        done = (step - self.anchor_step) / span
-        return min(max(self.anchor_progress + (1.0 - self.anchor_progress) * done, 0.0), 1.0)
-
-    def reestimate(self, step: int, total_steps: float) -> None:
-        """Aims the rest of the schedule at ``total_steps``, from ``step`` (its progress kept).
-
-        A schedule that ends at ``step`` (progress 1) is kept as it is.
-        """
-        progress = self(step)
-        if progress >= 1.0:
-            return
-        self.anchor_step, self.anchor_progress = step, progress
-        self.total_steps = max(float(total_steps), step + 2.0)  # at least one step to reach 1
 
 
 # ----------------------------------------------------------------------------- the callback
@@ -136,7 +74,7 @@ def _timer(trainer: pl.Trainer) -> Timer | None:
     return None
 
 
-class TimeBudget(Callback):
+class TimeBudget(Callback, ScheduleClock):
     """Sizes the schedules to ``max_time`` when it alone bounds the run (arXiv 1905.04753).
 
     Active in a fit with a ``Timer`` (``max_time``), ``max_steps == -1`` and ``max_epochs ==

@@ -16,14 +16,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from ssl_biases.cli import SSLBiasesCLI
 from ssl_biases.methods import BYOL, DINO
 from ssl_biases.methods.base import SSLMethod
-from ssl_biases.methods.budget import (
-    DEFAULT_MAX_EPOCHS,
-    ScheduleProgress,
-    TimeBudget,
-    time_budget_trainer_args,
-    warmup_cosine,
-)
+from ssl_biases.methods.schedules import ScheduleProgress, warmup_cosine
 from ssl_biases.probes.knn import KNNProbe
+from ssl_biases.run.budget import DEFAULT_MAX_EPOCHS, TimeBudget, time_budget_trainer_args
 
 from helpers import tiny_args
 
