@@ -1,4 +1,5 @@
-"""Views per second of each method's recipe: the per-image path against the device path.
+"""Views per second of each method's recipe: the per-image path against the device path;
+ops (kernel launches on a GPU) and host syncs of one batch of device views.
 
 The per-image path is what a DataLoader worker runs (``SSLMethod.train_views``: lightly's and
 torchvision's transforms on one PIL image at a time) in this one process; the device path is
@@ -6,15 +7,23 @@ torchvision's transforms on one PIL image at a time) in this one process; the de
 ``--device cuda`` for a GPU). With ``--threads 1`` (the default) both use one core, so the CPU
 figures are views per second per core. Images are generated ``shapes`` (no data needed).
 
+``--ops`` prints, per recipe, the ATen ops and host syncs of one batch of device views
+(:class:`~ssl_biases.run.op_counter.OpCounter`) and the milliseconds per batch, with
+``--before PATH`` the same for another version of ``device_views.py`` (e.g. one checked out
+with ``git worktree``), timed alternately in the same run so that the ratio holds under load.
+
 Usage::
 
     .venv/bin/python benchmarks/views.py [--image-size 32 --batch-size 256 --images 512
                                           --methods simclr byol dino mae --device cpu]
+    .venv/bin/python benchmarks/views.py --ops [--before OLD/ssl_biases/data/device_views.py]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import statistics
 import time
 
 import numpy as np
@@ -26,6 +35,7 @@ from ssl_biases.data.device_views import DeviceViews
 from ssl_biases.data.shapes import ShapesDataset
 from ssl_biases.data.transforms import Normalization
 from ssl_biases.methods import BYOL, DINO, MAE, SimCLR
+from ssl_biases.run.op_counter import OpCounter
 
 METHODS = {"simclr": SimCLR, "byol": BYOL, "dino": DINO, "mae": MAE}
 
@@ -59,6 +69,56 @@ def device_rate(views: DeviceViews, batch: torch.Tensor, repeats: int, device: s
     return count * len(batch) / best
 
 
+def load_device_views(path: str) -> type:
+    """``DeviceViews`` of another version of ``device_views.py`` (same package around it)."""
+    spec = importlib.util.spec_from_file_location("device_views_before", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.DeviceViews
+
+
+def batch_ms(views, batch: torch.Tensor, keys: torch.Tensor, step: int, device: str) -> float:
+    """Milliseconds of one batch of ``views`` (synchronised on CUDA)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    views(batch, keys + torch.tensor([step, 0], device=device))
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1000
+
+
+def ops_table(args: argparse.Namespace, batch: torch.Tensor, norm: Normalization) -> None:
+    """Ops, host syncs and ms per batch of each recipe's device views (before and after)."""
+    backbone = IsotropicNet(image_size=args.image_size, patch_size=4, width=32, depth=1,
+                            num_heads=2)  # fmt: skip
+    batch = batch.to(args.device)
+    keys = torch.stack([torch.zeros(len(batch)), torch.arange(len(batch))], 1).long()
+    keys = keys.to(args.device)
+    versions = {"after": DeviceViews}
+    if args.before:
+        versions = {"before": load_device_views(args.before), **versions}
+    print(f"{'method':8s} {'version':7s} {'ops':>6s} {'syncs':>5s} {'ms/batch':>9s} {'ratio':>6s}")
+    for name in args.methods:
+        recipe = METHODS[name](backbone).view_recipe(args.image_size)
+        made = {v: cls(recipe, norm, seed=0) for v, cls in versions.items()}
+        counts = {}
+        for version, views in made.items():
+            views(batch, keys)  # warm-up: constants made on first use
+            with OpCounter() as counter:
+                views(batch, keys)
+            counts[version] = (counter.ops, len(counter.syncs))
+        times: dict[str, list[float]] = {v: [] for v in made}
+        for step in range(args.repeats):  # alternate, so that both see the same load
+            for version, views in made.items():
+                times[version].append(batch_ms(views, batch, keys, step + 1, args.device))
+        first = statistics.median(times[next(iter(made))])
+        for version in made:
+            ms = statistics.median(times[version])
+            ops, syncs = counts[version]
+            print(f"{name:8s} {version:7s} {ops:6d} {syncs:5d} {ms:9.1f} {first / ms:6.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-size", type=int, default=32)
@@ -68,6 +128,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--ops", action="store_true", help="ops, syncs and ms per batch")
+    parser.add_argument("--before", help="another device_views.py to compare with (--ops)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     size = args.image_size
@@ -76,6 +138,9 @@ def main() -> None:
     uint8 = np.stack([np.asarray(shapes[i][0]) for i in range(args.batch_size)])  # [B, H, W, 3]
     batch = torch.from_numpy(uint8).permute(0, 3, 1, 2).contiguous()  # [B, 3, H, W]
     norm = Normalization(*NORMALIZE["shapes"])
+    if args.ops:
+        ops_table(args, batch, norm)
+        return
     backbone = IsotropicNet(image_size=size, patch_size=4, width=32, depth=1, num_heads=2)
     print(f"{size} px, {args.threads} thread(s), device path on {args.device}, B={len(batch)}")
     print(f"{'method':8s} {'views':>5s} {'per-image views/s':>18s} {'device views/s':>15s} "

@@ -28,7 +28,17 @@ from ssl_biases.data import device_cache
 from ssl_biases.data.datamodule import SSLDataModule
 from ssl_biases.data.datasets import ArrayDataset
 from ssl_biases.data.device_cache import DeviceCache, RawBatch
-from ssl_biases.data.device_views import DeviceViews, ViewParams, hashed_uniform, make_view
+from ssl_biases.data.device_views import (
+    Constants,
+    DeviceViews,
+    ViewParams,
+    blur_matrices,
+    draw_salts,
+    hashed_draws,
+    hashed_uniform,
+    hue_shift,
+    make_view,
+)
 from ssl_biases.data.sampler import ResumableSampler
 from ssl_biases.data.transforms import Normalization
 from ssl_biases.data.views import ViewRecipe, ViewSpec
@@ -44,6 +54,7 @@ from ssl_biases.methods import (
     VICReg,
 )
 from ssl_biases.methods.base import SSLMethod
+from ssl_biases.run.op_counter import OpCounter
 
 NORM = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 N = 20_000
@@ -385,3 +396,198 @@ def test_every_recipe_makes_its_views_on_the_device_path(method_class: type) -> 
     assert all(torch.isfinite(v).all() for v in views)
     loss, features = method.ssl_step(views)  # the method reads the device views as its own
     assert torch.isfinite(loss) and features.shape == (8, 32)
+
+
+# ---------------------------------------------- launches and host syncs (issue 28, item 2)
+RECIPE_LIMITS = [(SimCLR, 600), (BYOL, 1000), (DINO, 1500)]  # ops at batch 256
+
+
+@pytest.mark.parametrize(("method_class", "limit"), RECIPE_LIMITS)
+def test_device_views_make_no_host_sync_and_few_ops(method_class: type, limit: int) -> None:
+    method = method_class(IsotropicNet(image_size=32, patch_size=4, width=32, depth=1, num_heads=2))
+    views = DeviceViews(method.view_recipe(32), NORM, seed=0)
+    images, batch_keys = uint8_images(256, side=32), keys(256)
+    views(images, batch_keys)  # the first call puts the constants on the device
+    next_epoch = keys(256, epoch=1)
+    with OpCounter() as counter:
+        views(images, next_epoch)
+    assert counter.syncs == []
+    assert counter.ops <= limit, counter.by_name.most_common(10)
+    # no host data per call: a literal copied to a GPU waits for every queued kernel
+    assert counter.by_name["aten.lift_fresh.default"] == 0
+
+
+def test_every_step_drawn_makes_no_host_sync() -> None:
+    views = DeviceViews(ViewRecipe((FULL, ViewSpec(16, blur_prob=0.5, count=2))), NORM, seed=0)
+    images, batch_keys = uint8_images(64, side=32), keys(64)
+    views(images, batch_keys)
+    next_epoch = keys(64, epoch=1)
+    with OpCounter() as counter:
+        out = views(images, next_epoch)
+    assert counter.syncs == [] and counter.ops <= 800
+    assert [tuple(v.shape) for v in out] == [(64, 3, 32, 32)] + [(64, 3, 16, 16)] * 2
+
+
+# ------------------------------- vectorised steps against the per-sample form they replaced
+MASK32 = 0xFFFFFFFF
+
+
+def reference_hash(seed: int, batch_keys: torch.Tensor, view: int, count: int) -> torch.Tensor:
+    """The per-view hash as it was before issue 28 (one pass per view)."""
+
+    def mul32(x: torch.Tensor, m: int) -> torch.Tensor:
+        low, high = x & 0xFFFF, x >> 16
+        return (low * m + (((high * m) & 0xFFFF) << 16)) & MASK32
+
+    def mix32(x: torch.Tensor) -> torch.Tensor:
+        x = x ^ (x >> 16)
+        x = mul32(x, 0x7FEB352D)
+        x = x ^ (x >> 15)
+        x = mul32(x, 0x846CA68B)
+        return x ^ (x >> 16)
+
+    epoch, index = batch_keys[:, 0:1], batch_keys[:, 1:2]
+    h = mix32(torch.full_like(epoch, seed & MASK32))
+    h = mix32(h ^ ((seed >> 32) & MASK32))
+    h = mix32(h ^ (epoch & MASK32))
+    h = mix32(h ^ (index & MASK32))
+    h = mix32(h ^ ((index >> 32) & MASK32) ^ mix32(torch.full_like(epoch, view + 1)))
+    bits = mix32(h ^ mix32(torch.arange(count)[None] + 0x9E3779B9))
+    return (bits >> 8).to(torch.float32) * (1.0 / (1 << 24))
+
+
+def reference_params(spec: ViewSpec, u: torch.Tensor, height: int, width: int) -> ViewParams:
+    """One view's parameters as drawn before issue 28 (Python floats, one spec at a time)."""
+    d = u.double()
+    area = height * width
+    target = area * (spec.scale[0] + (spec.scale[1] - spec.scale[0]) * d[:, 0:10])
+    log_low, log_high = math.log(spec.ratio[0]), math.log(spec.ratio[1])
+    aspect = torch.exp(log_low + (log_high - log_low) * d[:, 10:20])
+    w, h = torch.round(torch.sqrt(target * aspect)), torch.round(torch.sqrt(target / aspect))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.float().argmax(dim=1, keepdim=True)
+    w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
+    ratio = width / height
+    fw, fh = width, height
+    if ratio < spec.ratio[0]:
+        fh = int(round(width / spec.ratio[0]))
+    elif ratio > spec.ratio[1]:
+        fw = int(round(height * spec.ratio[1]))
+    found = fits.any(dim=1)
+    w, h = torch.where(found, w, fw), torch.where(found, h, fh)
+    top = torch.where(found, torch.floor(d[:, 20] * (height - h + 1)), (height - h) // 2)
+    left = torch.where(found, torch.floor(d[:, 21] * (width - w + 1)), (width - w) // 2)
+    low = torch.tensor([max(0.0, 1.0 - m) for m in spec.jitter[:3]] + [-spec.hue])
+    high = torch.tensor([1.0 + m for m in spec.jitter[:3]] + [spec.hue])
+    sigma_low, sigma_high = spec.blur_sigma
+    return ViewParams(
+        box=torch.stack([top, left, h, w], dim=1).long(),
+        flip=u[:, 22] < spec.hflip_prob,
+        jitter=u[:, 23] < spec.jitter_prob,
+        factors=low + (high - low) * u[:, 24:28],
+        order=u[:, 28:32].argsort(dim=1),
+        grey=u[:, 32] < spec.grey_prob,
+        blur=u[:, 33] < spec.blur_prob,
+        sigma=sigma_low + (sigma_high - sigma_low) * u[:, 34],
+        solarize=u[:, 35] < spec.solarize_prob,
+    )
+
+
+def reference_view(images: torch.Tensor, params: ViewParams, spec: ViewSpec) -> torch.Tensor:
+    """A view made sample by sample with kornia's steps, as before issue 28."""
+    from kornia.color import rgb_to_grayscale
+    from kornia.enhance import (
+        adjust_brightness_accumulative,
+        adjust_contrast_with_mean_subtraction,
+        adjust_hue,
+        adjust_saturation_with_gray_subtraction,
+    )
+    from kornia.filters import gaussian_blur2d
+
+    steps = (
+        adjust_brightness_accumulative,
+        adjust_contrast_with_mean_subtraction,
+        adjust_saturation_with_gray_subtraction,
+        lambda image, factor: adjust_hue(image, factor * 2 * math.pi),
+    )
+    crops = make_view(images, torch.arange(len(images)), params._replace(
+        jitter=torch.zeros_like(params.jitter), grey=torch.zeros_like(params.grey),
+        blur=torch.zeros_like(params.blur), solarize=torch.zeros_like(params.solarize)),
+        spec)  # fmt: skip
+    out = []
+    for i, x in enumerate(crops.split(1)):  # [1, 3, s, s]
+        if params.jitter[i]:
+            for step in params.order[i].tolist():
+                x = steps[step](x, params.factors[i, step : step + 1])
+        if params.grey[i]:
+            x = rgb_to_grayscale(x).expand_as(x)
+        if params.blur[i]:
+            side = spec.blur_kernel_size()
+            sigma = params.sigma[i].view(1, 1).expand(1, 2)
+            x = gaussian_blur2d(x, (side, side), sigma, border_type="replicate")
+        if params.solarize[i]:
+            x = torch.where(x >= 0.5, 1.0 - x, x)
+        out.append(x)
+    return torch.cat(out)
+
+
+def test_hash_of_all_views_in_one_pass_is_the_per_view_hash() -> None:
+    batch_keys = torch.cat([keys(64, epoch=3), torch.tensor([[2**33 + 5, 2**40 + 7]])])
+    seed = 2**40 + 12345
+    views, counters = draw_salts(range(5), 36)
+    u = hashed_draws(seed, batch_keys, torch.tensor(views), torch.tensor(counters))  # [B, 5, 36]
+    for view in range(5):
+        assert torch.equal(u[:, view], reference_hash(seed, batch_keys, view, 36))
+    assert torch.equal(hashed_uniform(seed, batch_keys, 3, 36), u[:, 3])
+
+
+def test_all_views_parameters_are_the_per_spec_parameters() -> None:
+    local = ViewSpec(16, scale=(0.05, 0.4), ratio=(0.5, 3.0), interpolation="bicubic",
+                     jitter_prob=0.5, hue=0.3, blur_prob=1.0, blur_sigma=(0.5, 1.5))  # fmt: skip
+    specs = [FULL, local]
+    views = DeviceViews(ViewRecipe(tuple(specs)), NORM, seed=9)
+    batch_keys = keys(2000)
+    for height, width in [(32, 32), (8, 64), (64, 8)]:  # fallback crops of both orientations
+        for view, spec in enumerate(specs):
+            ours = views.params(batch_keys, view, height, width)
+            theirs = reference_params(spec, hashed_uniform(9, batch_keys, view, 36), height, width)
+            for name, a, b in zip(ViewParams._fields, ours, theirs):
+                if a.dtype.is_floating_point:
+                    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
+                else:
+                    assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("spec", [FULL, ViewSpec(24, interpolation="bicubic", jitter_prob=0.9,
+                                                 brightness=0.8, contrast=0.8, saturation=0.8,
+                                                 hue=0.5, blur_prob=0.7)])  # fmt: skip
+def test_views_in_one_pass_are_the_per_sample_views(spec: ViewSpec) -> None:
+    images = uint8_images(96, side=32).float() / 255  # [96, 3, 32, 32]
+    params = DeviceViews(ViewRecipe((spec,)), NORM, seed=4).params(keys(96), 0, 32, 32)
+    assert params.jitter.any() and (~params.jitter).any()
+    assert len({tuple(o) for o in params.order[params.jitter].tolist()}) > 12  # many orders
+    ours = make_view(images, torch.arange(96), params, spec)
+    torch.testing.assert_close(ours, reference_view(images, params, spec), rtol=0, atol=2e-5)
+
+
+def test_hue_shift_is_korniass_on_edge_cases() -> None:
+    from kornia.enhance import adjust_hue
+
+    levels = torch.tensor([0.0, 0.25, 0.5, 0.5, 1.0])  # ties, grey pixels, black and white
+    grid = torch.cartesian_prod(levels, levels, levels).T.reshape(1, 3, 5, 25)
+    images = torch.cat([grid.expand(6, -1, -1, -1), torch.rand(6, 3, 5, 25)])  # [12, 3, 5, 25]
+    turns = torch.tensor([-0.5, -0.25, -1e-7, 0.0, 0.2, 0.5] * 2)
+    ours = hue_shift(images, turns, Constants.on(images.device))
+    theirs = adjust_hue(images, turns * 2 * math.pi)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-6)
+
+
+def test_blur_matrices_are_korniass_gaussian_blur() -> None:
+    from kornia.filters import gaussian_blur2d
+
+    images, sigma = torch.rand(5, 3, 12, 12), torch.tensor([0.1, 0.5, 1.0, 2.0, 4.0])
+    for side in (3, 9, 23):  # 23 > size: the border repeats as kornia's replicate padding
+        blur = blur_matrices(sigma, side, 12)[:, None]  # [5, 1, 12, 12]
+        theirs = gaussian_blur2d(images, (side, side), sigma[:, None].expand(-1, 2), "replicate")
+        torch.testing.assert_close(blur @ images @ blur.transpose(-1, -2), theirs, atol=2e-6,
+                                   rtol=0)  # fmt: skip
