@@ -1,32 +1,50 @@
 #!/usr/bin/env bash
-# All GPU figures of issue 14 in one run, at most ~8 minutes on one H200 (benchmarks/gpu_check.py
-# says what is measured): results.json, results.md (the table), gpu_check.log and the CLI runs'
-# logs under OUTDIR. Run from the repository root:
-#   bash benchmarks/gpu_check.sh OUTDIR [--data-root build/cifar10]   # on one GPU
-#   bash benchmarks/gpu_check.sh --cpu-smoke OUTDIR                     # the same, tiny, on CPU
-# Only the repository travels to a GPU machine (64 MiB at most): copy a CIFAR-10 subset into an
-# ignored folder first, e.g. 2000 train + 500 test images per class (23 MB, a 37 MB tar):
-#   python benchmarks/gpu_check.py --make-subset ../shared/data/cifar10 build/cifar10 \
-#       --train-per-class 2000 --test-per-class 500
-# and carry build/cifar10; without --data-root the generated `shapes` dataset is used.
-# The earlier device-path checks (GPU views == CPU views) stay in the test suite:
-#   pytest tests/data/test_device_views.py -k gpu
+# The GPU check of issue 28 in at most 8 minutes on one GPU (benchmarks/gpu_check.py says what
+# is measured): results.json, results.md, gpu_check.log and each fit's log under OUTDIR.
+# Run from the repository root; the bundle (benchmarks/gpu_bundle.sh, default gpu_bundle/)
+# must have travelled with the repository (the device tool's `carry`):
+#   bash benchmarks/gpu_check.sh [--bundle DIR] OUTDIR [gpu_check.py options]     # on one GPU
+#   bash benchmarks/gpu_check.sh --cpu-smoke [--bundle DIR] OUTDIR                # tiny, on CPU
+# It installs the bundle's wheels (no network: --no-index, --no-deps) into DIR/site-<python>,
+# puts that and the repository in front of PYTHONPATH (what was there stays behind them), checks
+# every import and prints the versions within its first 30 seconds, unpacks the CIFAR-10 subset
+# and runs gpu_check.py under a 480 s limit (whatever finished is in results.json already).
+# PY=... picks the interpreter (default python3, the GPU image's /opt/torch/.venv/bin/python3).
 set -euo pipefail
-PY=${PY:-.venv/bin/python}
-[[ -x $PY ]] || PY=python  # e.g. PY=/work/main/.venv/bin/python
-export PYTHONPATH=$PWD
+PY=${PY:-python3}
+bundle=gpu_bundle
 mode=()
-if [[ ${1:-} == --cpu-smoke ]]; then
-    mode=(--cpu-smoke)
-    shift
-fi
+while [[ ${1:-} == --* ]]; do
+    case $1 in
+    --cpu-smoke) mode=(--cpu-smoke) && shift ;;
+    --bundle) bundle=$2 && shift 2 ;;
+    *) break ;;
+    esac
+done
 if [[ $# -lt 1 || $1 == -* ]]; then
-    echo "usage: bash benchmarks/gpu_check.sh [--cpu-smoke] OUTDIR [gpu_check.py options]" >&2
+    echo "usage: bash benchmarks/gpu_check.sh [--cpu-smoke] [--bundle DIR] OUTDIR [options]" >&2
     exit 2
 fi
 out=$1
 shift
 mkdir -p "$out"
-# 480 s: the 8-minute budget; whatever finished is in results.json already
-timeout 480 "$PY" benchmarks/gpu_check.py "${mode[@]}" --out "$out" "$@" 2>&1 \
-    | tee "$out/gpu_check.log"
+exec > >(tee "$out/gpu_check.log") 2>&1
+if [[ ! -f $bundle/requirements.txt ]]; then
+    echo "error: no bundle at $bundle: run 'bash benchmarks/gpu_bundle.sh $bundle' where PyPI" \
+        "is reachable and carry $bundle to this machine" >&2
+    exit 3
+fi
+tag=$("$PY" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')
+site=$bundle/site-$tag
+if ! cmp -s "$bundle/requirements.txt" "$site/.requirements.txt"; then
+    rm -rf "$site"
+    "$PY" -m pip install --quiet --disable-pip-version-check --no-index --no-deps \
+        --find-links "$bundle/wheels" --target "$site" -r "$bundle/requirements.txt"
+    cp "$bundle/requirements.txt" "$site/.requirements.txt"
+fi
+export PYTHONPATH="$PWD:$(cd "$site" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+echo "PYTHONPATH=$PYTHONPATH"
+timeout 30 "$PY" benchmarks/gpu_bundle.py check  # fails with the missing imports named
+data=$out/data
+"$PY" benchmarks/gpu_bundle.py unpack "$bundle/cifar10_subset.npz" "$data" >/dev/null
+timeout 480 "$PY" benchmarks/gpu_check.py "${mode[@]}" --out "$out" --data-root "$data" "$@"

@@ -1,106 +1,206 @@
-"""benchmarks/gpu_check.py: the timing, the guarded sections and the data paths, on CPU."""
+"""benchmarks/gpu_bundle.py, fit_timer.py, gpu_check.py and gpu_check.sh, on CPU."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from ssl_biases.data.datasets import load_cifar
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def gpu_check():
+def _load(name: str):
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks/gpu_check.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up there
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
-def test_time_loop_splits_the_step_into_data_wait_and_compute(gpu_check):
-    calls = []
-
-    def next_views():
-        time.sleep(0.04)  # the loader
-        return torch.zeros(1)
-
-    def step(views):
-        calls.append(views)
-        time.sleep(0.02)  # the model
-
-    timing = gpu_check.time_loop(step, next_views, torch.device("cpu"), warmup=1, steps=3)
-    assert len(calls) == 1 + 3 + 3  # warm-up, free-running pass, synchronised pass
-    assert timing["data_wait_pct"] == pytest.approx(100 * 4 / 6, abs=8)
-    assert timing["seconds_per_step"] == pytest.approx(0.06, abs=0.03)
-    assert gpu_check.images_per_second(512, 0.1) == 10240  # both views counted
-    assert gpu_check.mfu_percent(100e12, 0.5, 400.0) == pytest.approx(50.0)
-    assert gpu_check.mfu_percent(1e12, 1.0, None) is None  # no known peak (a CPU)
+@pytest.fixture(scope="module")
+def bundle():
+    return _load("gpu_bundle")
 
 
-def test_a_failing_section_is_recorded_and_the_others_still_written(gpu_check, tmp_path):
-    results = {"meta": {"start": time.perf_counter()}, "throughput": {}, "device_ratio": {}}
+@pytest.fixture(scope="module")
+def gpu_check():
+    return _load("gpu_check")
 
-    def broken():
-        raise RuntimeError("CUDA out of memory")
 
-    row = {"images_per_s": 900.0, "step_ms": 1.0, "data_wait_pct": 5.0, "mfu_pct": 41.0}
-    row["tflop_per_step"] = 0.1
-    gpu_check.guarded(results, results["throughput"], "vit_tiny/a_model", tmp_path, lambda: row)
-    gpu_check.guarded(results, results["throughput"], "vit_tiny/c_device", tmp_path, broken)
-    results["device_ratio"] = {"vit_tiny": 0.95, "resnet18_cifar": 0.5}
-    gpu_check.guarded(results, results, "vit_s16", tmp_path, lambda: {**row, "batch_size": 128})
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["throughput"]["vit_tiny/a_model"]["images_per_s"] == 900.0
-    assert "CUDA out of memory" in saved["throughput"]["vit_tiny/c_device"]["error"]
-    table = (tmp_path / "results.md").read_text()
-    assert "| vit_tiny | a_model | 900 | 5.0 | 41.0 |" in table
-    assert "| vit_tiny | c_device | error: RuntimeError: CUDA out of memory" in table
-    assert "vit_tiny: c_device / a_model images/s = 0.95 (meets" in table
-    assert "resnet18_cifar: c_device / a_model images/s = 0.50 (misses" in table
-    assert "MFU 41.0% (meets the goal >= 40%)" in table
+@pytest.fixture(scope="module")
+def fit_timer():
+    return _load("fit_timer")
+
+
+def test_missing_requirements_walk_the_closure_and_stop_at_the_image(bundle):
+    requires = {
+        "a": ["c>=1", "d; extra == 'x'", "e; python_version < '3.11'", "Image_Pkg"],
+        "c": ["image-pkg", "f"],
+        "d": [],
+        "f": None,
+    }
+    found = bundle.missing_requirements(
+        ["a[x]>=1", "image_pkg"],
+        {"image-pkg"},
+        requires=lambda name: requires[name],
+        version=lambda name: f"{name}-1.0",
+    )
+    # e only for Python < 3.11 (the image has 3.12); the image's package is not entered
+    assert found == {"a": "a-1.0", "c": "c-1.0", "d": "d-1.0", "f": "f-1.0"}
+
+
+def test_the_bundle_holds_what_the_gpu_image_lacks(bundle):
+    image = bundle.read_image_packages()
+    assert {"torch", "lightning", "timm", "typing-extensions"} <= image
+    missing = bundle.missing_requirements(bundle.setup_cfg_requirements(), image)
+    # issue 28's list, hydra-core's (lightly's) and submitit (setup.cfg)
+    assert {
+        "lightly",
+        "kornia",
+        "kornia-rs",
+        "jsonargparse",
+        "docstring-parser",
+        "typeshed-client",
+        "hydra-core",
+        "submitit",
+    } <= set(missing)
+    assert not set(missing) & image
 
 
 def _jpeg_tree(root: Path, per_class: int) -> None:
     for split in ("train", "test"):
-        for label, colour in enumerate(("red", "blue")):
+        for label in (0, 1):
             folder = root / split / f"class{label}"
             folder.mkdir(parents=True)
             for i in range(per_class):
-                Image.new("RGB", (32, 32), colour).save(folder / f"{i:04d}.jpg")
+                Image.new("RGB", (32, 32), (i * 20, 100, 255 * label)).save(folder / f"{i:04d}.png")
 
 
-def test_make_subset_copies_the_first_images_of_each_class(gpu_check, tmp_path):
-    _jpeg_tree(tmp_path / "full", per_class=5)
-    copied = gpu_check.make_subset(tmp_path / "full", tmp_path / "sub", 3, 2)
-    assert copied == 2 * 3 + 2 * 2
-    assert sorted(p.name for p in (tmp_path / "sub/train/class1").iterdir()) == [
-        "0000.jpg",
-        "0001.jpg",
-        "0002.jpg",
-    ]
+def test_the_cifar_subset_reads_back_as_the_cifar10_dataset(bundle, tmp_path):
+    _jpeg_tree(tmp_path / "jpeg", per_class=4)
+    counts = bundle.make_cifar_subset(tmp_path / "jpeg", tmp_path / "subset.npz", 3, 2)
+    assert counts == {"train": 6, "test": 4}
+    root = bundle.write_cifar_batches(tmp_path / "subset.npz", tmp_path / "data")
+    train, test = load_cifar(root, "train"), load_cifar(root, "test")
+    assert len(train) == 6 and len(test) == 4
+    assert train.classes == ["class0", "class1"] and train.targets == [0, 0, 0, 1, 1, 1]
+    pixel = np.asarray(Image.open(tmp_path / "jpeg/train/class1/0002.png"))
+    assert np.array_equal(train.images[5], pixel)  # the third image of class 1, exactly
     with pytest.raises(FileNotFoundError, match="class folders"):
-        gpu_check.make_subset(tmp_path / "sub/train", tmp_path / "x", 1, 1)
+        bundle.make_cifar_subset(tmp_path / "jpeg/train", tmp_path / "x.npz", 1, 1)
+    with pytest.raises(FileNotFoundError, match="gpu_bundle.sh"):
+        bundle.write_cifar_batches(tmp_path / "none.npz", tmp_path / "data")
 
 
-def test_both_view_paths_give_normalised_pairs_of_views_from_a_jpeg_tree(gpu_check, tmp_path):
-    _jpeg_tree(tmp_path / "data", per_class=8)
-    sizes = replace(gpu_check.CPU_SMOKE, batch_size=4)
-    for next_views in (
-        gpu_check.worker_batches(sizes, str(tmp_path / "data"), workers=0),
-        gpu_check.device_batches(sizes, str(tmp_path / "data")),
-    ):
-        views = next_views()
-        assert views.shape == (8, 3, 32, 32) and views.dtype == torch.float32
-        assert views.abs().max() < 3  # normalised (ImageNet statistics), not 0..255
-        assert next_views().shape == (8, 3, 32, 32)  # the next batch, epoch after epoch
-    datamodule = gpu_check.datamodule(sizes, None)
-    assert datamodule.dataset_name == "shapes"  # no root: the generated fallback
+def test_check_imports_names_the_missing_module(bundle, capsys):
+    failures = bundle.check_imports({"json": "", "no_such_module_28": ""})
+    assert failures == [
+        "no_such_module_28: ModuleNotFoundError: No module named 'no_such_module_28'"
+    ]
+    assert "json" in capsys.readouterr().out
+
+
+def test_fit_step_timer_times_the_steps_after_the_warmup_and_stops(fit_timer, tmp_path):
+    timer = fit_timer.FitStepTimer(str(tmp_path / "t.json"), warmup=2, steps=3)
+    trainer = SimpleNamespace(should_stop=False)
+    module = SimpleNamespace(device=torch.device("cpu"))
+    batch = ([torch.zeros(4, 3, 8, 8), torch.zeros(4, 3, 8, 8)], torch.zeros(4))
+    for step in range(5):
+        timer.on_train_batch_start(trainer, module, batch, step)
+        if step == 0:
+            torch.randn(8, 16) @ torch.randn(16, 32)  # 2 * 8 * 16 * 32 FLOPs, counted
+        time.sleep(0.03 if step >= 2 else 0.0)
+        timer.on_train_batch_end(trainer, module, None, batch, step)
+        assert trainer.should_stop == (step == 4)
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert result["flops_per_step"] == 2 * 8 * 16 * 32
+    assert result["images_per_step"] == 8  # both views
+    assert result["step_ms_median"] == pytest.approx(30, abs=25)
+    assert result["images_per_s"] == pytest.approx(8 / (result["step_ms_median"] / 1000))
+    with pytest.raises(ValueError, match="warmup"):
+        fit_timer.FitStepTimer("x.json", warmup=0)
+
+
+def test_ready_views_make_the_views_once(fit_timer):
+    calls = []
+    ready = fit_timer.ReadyViews(lambda images, keys: calls.append(1) or [images * 2])
+    first = ready(torch.ones(2), torch.zeros(2, 2))
+    assert ready(torch.zeros(2), torch.ones(2, 2)) is first and len(calls) == 1
+
+
+def test_every_measurement_is_saved_with_the_ratios_and_a_failure_recorded(gpu_check, tmp_path):
+    results = {"meta": {"start": time.perf_counter()}, "fit": {}, "ratios": {}}
+    row = {"images_per_s": 1000.0, "step_ms_median": 2.0, "step_ms_mean": 2.1, "mfu_pct": 41.0}
+    fit = results["fit"]
+    gpu_check.guarded(results, fit, "vit_tiny/a_ready", tmp_path, lambda: row)
+    gpu_check.guarded(
+        results, fit, "vit_tiny/b_workers", tmp_path, lambda: {**row, "images_per_s": 500.0}
+    )
+
+    def broken():
+        raise RuntimeError("CUDA out of memory")
+
+    gpu_check.guarded(results, fit, "vit_tiny/c_device", tmp_path, broken)
+    results["ratios"]["vit_tiny"] = gpu_check.ratios(fit, "vit_tiny")
+    assert results["ratios"]["vit_tiny"] == {"b/a": 0.5}  # no c/a without (c)
+    gpu_check.save(results, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["fit"]["vit_tiny/a_ready"]["images_per_s"] == 1000.0
+    assert "CUDA out of memory" in saved["fit"]["vit_tiny/c_device"]["error"]
+    table = (tmp_path / "results.md").read_text()
+    assert "| vit_tiny | a_ready | 1000 | 2.0 | 2.1 | 41.0 |" in table
+    assert "| vit_tiny | c_device | error: RuntimeError: CUDA out of memory" in table
+    assert "vit_tiny: b/a images/s = 0.50" in table
+    fit["vit_tiny/c_device"] = {**row, "images_per_s": 950.0}
+    assert gpu_check.ratios(fit, "vit_tiny")["c/a"] == pytest.approx(0.95)
+    assert gpu_check.mfu_percent(100e12, 0.5, 400.0) == pytest.approx(50.0)
+    assert gpu_check.mfu_percent(1e12, 1.0, None) is None  # no known peak (a CPU)
+
+
+def test_the_timed_fit_is_the_cli_with_the_timer_appended(gpu_check, tmp_path):
+    sizes = gpu_check.GPU
+    argv = gpu_check.fit_command(sizes, "vit_tiny", "data", tmp_path, "--x=1")
+    assert argv[1:4] == ["-m", "ssl_biases", "fit"]
+    assert "--config=configs/trainer/gpu.yaml" in argv and argv[-1] == "--x=1"
+    assert "--data.batch_size=512" in argv and "--config=configs/data/cifar10.yaml" in argv
+
+
+@pytest.mark.slow
+def test_gpu_check_sh_prepends_the_bundle_to_pythonpath_and_checks_imports(tmp_path):
+    bundle = tmp_path / "bundle"
+    (bundle / "wheels").mkdir(parents=True)
+    (bundle / "requirements.txt").write_text("")
+    env = {**os.environ, "PY": sys.executable, "PYTHONPATH": "/kept/path"}
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", "--bundle", str(bundle), str(tmp_path / "out")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    site = bundle / f"site-py{sys.version_info[0]}{sys.version_info[1]}"
+    assert f"PYTHONPATH={ROOT}:{site}:/kept/path" in done.stdout
+    assert "lightly" in done.stdout and "jsonargparse" in done.stdout  # versions printed
+    assert done.returncode != 0 and "cifar10_subset.npz not found" in done.stdout
+    missing = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", "--bundle", str(tmp_path / "no"), str(tmp_path / "o")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert missing.returncode == 3 and "gpu_bundle.sh" in missing.stdout  # (stderr in the log)
