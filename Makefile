@@ -16,10 +16,10 @@ ARGS ?=
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,onnx]"
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv and install the package with dev tools
+install: $(VENV)/.installed  ## create .venv and install the package with dev tools and the onnx extra
 
 demo: install  ## pretrain SimCLR on shapes (CPU), compare probes with a random backbone
 	$(PY) -m ssl_biases.cli.demo

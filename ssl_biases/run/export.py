@@ -8,6 +8,11 @@
   constructor knobs), the registry name where one matches, ``num_features``, and for timm
   models the ``timm.create_model`` arguments.
 
+With ``--format onnx`` (the ``onnx`` extra) it also writes ``DIR/backbone.onnx``: ``images
+[batch, C, H, W] -> embedding [batch, num_features]`` with a dynamic batch axis, checked
+against PyTorch under onnxruntime (:mod:`ssl_biases.run.onnx_export`) and recorded under
+``"onnx"`` in ``backbone.json``.
+
 ``ssl_biases.load_backbone(DIR)`` rebuilds the backbone from these two files in any process,
 without Lightning. A timm backbone also loads without ssl-biases at all::
 
@@ -25,7 +30,7 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
@@ -33,6 +38,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ssl_biases.run.checkpoint import build_backbone, load_weights, read_checkpoint
+from ssl_biases.run.onnx_export import (
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    ONNX_FILE,
+    OUTPUT_NAME,
+    check_onnx,
+    export_onnx,
+)
 
 FORMAT = "ssl-biases-backbone"
 FORMAT_VERSION = 1
@@ -154,7 +167,39 @@ def load_backbone(directory: str | Path, map_location: str | torch.device = "cpu
     return backbone.to(map_location).eval()
 
 
-def export(ckpt: str, output: str) -> None:
+def write_onnx(directory: str | Path, opset: int = DEFAULT_OPSET) -> tuple[Path, float]:
+    """Adds ``backbone.onnx`` to an export folder and records it in ``backbone.json``.
+
+    The graph (:func:`~ssl_biases.run.onnx_export.export_onnx`: ``images [batch, C, H, W]`` ->
+    ``embedding [batch, num_features]``, dynamic batch) is checked against the PyTorch
+    backbone under onnxruntime on CPU (:func:`~ssl_biases.run.onnx_export.check_onnx`).
+
+    Returns:
+        The ``.onnx`` file and its max absolute difference from PyTorch.
+    """
+    meta = read_meta(directory)
+    backbone = load_backbone(directory)
+    image_size = int(getattr(backbone, "image_size", meta["init_args"].get("image_size", 224)))
+    in_chans = int(meta["init_args"].get("in_chans", 3))
+    path = export_onnx(backbone, Path(directory) / ONNX_FILE, image_size, in_chans, opset)
+    diff = check_onnx(path, backbone, image_size, in_chans)
+    meta["onnx"] = {
+        "file": ONNX_FILE,
+        "opset": opset,
+        "input": {"name": INPUT_NAME, "shape": ["batch", in_chans, image_size, image_size]},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", meta["num_features"]]},
+        "max_abs_diff_vs_pytorch": diff,
+    }
+    (Path(directory) / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+    return path, diff
+
+
+def export(
+    ckpt: str,
+    output: str,
+    format: Literal["safetensors", "onnx"] = "safetensors",
+    opset: int = DEFAULT_OPSET,
+) -> None:
     """Write a checkpoint's backbone as safetensors + backbone.json (load: ``load_backbone``).
 
     Prints the exported backbone's name and width.
@@ -162,11 +207,18 @@ def export(ckpt: str, output: str) -> None:
     Args:
         ckpt: A checkpoint written by ``ssl-biases fit``.
         output: Folder to write the export into (created).
+        format: ``safetensors``: weights + backbone.json. ``onnx``: those and backbone.onnx
+            (images [batch, 3, H, W] -> embedding [batch, num_features], dynamic batch),
+            checked against PyTorch under onnxruntime (needs the onnx extra).
+        opset: ONNX opset of ``--format onnx`` (18, the exporter's own, up to onnx's newest).
     """
     written = export_checkpoint(ckpt, output)
     meta = read_meta(written)
     name = meta["registry_name"] or meta["class_path"]
     print(f"Exported {name} (num_features={meta['num_features']}) to {written}")
+    if format == "onnx":
+        path, diff = write_onnx(written, opset)
+        print(f"ONNX (opset {opset}, dynamic batch): {path}; onnxruntime vs PyTorch {diff:.1e}")
 
 
 def build_parser() -> ArgumentParser:
@@ -174,7 +226,7 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="ssl-biases export",
         description="Write a checkpoint's backbone as safetensors + backbone.json "
-        "(load it with ssl_biases.load_backbone(DIR)).",
+        "(load it with ssl_biases.load_backbone(DIR)); --format onnx adds backbone.onnx.",
     )
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_function_arguments(export, as_group=False)
