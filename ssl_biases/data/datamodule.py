@@ -8,9 +8,10 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ssl_biases.data.augment_choice import Augment, choose_augment
 from ssl_biases.data.datasets import (
     IMAGENET_NORMALIZE,
     NORMALIZE,
@@ -32,6 +33,8 @@ from ssl_biases.data.shuffle import (
 from ssl_biases.data.transforms import Normalization, channel_statistics, probe_transform
 
 ViewTransform = Callable[[Any], Any]
+
+AUGMENT_CHOICES = ("auto", "workers", "device")
 
 # `normalization: data` reads a fixed random sample of this many pretraining images
 NORMALIZATION_SAMPLES = 1000
@@ -129,9 +132,13 @@ class SSLDataModule(pl.LightningDataModule):
             loader workers (needs ``augment: device``). ``false``/``true`` are the old
             spellings of ``none``/``memory``.
         augment: Where the training views are made: ``workers`` (per image, lightly's
-            transforms in DataLoader workers) or ``device`` (batched per-sample transforms
+            transforms in DataLoader workers), ``device`` (batched per-sample transforms
             on the training device after the uint8 batch is moved there, from the method's
-            ``view_recipe``; see :mod:`ssl_biases.data.device_views`).
+            ``view_recipe``; see :mod:`ssl_biases.data.device_views`), or ``auto``
+            (default): ``device`` when the method states a recipe and the training images
+            have one size, ``workers`` otherwise, said in one log line at the start of a fit
+            (:func:`~ssl_biases.data.augment_choice.choose_augment`). The choice is
+            :attr:`views_made_on` and ``views_made_on`` in ``hparams.yaml``.
         predict_split: What ``ssl-biases predict`` embeds, unaugmented: ``test`` (the probe
             queries, ``max_val_samples`` of them) or ``probe_train`` (the probe bank,
             ``max_probe_train_samples`` of the train split; ``null`` for all of it). Without a
@@ -166,7 +173,7 @@ class SSLDataModule(pl.LightningDataModule):
         seed: int = 0,
         skip_corrupt: bool = False,
         cache: bool | Literal["none", "memory", "device"] = "none",
-        augment: Literal["workers", "device"] = "workers",
+        augment: Literal["auto", "workers", "device"] = "auto",
         predict_split: Literal["test", "probe_train"] = "test",
         train_root: str | None = None,
         probe_root: str | None = None,
@@ -195,9 +202,9 @@ class SSLDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.cache = {False: "none", True: "memory"}.get(cache, cache)  # old bool spellings
-        if self.cache not in ("none", "memory", "device") or augment not in ("workers", "device"):
+        if self.cache not in ("none", "memory", "device") or augment not in AUGMENT_CHOICES:
             raise ValueError(
-                f"cache must be none, memory or device and augment workers or device; got "
+                f"cache must be none, memory or device and augment auto, workers or device; got "
                 f"cache={cache!r}, augment={augment!r}"
             )
         if self.cache == "device" and augment != "device":
@@ -206,6 +213,7 @@ class SSLDataModule(pl.LightningDataModule):
                 "made there too: add --data.augment device (or use --data.cache memory)."
             )
         self.augment = augment
+        self._views_made_on: Augment | None = None  # `auto` resolved at setup("fit")
         self.device_views: DeviceViews | None = None
         self._device_cache: DeviceCache | None = None
         if predict_split not in ("test", "probe_train"):
@@ -334,8 +342,38 @@ class SSLDataModule(pl.LightningDataModule):
             )
         return len(classes)
 
+    @property
+    def views_made_on(self) -> Augment:
+        """Where the training views are made: ``augment``, or what ``auto`` chose at
+        ``setup("fit")`` (before it: ``device`` if ``device_views`` is set, else ``workers``)."""
+        if self.augment != "auto":
+            return self.augment  # type: ignore[return-value]
+        if self._views_made_on is not None:
+            return self._views_made_on
+        return "device" if self.device_views is not None else "workers"
+
+    def _resolve_auto(self, module: Any) -> None:
+        """``auto``: chooses the views' path once per fit and says which and why (rank 0)."""
+        if self.augment != "auto" or self._views_made_on is not None:
+            return
+        if self.device_views is not None or self.train_views is not None:  # set by hand
+            given = "device_views" if self.device_views is not None else "train_views"
+            choice: Augment = "device" if given == "device_views" else "workers"
+            reason = f"`datamodule.{given}` is set"
+        else:
+            train = fixed_subset(self.raw_dataset("train"), self.max_train_samples, self.seed)
+            choice, reason = choose_augment(module, train, self.image_size, self.num_workers)
+        self._views_made_on = choice
+        self.save_hyperparameters({"views_made_on": choice})
+        rank_zero_info(
+            f"--data.augment auto: {choice} views, because {reason}. Set --data.augment "
+            "workers or device to choose."
+        )
+
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.train_views is None and self.augment == "workers":
+        if stage == "fit":
+            self._resolve_auto(self.trainer.lightning_module if self.trainer is not None else None)
+        if stage == "fit" and self.train_views is None and self.views_made_on == "workers":
             module = self.trainer.lightning_module if self.trainer is not None else None
             if module is None or not hasattr(module, "train_views"):
                 raise ValueError(
@@ -343,7 +381,7 @@ class SSLDataModule(pl.LightningDataModule):
                     "or train an SSLMethod, whose `train_views` is used."
                 )
             self.train_views = module.train_views(self.image_size, self.norm)
-        if stage == "fit" and self.augment == "device" and self.device_views is None:
+        if stage == "fit" and self.views_made_on == "device" and self.device_views is None:
             module = self.trainer.lightning_module if self.trainer is not None else None
             recipe_of = getattr(module, "view_recipe", None)
             recipe = recipe_of(self.image_size) if recipe_of is not None else None
@@ -401,7 +439,7 @@ class SSLDataModule(pl.LightningDataModule):
         if self.cache == "device":  # the images wait on the device; the loader yields keys
             self._device_cache = DeviceCache(decode_to_memory(dataset, self.num_workers))
             return KeyDataset(len(dataset))
-        if self.augment == "device":  # uint8 images; the views are made after the transfer
+        if self.views_made_on == "device":  # uint8 images; the views are made after the transfer
             return RawImages(dataset)
         views = self.train_views
         if self.input_shuffle is not None and views is not None:  # each final view

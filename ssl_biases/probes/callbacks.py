@@ -9,11 +9,13 @@ from ssl_biases.probes.fewshot import FewShotProbe
 from ssl_biases.probes.knn import KNNProbe
 from ssl_biases.probes.layerwise import LayerwiseKNNProbe
 from ssl_biases.probes.linear import LinearProbe
+from ssl_biases.probes.rankme import RankMeProbe
 
 CALLBACK_SECTIONS: dict[str, type[pl.Callback]] = {
     "knn": KNNProbe,  # every validation
     "linear_probe": LinearProbe,  # the online probe and the offline L-BFGS probe
     "fewshot": FewShotProbe,  # every 10 epochs
+    "rankme": RankMeProbe,  # every validation: collapse monitor, from the kNN bank's features
     "layerwise": LayerwiseKNNProbe,  # opt-in
     "embeddings": EmbeddingWriter,  # predict
 }

@@ -54,3 +54,66 @@ def test_batch_larger_than_dataset_is_a_clear_error():
     dm.train_views = _two_views
     with pytest.raises(ValueError, match="batch_size 64 is larger"):
         dm.train_dataloader()
+
+
+# ------------------------------------------------------------------ --data.augment auto
+def _fitted(dm: SSLDataModule, module: object) -> SSLDataModule:
+    from types import SimpleNamespace
+
+    dm.trainer = SimpleNamespace(lightning_module=module, current_epoch=0)
+    dm.setup("fit")
+    return dm
+
+
+def _tiny_backbone():
+    from ssl_biases.backbones import IsotropicNet
+
+    return IsotropicNet(image_size=16, patch_size=4, width=32, depth=1, num_heads=2)
+
+
+AUTO_DATA = dict(image_size=16, batch_size=8, num_workers=0, shapes_size=16)
+
+
+def test_auto_is_the_default_and_makes_a_recipes_views_on_the_device(caplog) -> None:
+    import logging
+
+    from ssl_biases.data.device_cache import RawBatch
+    from ssl_biases.methods import SimCLR
+
+    with caplog.at_level(logging.INFO):
+        dm = _fitted(SSLDataModule(**AUTO_DATA), SimCLR(_tiny_backbone()))
+    assert dm.augment == "auto" and dm.views_made_on == "device"
+    assert dm.hparams["views_made_on"] == "device"
+    lines = [r.getMessage() for r in caplog.records if "--data.augment auto" in r.getMessage()]
+    assert len(lines) == 1 and "device views, because SimCLR states a view_recipe" in lines[0]
+    assert isinstance(next(iter(dm.train_dataloader())), RawBatch)
+    dm.setup("fit")  # a second setup decides nothing again
+    assert sum("--data.augment auto" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_auto_falls_back_to_worker_views(tmp_path, caplog) -> None:
+    import logging
+
+    from PIL import Image
+
+    from ssl_biases.methods import SimCLR, SSLMethod
+
+    class NoRecipe(SSLMethod):
+        def train_views(self, image_size, norm):  # noqa: ANN001, ANN201
+            return _two_views
+
+    dm = _fitted(SSLDataModule(**AUTO_DATA), NoRecipe(_tiny_backbone()))
+    views, _ = next(iter(dm.train_dataloader()))
+    assert dm.views_made_on == "workers" and views[0].shape == (8, 3, 16, 16)
+    for i, side in enumerate([16, 12] * 4):  # images of two sizes: device views cannot batch
+        (tmp_path / "train" / "a").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (side, side)).save(tmp_path / "train" / "a" / f"{i}.png")
+    folder = SSLDataModule(dataset="imagefolder", root=str(tmp_path), image_size=16,
+                           batch_size=4, num_workers=0)  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        folder = _fitted(folder, SimCLR(_tiny_backbone()))
+    assert folder.views_made_on == "workers" and "2 sizes (12x12, 16x16)" in caplog.text
+    views, _ = next(iter(folder.train_dataloader()))  # lightly's views: any size
+    assert len(views) == 2 and views[0].shape == (4, 3, 16, 16)
+    explicit = _fitted(SSLDataModule(**AUTO_DATA, augment="workers"), SimCLR(_tiny_backbone()))
+    assert explicit.views_made_on == "workers" and "views_made_on" not in explicit.hparams
