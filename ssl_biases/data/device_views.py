@@ -458,8 +458,9 @@ class DeviceViews:
     No op has a data-dependent shape and nothing is read back to the host, so the call can
     be compiled: ``compile=True`` wraps it in ``torch.compile`` (``fullgraph``, static
     shapes: a last, smaller batch compiles once more), with ``mode="reduce-overhead"`` on CUDA,
-    which replays the whole call as one CUDA graph. The compiled views equal the eager views
-    up to float rounding (same parameters, same crops).
+    which replays the whole call as one CUDA graph (its output memory is reused by the next
+    call: a batch's views must be done with when the next batch's are made, as in a training
+    loop). The compiled views equal the eager views up to float rounding.
 
     Args:
         recipe: The method's views.
@@ -551,7 +552,11 @@ class DeviceViews:
         state = self.state(images.device, images.shape[2], images.shape[3])
         if not self.compile:
             return self.views(images, keys, state)
-        return self._compiled_for(images.device)(images, keys, state)
+        compiled = self._compiled_for(images.device)
+        if images.device.type == "cuda" and self.backend == "inductor":
+            # CUDA graphs reuse their output memory: the previous batch's views are done with
+            torch.compiler.cudagraph_mark_step_begin()
+        return compiled(images, keys, state)
 
     def _compiled_for(
         self, device: torch.device

@@ -591,3 +591,30 @@ def test_blur_matrices_are_korniass_gaussian_blur() -> None:
         theirs = gaussian_blur2d(images, (side, side), sigma[:, None].expand(-1, 2), "replicate")
         torch.testing.assert_close(blur @ images @ blur.transpose(-1, -2), theirs, atol=2e-6,
                                    rtol=0)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_compiled_views_are_the_eager_views() -> None:
+    """Captured whole (``fullgraph``: no graph break, no data-dependent op). The ``eager``
+    backend keeps this a few seconds; inductor on CPU gives the same views within 5e-6 but
+    compiles for minutes on 2 cores (docs/performance.md)."""
+    recipe = ViewRecipe((FULL, ViewSpec(8, blur_prob=0.5, solarize_prob=0.5, count=2)))
+    images = uint8_images(16)
+    eager = DeviceViews(recipe, NORM, seed=2)
+    compiled = DeviceViews(recipe, NORM, seed=2, compile=True, backend="eager")
+    for epoch in (0, 1):  # the second batch replays the captured graph
+        ours, theirs = compiled(images, keys(16, epoch)), eager(images, keys(16, epoch))
+        assert [v.shape for v in ours] == [v.shape for v in theirs]
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_graph_views_are_the_eager_views() -> None:
+    dino = DINO(IsotropicNet(image_size=16, patch_size=4, width=32, depth=1, num_heads=2))
+    images, batch_keys = uint8_images(64).cuda(), keys(64, epoch=2).cuda()
+    eager = DeviceViews(dino.view_recipe(16), NORM, seed=3)(images, batch_keys)
+    compiled = DeviceViews(dino.view_recipe(16), NORM, seed=3, compile=True)
+    for _ in range(3):  # compile, record the graph, replay it
+        out = [v.clone() for v in compiled(images, batch_keys)]
+    for a, b in zip(out, eager):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
