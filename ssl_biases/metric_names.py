@@ -42,6 +42,7 @@ MASKED_MSE = "masked_mse"  # held-out masked-patch MSE of the reconstruction met
 OFFLINE_LINEAR_TOP1 = "offline_linear_top1"  # probes/linear.py
 KNN = "knn"  # the kNN probe's default name (probes/knn.py)
 LAYERWISE_BEST_BLOCK = "layerwise_best_block"  # probes/layerwise.py
+RANKME = "rankme"  # probes/rankme.py: effective rank of the bank's embeddings (2210.02885)
 
 
 def knn_top1_name(probe: str = KNN) -> str:
@@ -75,6 +76,7 @@ VAL_KNN_TOP5 = staged(VAL, knn_top5_name())
 VAL_LINEAR_TOP1 = staged(VAL, LINEAR_TOP1)
 VAL_OFFLINE_LINEAR_TOP1 = staged(VAL, OFFLINE_LINEAR_TOP1)
 VAL_MASKED_MSE = staged(VAL, MASKED_MSE)
+VAL_RANKME = staged(VAL, RANKME)  # the collapse monitor: a column of every sweep report
 
 
 def fewshot_metric(shots: int, stage: str = TEST) -> str:

@@ -39,6 +39,7 @@ def test_fit_writes_a_complete_run_directory_and_learns(
     assert sum(losses[-4:]) / 4 < 0.95 * sum(losses[:4]) / 4
     for key in ("val/knn_top1", "val/knn_top5", "val/linear_top1", "val/offline_linear_top1"):
         assert 0.0 <= column(rows, key)[-1] <= 1.0
+    assert len(column(rows, "val/rankme")) == 6 and 1.0 < column(rows, "val/rankme")[-1] <= 32
     checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 24
     state = cli.model.state_dict()

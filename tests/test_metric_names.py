@@ -15,6 +15,7 @@ def test_the_names_are_those_of_earlier_runs() -> None:
     assert names.VAL_LINEAR_TOP1 == "val/linear_top1"
     assert names.VAL_OFFLINE_LINEAR_TOP1 == "val/offline_linear_top1"
     assert names.VAL_MASKED_MSE == "val/masked_mse" and names.TRAIN_LOSS == "train/loss"
+    assert names.VAL_RANKME == "val/rankme"
     assert names.fewshot_metric(5) == "test/fewshot_5shot"
     assert names.staged("val", names.fewshot_std_name(10)) == "val/fewshot_10shot_std"
     assert names.staged("val", names.knn_top1_name("knn200")) == "val/knn200_top1"
@@ -28,6 +29,7 @@ def module_names(depth: int, shots: tuple[int, ...]) -> set[str]:
     fixed = {v for k, v in vars(names).items() if k.isupper() and isinstance(v, str)}
     per_stage = {names.LINEAR_TOP1, names.MASKED_MSE, names.OFFLINE_LINEAR_TOP1,
                  names.knn_top1_name(), names.knn_top5_name(), names.LAYERWISE_BEST_BLOCK,
+                 names.RANKME,
                  *(names.layerwise_knn_top1_name(i) for i in range(depth)),
                  *(names.fewshot_name(k) for k in shots),
                  *(names.fewshot_std_name(k) for k in shots)}  # fmt: skip

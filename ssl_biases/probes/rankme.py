@@ -28,9 +28,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from ssl_biases.metric_names import RANKME
 from ssl_biases.probes.features import FrozenFeatureProbe
-
-RANKME = "rankme"  # logged as val/rankme (test/rankme in `ssl-biases test`)
 
 EPSILON = 1e-7
 """The paper's ``eps`` (float32): keeps ``log p_k`` finite for zero singular values."""
