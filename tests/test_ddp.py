@@ -32,6 +32,7 @@ from ssl_biases.methods import BYOL, DINO, BarlowTwins, MoCoV3, SimCLR, VICReg
 from ssl_biases.methods.base import SSLMethod
 from ssl_biases.probes.fewshot import FewShotProbe
 from ssl_biases.probes.knn import KNNProbe
+from ssl_biases.probes.rankme import RankMeProbe
 from ssl_biases.run.sync_batchnorm import AnyDeviceSyncBatchNorm, CPUSyncBatchNorm
 
 WORLD = 2
@@ -99,7 +100,8 @@ def probe_metrics(devices: int) -> dict[str, float]:
     )  # fmt: skip
     trainer = pl.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
-        callbacks=[KNNProbe(k=5), FewShotProbe(shots=(1, 3), seeds=(0, 1), every_n_epochs=1)],
+        callbacks=[KNNProbe(k=5), FewShotProbe(shots=(1, 3), seeds=(0, 1), every_n_epochs=1),
+                   RankMeProbe()],
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False,
     )  # fmt: skip
@@ -159,6 +161,7 @@ def test_probes_give_the_single_process_metrics(ddp_results):
     assert {"val/knn_top1", "val/fewshot_1shot", "val/fewshot_3shot"} <= set(reference)
     for key in ("val/knn_top1", "val/knn_top5", "val/fewshot_1shot", "val/fewshot_3shot"):
         assert ddp[key] == pytest.approx(reference[key], abs=1e-6), key
+    assert ddp["val/rankme"] == pytest.approx(reference["val/rankme"], rel=1e-5)  # 41 rows, 1 pad
 
 
 def test_cli_fit_with_two_cpu_processes_completes(tmp_path):
