@@ -417,6 +417,16 @@ def test_device_views_make_no_host_sync_and_few_ops(method_class: type, limit: i
     assert counter.by_name["aten.lift_fresh.default"] == 0
 
 
+def test_device_cache_gathers_a_batch_without_host_sync() -> None:
+    cache = DeviceCache(ArrayDataset(np.zeros((300, 16, 16, 3), np.uint8), [1] * 300, ["a"]))
+    cache.to(torch.device("cpu"))
+    batch_keys = keys(64, epoch=2, start=100)
+    with OpCounter() as counter:
+        batch = cache.gather(batch_keys)
+    assert counter.syncs == [] and counter.ops == 3  # the index column, images, labels
+    assert batch.images.shape == (64, 3, 16, 16) and batch.labels.tolist() == [1] * 64
+
+
 def test_every_step_drawn_makes_no_host_sync() -> None:
     views = DeviceViews(ViewRecipe((FULL, ViewSpec(16, blur_prob=0.5, count=2))), NORM, seed=0)
     images, batch_keys = uint8_images(64, side=32), keys(64)
