@@ -56,7 +56,7 @@ from typing import Any
 
 from ssl_biases.experiments.confidence import format_mean_ci, mean_ci
 from ssl_biases.experiments.grid import SEED_AXIS, Experiment, load_experiment
-from ssl_biases.metric_names import TEST, TRAIN_LOSS, VAL, VAL_KNN_TOP1
+from ssl_biases.metric_names import TEST, TRAIN_LOSS, VAL, VAL_KNN_TOP1, VAL_RANKME
 from ssl_biases.run.status import COMPLETED, read_run_status
 
 METRIC_PREFIXES = (f"{VAL}/", f"{TEST}/")
@@ -318,6 +318,12 @@ def group_rows(rows: list[dict[str, Any]], keys: list[str]) -> dict[tuple[str, .
     return dict(groups)
 
 
+def with_rankme(metrics: list[str], rows: list[dict[str, Any]]) -> list[str]:
+    """``metrics`` and ``val/rankme`` (the collapse monitor, probes/rankme.py) where logged."""
+    logged = VAL_RANKME not in metrics and any(VAL_RANKME in r for r in rows)
+    return [*metrics, VAL_RANKME] if logged else metrics
+
+
 def summary_table(rows: list[dict[str, Any]], axes: list[str], metrics: list[str]) -> str:
     """Markdown table: one line per group of seeds, ``mean ± 95 % CI`` per metric."""
     keys = [a for a in axes if a != SEED_AXIS]
@@ -532,7 +538,7 @@ def write_report(experiment: Experiment, rows: list[dict[str, Any]]) -> list[Pat
             "",
         ]
     text += ["## All metrics (accuracies in %; mean ± 95 % CI over seeds, Student t)", ""]
-    text += [summary_table(rows, axes, metrics), ""]
+    text += [summary_table(rows, axes, with_rankme(metrics, rows)), ""]
     plotted = [metric]
     if rows and report.get("baseline"):
         try:

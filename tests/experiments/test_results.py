@@ -351,3 +351,20 @@ def test_check_report_refuses_log2_of_a_label_that_is_not_positive(tmp_path):
     path.write_text(text + "  contrasts: [{axis: last_dim, trend: log2}]\n")
     with pytest.raises(ValueError, match="log2 needs positive labels"):
         check_report(load_experiment(path))
+
+
+def test_rankme_is_a_column_of_the_summary_wherever_it_was_logged(tmp_path):
+    """val/rankme (probes/rankme.py) joins the report's metrics without being named there."""
+    path = tmp_path / "toy.yaml"
+    path.write_text(EXPERIMENT)
+    experiment = load_experiment(path, output_dir=tmp_path / "out")
+    for cell in experiment.cells():
+        run_dir = experiment.output_dir / cell.cell_id
+        metrics = run_dir / "version_0/metrics.csv"
+        metrics.parent.mkdir(parents=True)
+        rankme = 20 + 2 * int(cell.values["seed"])
+        metrics.write_text(f"epoch,step,val/knn_top1,val/rankme\n0,1,0.3,{rankme}\n")
+        (run_dir / "done.json").write_text("{}")
+    text = write_report(experiment, collect_results(experiment))[1].read_text()
+    assert "| method | token_mixer | seeds | val/knn_top1 | val/rankme |" in text
+    assert "| simclr | attention | 2 | 30.0 ± 0.0 | 21.000 ± 12.706 |" in text  # as logged
