@@ -13,7 +13,8 @@
 - HPARAMS: the method, backbone and bias knobs, data and optimiser settings, with the final
   probe metrics (``val/*``) of the run, written at the end of fit (and again after a
   validation that follows the fit, as the CLI runs one after a mid-epoch stop), so runs of a
-  study can be compared and sorted there.
+  study can be compared and sorted there; ``hp_metric`` is the primary probe's final value
+  (:mod:`ssl_biases.run.hparams`, which says why no per-run experiment summary is written).
 - PROJECTOR ``probe_queries``: backbone embeddings of a small labelled subset of the probe
   queries with their class names and thumbnails, at every validation.
 """
@@ -32,6 +33,7 @@ from torch.nn import functional as F
 from torchvision.utils import make_grid
 
 from ssl_biases.metric_names import VAL
+from ssl_biases.run.hparams import write_hparams
 
 
 def denormalize(images: Tensor, mean: Any = None, std: Any = None) -> Tensor:
@@ -309,8 +311,8 @@ class TensorBoardSummaries(pl.Callback):
             for name, value in trainer.callback_metrics.items()
             if name.startswith(self.metric_prefixes) and torch.as_tensor(value).numel() == 1
         }
-        if metrics:
-            logger.log_hyperparams(
-                run_hparams(trainer, pl_module), metrics, step=trainer.global_step
+        if metrics:  # hp_metric = the primary probe; no per-run experiment: run/hparams.py
+            monitor = getattr(trainer.checkpoint_callback, "monitor", None)
+            write_hparams(
+                logger, run_hparams(trainer, pl_module), metrics, trainer.global_step, monitor
             )
-            logger.experiment.flush()
