@@ -403,6 +403,7 @@ def sweep(
     rows = collect_results(experiment)
     paths = write_report(experiment, rows)
     print(f"collected {len(rows)} finished cells: " + ", ".join(str(p) for p in paths), flush=True)
+    print(f"compare the cells (HParams tab): tensorboard --logdir {experiment.output_dir}")
     if not collect_only and any(o["status"] == "failed" for o in outcomes):
         failed = [o["cell_id"] for o in outcomes if o["status"] == "failed"]
         raise SystemExit(f"{len(failed)} cells failed: {failed}")
