@@ -78,7 +78,7 @@ class IsotropicNet(nn.Module):
         token_mlp_ratio: deprecated, as above: ``TokenMlpMixer.token_mlp_ratio``.
         qkv_bias: deprecated, as above: ``AttentionMixer`` / ``LocalAttentionMixer.qkv_bias``.
             A flat knob the mixer does not have is ignored (old configs list all four); see
-            :mod:`.legacy` and the README's migration notes.
+            :mod:`.legacy` and docs/migration_issue16.md.
     """
 
     def __init__(

@@ -62,7 +62,7 @@ def mixer_from_legacy(
             raise ValueError(
                 f"{clash} set both flat on the net and on {mixer!r}: set "
                 f"{sorted(clash)} only in token_mixer.init_args (flat mixer knobs are the "
-                "pre-issue-16 config shape; README 'Migration notes')"
+                "pre-issue-16 config shape; docs/migration_issue16.md)"
             )
         return mixer
     return type(mixer)(**{**mixer.init_args, **own})
