@@ -47,13 +47,20 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ssl_biases.experiments.claims import (  # the contrasts live with the claims
+    TRENDS,
+    check_primary,
+    contrast_differences,  # noqa: F401 (re-exported)
+    contrast_values,
+    metric_scale,
+    trend_slopes,  # noqa: F401 (re-exported)
+)
 from ssl_biases.experiments.confidence import format_mean_ci, mean_ci
 from ssl_biases.experiments.grid import SEED_AXIS, Experiment, load_experiment
 from ssl_biases.metric_names import TEST, TRAIN_LOSS, VAL, VAL_KNN_TOP1, VAL_RANKME
@@ -64,7 +71,8 @@ EXTRA_METRICS = (TRAIN_LOSS,)
 
 
 REPORT_KEYS = (
-    "metric", "metrics", "rows", "columns", "panel", "x", "hue", "baseline", "contrasts"
+    "metric", "metrics", "rows", "columns", "panel", "x", "hue", "baseline", "contrasts",
+    "primary", "curves",
 )  # fmt: skip
 
 UNPAIRED = "gain_unpaired"
@@ -107,7 +115,17 @@ def check_report(experiment: Experiment) -> None:
                 f"{where}: metric {metric!r} is never collected; name a logged metric that "
                 f"starts with one of {list(METRIC_PREFIXES + EXTRA_METRICS)}, e.g. {VAL_KNN_TOP1}"
             )
+    curves = report.get("curves") or []
+    if not isinstance(curves, list) or not all(
+        isinstance(m, str) and m.startswith(METRIC_PREFIXES + EXTRA_METRICS) for m in curves
+    ):
+        raise ValueError(
+            f"{where}.curves must be a list of logged metric names (e.g. [{VAL_KNN_TOP1}]), "
+            f"got {curves!r}; validate every epoch (trainer.check_val_every_n_epoch: 1) to "
+            "have points to draw"
+        )
     check_contrasts(experiment)
+    check_primary(experiment)
     if report.get("baseline"):
         try:
             baseline = load_experiment(report["baseline"])
@@ -117,10 +135,6 @@ def check_report(experiment: Experiment) -> None:
         varied = [a for a in baseline.axis_names if a != SEED_AXIS and a not in axes]
         if varied:
             raise ValueError(_baseline_axes_message(baseline.name, varied))
-
-
-TRENDS = {"linear": lambda x: x, "log2": math.log2}
-"""A trend's x: the axis label itself, or its base-2 logarithm (a slope per doubling)."""
 
 
 def check_contrasts(experiment: Experiment) -> None:
@@ -213,7 +227,10 @@ def collect_results(experiment: Experiment) -> list[dict[str, Any]]:
 
 
 def add_baseline_gains(
-    rows: list[dict[str, Any]], baseline: Experiment, metrics: Sequence[str]
+    rows: list[dict[str, Any]],
+    baseline: Experiment,
+    metrics: Sequence[str],
+    baseline_rows: list[dict[str, Any]] | None = None,
 ) -> list[str]:
     """Adds ``gain/<metric>`` to each row: metric minus the matching baseline cell's, by seed.
 
@@ -225,6 +242,10 @@ def add_baseline_gains(
     baseline's report lists ``metrics``, only those are compared (an untrained baseline's
     online-probe accuracy, say, is no floor).
 
+    Args:
+        baseline_rows: the baseline's cells (default: its finished cells on disk,
+            :func:`collect_results`; the docs pass its committed CSV's rows).
+
     Returns:
         The gain keys added (those of ``metrics`` the baseline has).
     """
@@ -232,7 +253,8 @@ def add_baseline_gains(
     missing = [k for k in keys if rows and k not in rows[0]]
     if missing:
         raise ValueError(_baseline_axes_message(baseline.name, missing))
-    baseline_rows = collect_results(baseline)
+    if baseline_rows is None:
+        baseline_rows = collect_results(baseline)
     compared = baseline.report.get("metrics")
     added = []
     for metric in metrics if compared is None else [m for m in metrics if m in compared]:
@@ -264,18 +286,6 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-
-
-_ACCURACY = re.compile(r"top\d|shot")
-
-
-def metric_scale(metric: str) -> tuple[float, int, str]:
-    """``(scale, digits, unit)`` to print ``metric`` (or its gain or contrast) with.
-
-    Accuracies are fractions and read in % with one decimal; anything else (a loss, a
-    reconstruction error) is printed as logged, with three decimals and no unit.
-    """
-    return (100.0, 1, "%") if _ACCURACY.search(metric) else (1.0, 3, "")
 
 
 def group_over_seeds(
@@ -360,61 +370,6 @@ def pivot_table(
     return "\n".join(lines)
 
 
-def contrast_differences(
-    rows: list[dict[str, Any]], axes: list[str], contrast: dict[str, Any], metric: str
-) -> dict[tuple[str, ...], list[float]]:
-    """Paired differences ``a - b`` of ``metric`` for ``contrast = {axis, levels: [a, b]}``.
-
-    A pair is the two cells that carry ``a`` and ``b`` on the contrast's axis and the same
-    label on every other axis, seed included. Returns ``{(label per other non-seed axis):
-    [difference per seed]}``, in grid order; a cell without its partner is left out.
-    """
-    axis, (a, b) = contrast["axis"], [str(level) for level in contrast["levels"]]
-    others = [x for x in axes if x != axis]
-    cells: dict[tuple[tuple[str, ...], str], float] = {}
-    for row in rows:
-        if metric in row and str(row[axis]) in (a, b):
-            cells[(tuple(str(row[x]) for x in others), str(row[axis]))] = float(row[metric])
-    differences: dict[tuple[str, ...], list[float]] = defaultdict(list)
-    for (key, level), value in cells.items():
-        if level == a and (key, b) in cells:
-            group = tuple(label for x, label in zip(others, key) if x != SEED_AXIS)
-            differences[group].append(value - cells[(key, b)])
-    return dict(differences)
-
-
-def trend_slopes(
-    rows: list[dict[str, Any]], axes: list[str], contrast: dict[str, Any], metric: str
-) -> dict[tuple[str, ...], list[float]]:
-    """Least-squares slopes of ``metric`` along ``contrast = {axis, trend}``, one per seed.
-
-    A series is the cells with the same label on every other axis, seed included; its slope is
-    ``sum((x - x̄)(y - ȳ)) / sum((x - x̄)²)`` with ``x = TRENDS[trend](label)``. A series that
-    lacks a level some finished cell has (an unfinished cell) is left out. Returns ``{(label
-    per other non-seed axis): [slope per seed]}``, in grid order.
-    """
-    axis, x_of = contrast["axis"], TRENDS[contrast["trend"]]
-    others = [x for x in axes if x != axis]
-    series: dict[tuple[str, ...], dict[float, float]] = defaultdict(dict)
-    for row in rows:
-        if metric in row:
-            key = tuple(str(row[x]) for x in others)
-            series[key][x_of(float(row[axis]))] = float(row[metric])
-    levels = {x for points in series.values() for x in points}
-    if len(levels) < 2:  # one level: no slope
-        return {}
-    slopes: dict[tuple[str, ...], list[float]] = defaultdict(list)
-    for key, points in series.items():
-        if set(points) != levels:
-            continue
-        mx, my = sum(points) / len(points), sum(points.values()) / len(points)
-        sxy = sum((x - mx) * (y - my) for x, y in points.items())
-        sxx = sum((x - mx) ** 2 for x in points)
-        group = tuple(label for x, label in zip(others, key) if x != SEED_AXIS)
-        slopes[group].append(sxy / sxx)
-    return dict(slopes)
-
-
 def contrast_table(
     rows: list[dict[str, Any]], axes: list[str], contrast: dict[str, Any], metrics: list[str]
 ) -> str:
@@ -423,8 +378,7 @@ def contrast_table(
     excludes 0."""
     keys = [x for x in axes if x not in (contrast["axis"], SEED_AXIS)]
     trend = "trend" in contrast
-    values_of = trend_slopes if trend else contrast_differences
-    differences = {m: values_of(rows, axes, contrast, m) for m in metrics}
+    differences = {m: contrast_values(rows, axes, contrast, m) for m in metrics}
     groups = list(dict.fromkeys(g for m in metrics for g in differences[m]))
     header = [*keys, "seeds" if trend else "pairs", *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -516,62 +470,246 @@ def plot_metric(
     plt.close(fig)
 
 
-def write_report(experiment: Experiment, rows: list[dict[str, Any]]) -> list[Path]:
-    """Writes ``results.csv``, ``results.md`` and ``<metric>.png`` into the output directory.
+CURVES_FILE = "curves.csv"
+"""Long table of every validation of every cell: axis labels, ``step``, ``metric``, ``value``."""
 
-    With ``report.baseline`` the rows gain ``gain/<metric>`` columns, ``results.md`` a gain
-    table and ``gain_<metric>.png`` a plot (see the module docstring).
+
+def metric_history(run_dir: Path, metric: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of every logged ``metric`` over a cell's ``version_<n>/metrics.csv``
+    files (a resumed cell's later version wins a repeated step), sorted by step."""
+    history: dict[int, float] = {}
+    versions = sorted(run_dir.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
+    for path in versions:
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row.get(metric) not in ("", None) and row.get("step") not in ("", None):
+                    history[int(float(row["step"]))] = float(row[metric])
+    return sorted(history.items())
+
+
+def collect_curves(experiment: Experiment, metrics: list[str]) -> list[dict[str, Any]]:
+    """One row per validation of every finished cell: labels, ``step``, ``metric``, ``value``."""
+    rows = []
+    for cell in experiment.cells():
+        run_dir = experiment.output_dir / cell.cell_id
+        record = read_run_status(run_dir)
+        if record is None or record.get("status") != COMPLETED:
+            continue
+        for metric in metrics:
+            for step, value in metric_history(run_dir, metric):
+                rows.append({**cell.values, "step": step, "metric": metric, "value": value})
+    return rows
+
+
+def plot_curves(
+    curves: list[dict[str, Any]],
+    experiment: Experiment,
+    metric: str,
+    hue: str | None,
+    panel: str | None,
+    path: Path,
+) -> bool:
+    """Learning curves: ``metric`` against step, one line per ``hue`` label (one panel per
+    ``panel`` label), the mean over seeds with a band of its 95 % t interval. Returns whether
+    there was anything to draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [c for c in curves if c["metric"] == metric]
+    if not points:
+        return False
+    labels = {name: [v.label for v in values] for name, values in experiment.axes}
+    scale, _, unit = metric_scale(metric)
+    panels = labels[panel] if panel else [None]
+    fig, axs = plt.subplots(
+        1, len(panels), figsize=(3.6 * len(panels), 3.0), sharey=True, squeeze=False
+    )
+    for ax, panel_label in zip(axs[0], panels):
+        for hue_label in labels[hue] if hue else [None]:
+            by_step: dict[int, list[float]] = defaultdict(list)
+            for c in points:
+                if (panel is None or str(c[panel]) == panel_label) and (
+                    hue is None or str(c[hue]) == hue_label
+                ):
+                    by_step[int(c["step"])].append(float(c["value"]))
+            if not by_step:
+                continue
+            steps = sorted(by_step)
+            stats = [mean_ci(by_step[s]) for s in steps]
+            means = [scale * m for m, _ in stats]
+            halves = [scale * (h or 0.0) for _, h in stats]
+            (line,) = ax.plot(steps, means, marker="o", markersize=2, label=hue_label)
+            low = [m - h for m, h in zip(means, halves)]
+            high = [m + h for m, h in zip(means, halves)]
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_xlabel("step")
+        if panel_label is not None:
+            ax.set_title(f"{panel}={panel_label}", fontsize=9)
+    axs[0][0].set_ylabel(f"{metric} ({unit})" if unit else metric)
+    if hue is not None:
+        axs[0][-1].legend(title=hue, fontsize=7, title_fontsize=7)
+    fig.suptitle("mean over seeds, band: 95 % CI", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def wall_time_table(rows: list[dict[str, Any]], axis: str | None = None) -> str:
+    """Markdown: cells, min / median / max and the sum of ``wall_s`` per label of ``axis``
+    (one line for all cells without it), and the total. The only source of a grid's wall time
+    in the docs: the seconds each cell's fit took, as its ``status.json`` recorded them."""
+
+    def line(label: str, walls: list[float]) -> str:
+        walls = sorted(walls)
+        n, mid = len(walls), len(walls) // 2
+        median = walls[mid] if n % 2 else (walls[mid - 1] + walls[mid]) / 2
+        total = sum(walls)
+        cells = [label, str(n), f"{walls[0]:.0f}", f"{median:.0f}", f"{walls[-1]:.0f}"]
+        cells.append(f"{total:.0f} ({total / 60:.0f} min)")
+        return "| " + " | ".join(cells) + " |"
+
+    header = [axis or "cells", "n", "min s", "median s", "max s", "sum s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    timed = [r for r in rows if r.get("wall_s") not in (None, "")]
+    if axis is not None:
+        for label, group in group_rows(timed, [axis]).items():
+            lines.append(line(label[0], [float(r["wall_s"]) for r in group]))
+    if timed:
+        lines.append(line("all" if axis else "all cells", [float(r["wall_s"]) for r in timed]))
+    return "\n".join(lines)
+
+
+def welch_gain_table(gains: dict[str, dict[tuple[str, ...], Any]], keys: list[str]) -> str:
+    """Markdown: per group, each metric's Welch gain (trained mean - floor mean) ± 95 %."""
+    from ssl_biases.experiments.confidence import format_estimate
+
+    metrics = list(gains)
+    groups = list(dict.fromkeys(g for m in metrics for g in gains[m]))
+    header = [*keys, "seeds + floor seeds", *metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group in groups:
+        found = [gains[m][group] for m in metrics if group in gains[m]]
+        n = "+".join(str(k) for k in found[0].n)
+        cells = []
+        for m in metrics:
+            scale, digits, _ = metric_scale(m)
+            cells.append(format_estimate(gains[m].get(group), scale, digits, mark_nonzero=True))
+        lines.append("| " + " | ".join([*group, n, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def report_sections(
+    experiment: Experiment,
+    rows: list[dict[str, Any]],
+    baseline_rows: list[dict[str, Any]] | None = None,
+) -> dict[str, str]:
+    """The report's markdown, as named sections (title and table), in order.
+
+    Names: ``pivot``, ``summary``, ``gain_pivot``, ``gain_summary``, ``welch_gains``,
+    ``contrast<i>`` (``report.contrasts[i]``), ``claims`` and ``wall``. With ``report.baseline``
+    the rows gain ``gain/<metric>`` columns (in place). ``baseline_rows`` are the baseline's
+    cells (default: its finished cells on disk); ``docs/results.md`` is regenerated from the
+    committed CSVs this way (:mod:`ssl_biases.experiments.doc_tables`).
     """
-    out = experiment.output_dir
-    out.mkdir(parents=True, exist_ok=True)
+    from ssl_biases.experiments.claims import claims_table, claims_title, grid_claims, welch_gains
+
     report = experiment.report
     metric = report.get("metric", VAL_KNN_TOP1)
     metrics = [m for m in report.get("metrics", [metric]) if any(m in r for r in rows)] or [metric]
     axes = experiment.axis_names
     columns = list(report.get("columns") or [])
-    text = [f"# {experiment.name}: {len(rows)} of {len(experiment.cells())} cells finished", ""]
+    unit = " (%)" if metric_scale(metric)[2] else ""
+    sections = {
+        "head": f"# {experiment.name}: {len(rows)} of {len(experiment.cells())} cells finished"
+    }
     if rows and report.get("rows"):
-        text += [
-            f"## {metric}{' (%)' if metric_scale(metric)[2] else ''}",
-            "",
-            pivot_table(rows, experiment, metric, report["rows"], columns),
-            "",
+        sections["pivot"] = "\n\n".join(
+            [f"## {metric}{unit}", pivot_table(rows, experiment, metric, report["rows"], columns)]
+        )
+    sections["summary"] = "\n\n".join(
+        [
+            "## All metrics (accuracies in %; mean ± 95 % CI over seeds, Student t)",
+            summary_table(rows, axes, with_rankme(metrics, rows)),
         ]
-    text += ["## All metrics (accuracies in %; mean ± 95 % CI over seeds, Student t)", ""]
-    text += [summary_table(rows, axes, with_rankme(metrics, rows)), ""]
-    plotted = [metric]
+    )
+    floor_axes: list[str] = []
     if rows and report.get("baseline"):
         try:
             baseline = load_experiment(report["baseline"])
         except FileNotFoundError as error:  # the tables above are still worth writing
             warnings.warn(f"report.baseline: {error}; no gains reported", stacklevel=2)
-            text += [f"No gains: report.baseline {report['baseline']} was not found.", ""]
+            sections["gain_summary"] = (
+                f"No gains: report.baseline {report['baseline']} was not found."
+            )
         else:
-            gains = add_baseline_gains(rows, baseline, metrics)
+            if baseline_rows is None:
+                baseline_rows = collect_results(baseline)
+            floor_axes = baseline.axis_names
+            gains = add_baseline_gains(rows, baseline, metrics, baseline_rows)
             if gains:
                 gain = f"gain/{metric}" if f"gain/{metric}" in gains else gains[0]
-                plotted.append(gain)
-                text += [
+                title = (
                     f"## Gain over {baseline.name} (metric minus the same seed's there, "
-                    "accuracies in points; bold: the 95 % CI excludes 0)",
-                    "",
-                ]
+                    "accuracies in points; bold: the 95 % CI excludes 0)"
+                )
                 if report.get("rows"):
-                    text += [pivot_table(rows, experiment, gain, report["rows"], columns), ""]
-                text += [summary_table(rows, axes, gains), ""]
+                    pivot = pivot_table(rows, experiment, gain, report["rows"], columns)
+                    sections["gain_pivot"] = "\n\n".join([title, pivot])
+                    title = f"## Gain over {baseline.name}, every metric (paired by seed)"
+                parts = [title, summary_table(rows, axes, gains)]
                 if any(is_unpaired(r, g) for r in rows for g in gains):
-                    text += [UNPAIRED_NOTE, ""]
+                    parts.append(UNPAIRED_NOTE)
+                sections["gain_summary"] = "\n\n".join(parts)
+                welch = {
+                    g: welch_gains(rows, axes, baseline_rows, floor_axes, g[5:]) for g in gains
+                }
+                if any(welch.values()):
+                    sections["welch_gains"] = "\n\n".join(
+                        [
+                            f"## Gain over {baseline.name} as a difference of means (Welch: "
+                            "trained seeds' mean minus the floor seeds' mean; points; bold: "
+                            "the 95 % CI excludes 0)",
+                            welch_gain_table(welch, [a for a in axes if a != SEED_AXIS]),
+                        ]
+                    )
                 metrics = [*metrics, *gains]
-    for contrast in (report.get("contrasts") or []) if rows else []:
-        text += [
-            contrast_title(contrast),
-            "",
-            contrast_table(rows, axes, contrast, metrics),
-            "",
-        ]
+    for i, contrast in enumerate((report.get("contrasts") or []) if rows else []):
+        sections[f"contrast{i}"] = "\n\n".join(
+            [contrast_title(contrast), contrast_table(rows, axes, contrast, metrics)]
+        )
+    claims = grid_claims(experiment, rows, baseline_rows, floor_axes)
+    if claims:
+        sections["claims"] = "\n\n".join([claims_title(claims), claims_table(claims)])
+    if rows:
+        wall_axis = next((a for a in axes if a != SEED_AXIS), None)
+        sections["wall"] = "\n\n".join(
+            [
+                "## Wall time (the fit of each cell, from its status.json's wall_s)",
+                wall_time_table(rows, wall_axis),
+            ]
+        )
+    return sections
+
+
+def write_report(experiment: Experiment, rows: list[dict[str, Any]]) -> list[Path]:
+    """Writes ``results.csv``, ``results.md`` and ``<metric>.png`` into the output directory.
+
+    With ``report.baseline`` the rows gain ``gain/<metric>`` columns, ``results.md`` gain
+    tables and ``gain_<metric>.png`` a plot; with ``report.curves`` the validation curves go
+    to ``curves.csv`` and ``curves_<metric>.png`` (see the module docstring).
+    """
+    out = experiment.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    report = experiment.report
+    metric = report.get("metric", VAL_KNN_TOP1)
+    sections = report_sections(experiment, rows)
     paths = [out / "results.csv", out / "results.md"]
     write_csv(rows, paths[0])
-    paths[1].write_text("\n".join(text))
+    paths[1].write_text("\n\n".join(sections.values()) + "\n")
+    plotted = [metric] + ([f"gain/{metric}"] if any(f"gain/{metric}" in r for r in rows) else [])
     if rows and report.get("x"):
         for name in plotted:
             png = out / f"{name.replace('/', '_')}.png"
@@ -579,4 +717,12 @@ def write_report(experiment: Experiment, rows: list[dict[str, Any]]) -> list[Pat
                 rows, experiment, name, report["x"], report.get("hue"), report.get("panel"), png
             )
             paths.append(png)
+    if rows and report.get("curves"):
+        curves = collect_curves(experiment, list(report["curves"]))
+        write_csv(curves, out / CURVES_FILE)
+        paths.append(out / CURVES_FILE)
+        for name in report["curves"]:
+            png = out / f"curves_{name.replace('/', '_')}.png"
+            if plot_curves(curves, experiment, name, report.get("hue"), report.get("panel"), png):
+                paths.append(png)
     return paths

@@ -353,6 +353,56 @@ def test_check_report_refuses_log2_of_a_label_that_is_not_positive(tmp_path):
         check_report(load_experiment(path))
 
 
+def test_wall_time_table_gives_min_median_max_and_sum_from_wall_s():
+    from ssl_biases.experiments.results import wall_time_table
+
+    rows = [
+        {"method": "simclr", "wall_s": 287.0},
+        {"method": "simclr", "wall_s": 3492.0},
+        {"method": "simclr", "wall_s": 400.0},
+        {"method": "byol", "wall_s": 300.0},
+        {"method": "byol", "wall_s": 100.0},
+    ]
+    lines = wall_time_table(rows, "method").splitlines()
+    assert lines[2] == "| simclr | 3 | 287 | 400 | 3492 | 4179 (70 min) |"
+    assert lines[3] == "| byol | 2 | 100 | 200 | 300 | 400 (7 min) |"
+    assert lines[4] == "| all | 5 | 100 | 300 | 3492 | 4579 (76 min) |"
+
+
+def test_learning_curves_are_collected_per_validation_and_plotted_with_a_band(tmp_path):
+    from ssl_biases.experiments.results import CURVES_FILE
+
+    path = tmp_path / "toy.yaml"
+    path.write_text(
+        EXPERIMENT.replace("x: token_mixer}", "x: token_mixer, curves: [val/knn_top1]}")
+    )
+    experiment = load_experiment(path, output_dir=tmp_path / "out")
+    for cell in experiment.cells():
+        run_dir = experiment.output_dir / cell.cell_id
+        base = 0.3 if cell.values["token_mixer"] == "attention" else 0.2
+        seed = int(cell.values["seed"])
+        knn = [base + e / 10 + seed / 100 for e in range(3)]  # validated every 10 steps
+        write_metrics(run_dir / "version_0/metrics.csv", [
+            {"epoch": e, "step": 10 * e + 9, "train/loss": "", "val/knn_top1": v}
+            for e, v in enumerate(knn)
+        ])  # fmt: skip
+        (run_dir / "done.json").write_text(json.dumps({"wall_s": 12.0}))
+    paths = write_report(experiment, collect_results(experiment))
+    assert experiment.output_dir / "curves_val_knn_top1.png" in paths
+    with open(experiment.output_dir / CURVES_FILE, newline="") as handle:
+        curves = list(csv.DictReader(handle))
+    assert len(curves) == 8 * 3  # every validation of every cell
+    first = [c for c in curves if c["token_mixer"] == "mlp" and c["step"] == "29"]
+    assert sorted(float(c["value"]) for c in first) == pytest.approx([0.4, 0.4, 0.41, 0.41])
+
+
+def test_report_curves_must_name_logged_metrics(tmp_path):
+    path = tmp_path / "toy.yaml"
+    path.write_text(EXPERIMENT.replace("x: token_mixer}", "x: token_mixer, curves: [knn]}"))
+    with pytest.raises(ValueError, match="check_val_every_n_epoch"):
+        check_report(load_experiment(path))
+
+
 def test_rankme_is_a_column_of_the_summary_wherever_it_was_logged(tmp_path):
     """val/rankme (probes/rankme.py) joins the report's metrics without being named there."""
     path = tmp_path / "toy.yaml"

@@ -1,0 +1,141 @@
+"""Regenerate every table of the docs from committed files, by one command.
+
+A generated table in a markdown file is a marked block::
+
+    <!-- table:conv_vs_attention_cifar10:contrast0 -->
+    (generated; do not edit by hand)
+    <!-- /table -->
+
+The name is ``GRID:SECTION``: ``GRID`` the experiment ``configs/experiment/GRID.yaml``, whose
+rows are the committed ``docs/results/GRID.csv`` and whose baseline's rows are
+``docs/results/<baseline name>.csv``; ``SECTION`` one of the report's sections
+(:func:`ssl_biases.experiments.results.report_sections`: ``pivot``, ``summary``,
+``gain_pivot``, ``gain_summary``, ``welch_gains``, ``contrast<i>``, ``claims``, ``wall``).
+``claims:GRID+GRID`` is one Holm family across the claims of several grids (one write-up),
+each grid's ``report.primary`` estimator and metric; ``claims:GRID+GRID@METRIC,METRIC`` reads
+every grid's contrasts on each of those metrics instead (a write-up that reads two probes).
+Gains are recomputed from the two CSVs, never read from a CSV's old ``gain/*`` columns.
+
+From the repository root::
+
+    python -m ssl_biases.experiments.doc_tables            # rewrite the blocks in place
+    python -m ssl_biases.experiments.doc_tables --check    # exit 1 naming stale blocks
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from ssl_biases.experiments.claims import claims_table, claims_title, grid_claims
+from ssl_biases.experiments.grid import Experiment, load_experiment
+from ssl_biases.experiments.results import UNPAIRED, report_sections
+
+EXPERIMENTS = Path("configs/experiment")
+RESULTS = Path("docs/results")
+DOCS = (Path("docs/results.md"), Path("docs/papers.md"), Path("docs/scaling.md"))
+"""The files whose blocks the command rewrites by default (paths from the repository root)."""
+
+BLOCK = re.compile(r"(<!-- table:(?P<name>[^ ]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+
+def read_rows(path: Path, experiment: Experiment) -> list[dict[str, Any]]:
+    """A committed results CSV as report rows: axis labels as text, numbers as floats; the old
+    ``gain/*`` and ``gain_unpaired`` columns are dropped (the report recomputes them)."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: it is the committed copy of runs/{experiment.name}/results.csv "
+            f"(run `ssl-biases sweep configs/experiment/{experiment.name}.yaml`, then copy it)"
+        )
+    axes = set(experiment.axis_names) | {"cell_id"}
+    rows = []
+    with open(path, newline="") as handle:
+        for record in csv.DictReader(handle):
+            row: dict[str, Any] = {}
+            for key, value in record.items():
+                if key.startswith("gain/") or key == UNPAIRED or value in ("", None):
+                    continue
+                row[key] = value if key in axes else float(value)
+            rows.append(row)
+    return rows
+
+
+def grid_rows(name: str) -> tuple[Experiment, list[dict], Experiment | None, list[dict] | None]:
+    """A grid's experiment and committed rows, and its baseline's (``None`` without one)."""
+    experiment = load_experiment(EXPERIMENTS / f"{name}.yaml")
+    rows = read_rows(RESULTS / f"{name}.csv", experiment)
+    baseline_path = experiment.report.get("baseline")
+    if not baseline_path:
+        return experiment, rows, None, None
+    baseline = load_experiment(baseline_path)
+    return experiment, rows, baseline, read_rows(RESULTS / f"{baseline.name}.csv", baseline)
+
+
+def render(name: str) -> str:
+    """The markdown of the block ``name`` (see the module docstring)."""
+    kind, _, rest = name.partition(":")
+    if kind == "claims":
+        grids, _, metrics = rest.partition("@")
+        claims = []
+        for grid in grids.split("+"):
+            experiment, rows, baseline, floor_rows = grid_rows(grid)
+            report_sections(experiment, rows, floor_rows)  # adds the gain columns
+            floor_axes = baseline.axis_names if baseline else []
+            wanted = metrics.split(",") if metrics else None
+            claims += grid_claims(experiment, rows, floor_rows, floor_axes, wanted)
+        if not claims:
+            raise ValueError(f"table {name!r}: no grid of {rest!r} has report.primary")
+        return _as_block(claims_title(claims) + "\n\n" + claims_table(claims, show_grid=True))
+    experiment, rows, _, floor_rows = grid_rows(kind)
+    sections = report_sections(experiment, rows, floor_rows)
+    if rest not in sections:
+        raise ValueError(
+            f"table {name!r}: grid {kind} has no section {rest!r}; it has {list(sections)}"
+        )
+    return _as_block(sections[rest])
+
+
+def _as_block(section: str) -> str:
+    """A report section in a doc: its ``## title`` becomes a bold caption line."""
+    title, _, body = section.partition("\n\n")
+    if title.startswith("## "):
+        return f"*{title[3:]}*\n\n{body}\n"
+    return section + "\n"
+
+
+def regenerate(text: str) -> tuple[str, list[str]]:
+    """``text`` with every table block regenerated, and the names of the blocks that changed."""
+    changed: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        body = render(match["name"])
+        if body != match["body"]:
+            changed.append(match["name"])
+        return match.group(1) + body + match.group(4)
+
+    return BLOCK.sub(replace, text), changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite (or with ``--check`` only compare) the table blocks of the docs."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="*", type=Path, default=list(DOCS))
+    parser.add_argument("--check", action="store_true", help="exit 1 if a block is stale")
+    args = parser.parse_args(argv)
+    stale = []
+    for path in args.files:
+        text, changed = regenerate(path.read_text())
+        stale += [f"{path}: {name}" for name in changed]
+        if changed and not args.check:
+            path.write_text(text)
+    for line in stale:
+        print(("stale " if args.check else "rewrote ") + line)
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
