@@ -42,7 +42,7 @@ from ssl_biases.run.faults import (
     PreemptionCheckpoint,
     SkippedImageCounter,
 )
-from ssl_biases.run.resume import LearningRateOnResume, RandomState
+from ssl_biases.run.resume import EpochEndResume, LearningRateOnResume, RandomState
 from ssl_biases.run.status import RunStatus, mark_completed
 
 CALLBACK_SECTIONS: dict[str, type[pl.Callback]] = {
@@ -127,6 +127,7 @@ def run_callbacks() -> list[pl.Callback]:
         BackboneConfigInCheckpoint(),
         PreemptionCheckpoint(),
         RandomState(),
+        EpochEndResume(),
         LearningRateOnResume(),
         RunStatus(),
         SkippedImageCounter(),

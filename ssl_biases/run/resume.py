@@ -7,8 +7,10 @@ Lightning's own default logger does, else under ``runs`` (:func:`place_run_dir`)
 resumed run's config is saved beside the first one as ``config.resume<k>.yaml``
 (:func:`resume_into_run_dir`). A checkpoint of another architecture fails before training,
 naming the tensors that differ (:func:`check_checkpoint_fits`). Two callbacks make the resume
-exact or deliberately different: :class:`RandomState` (the global random generators) and
-:class:`LearningRateOnResume` (a learning rate given on the resume replaces the checkpoint's).
+exact or deliberately different: :class:`RandomState` (the global random generators),
+:class:`EpochEndResume` (a checkpoint written at an epoch's end resumes at the next epoch's
+start, also under ``max_steps``) and :class:`LearningRateOnResume` (a learning rate given on
+the resume replaces the checkpoint's).
 """
 
 from __future__ import annotations
@@ -191,6 +193,88 @@ class LearningRateOnResume(pl.Callback):
 
 
 # ---------------------------------------------------------------------- exact-resume state
+def _zero_current(progress: dict[str, Any]) -> None:
+    """Zeroes every ``current`` counter of a saved loop progress (Lightning's ``reset_on_run``)."""
+    for key, value in progress.items():
+        if key == "current" and isinstance(value, dict):
+            progress[key] = dict.fromkeys(value, 0)
+        elif isinstance(value, dict):
+            _zero_current(value)
+    if "is_last_batch" in progress:
+        progress["is_last_batch"] = False
+
+
+def complete_saved_epoch(checkpoint: dict[str, Any]) -> bool:
+    """Rewrites the loop state of a checkpoint written at an epoch's end as the next one's start.
+
+    A checkpoint saved in ``on_train_epoch_end`` (``LastCheckpoint``, ``ModelCheckpoint``'s
+    default) holds the epoch ``processed`` but not yet ``completed``. Here the epoch is marked
+    completed and the per-epoch counters (batches, optimiser and scheduler steps, validation
+    batches) are zeroed: the state Lightning reaches itself when it resumes such a checkpoint
+    without ``max_steps`` (see :class:`EpochEndResume` for what goes wrong with it).
+
+    Returns:
+        Whether the checkpoint was rewritten (an epoch-end checkpoint of a whole epoch: not one
+        that ``max_steps`` cut short, whose epoch a resume continues).
+    """
+    loop = checkpoint.get("loops", {}).get("fit_loop")
+    if not isinstance(loop, dict) or "epoch_progress" not in loop:
+        return False
+    epochs = loop["epoch_progress"]["total"]
+    batches = loop.get("epoch_loop.batch_progress", {})
+    at_epoch_end = (
+        epochs["ready"] == epochs["started"] == epochs["processed"] == epochs["completed"] + 1
+        and batches.get("is_last_batch", False)  # the whole epoch ran (not cut by max_steps)
+    )
+    if not at_epoch_end:
+        return False
+    for progress in (loop["epoch_progress"]["total"], loop["epoch_progress"]["current"]):
+        progress["completed"] = progress["processed"]
+    for key, value in loop.items():
+        if key.startswith("epoch_loop.") and isinstance(value, dict):
+            _zero_current(value)
+    validation = loop.get("epoch_loop.val_loop.batch_progress")
+    if isinstance(validation, dict):
+        validation["total"] = dict.fromkeys(validation["total"], 0)
+    return True
+
+
+class EpochEndResume(pl.Callback):
+    """Resumes a checkpoint written at an epoch's end at the next epoch's first batch, exactly.
+
+    The cause it corrects (Lightning 2.6): a checkpoint saved in ``on_train_epoch_end`` holds
+    the epoch ``processed`` but not ``completed``. Without ``max_steps`` Lightning sees the
+    epoch finished and starts the next one afresh. With ``max_steps`` its fit loop always
+    restarts (``_FitLoop.restarting`` is forced by ``_iteration_based_training``), takes the
+    epoch for unfinished and trains one more batch in it, runs the epoch's end hooks (checkpoint,
+    validation) a second time, and from then on hands the sampler (``set_epoch``) the epoch
+    ``processed``, one ahead of ``current_epoch``: every loss after the first resumed step
+    differs from the uninterrupted run, and after a validation the step labels are one too high
+    (``_batches_that_stepped`` one ahead of ``global_step``). With validation on, a restarting
+    epoch loop also counts a step it never trains ("validation already done at the last
+    batch").
+
+    So :func:`complete_saved_epoch` rewrites the checkpoint's loop state (in memory, before
+    Lightning restores its loops) to the next epoch's start, and when that epoch starts its
+    loops are told they are not restarting, as without ``max_steps``. ``max_time`` and
+    ``max_epochs`` runs take the same path they took before.
+    """
+
+    def __init__(self) -> None:
+        self._completed = False
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._completed = complete_saved_epoch(checkpoint)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._completed:  # a fresh epoch: nothing of it to restore or skip
+            self._completed = False
+            trainer.fit_loop._restarting = False  # its setter forces True under max_steps
+            trainer.fit_loop.epoch_loop.restarting = False  # and its validation loop
+
+
 class RandomState(pl.Callback):
     """Saves the global torch/numpy/python generators in checkpoints; restores on resume.
 
