@@ -26,7 +26,9 @@ DEFAULT_OPSET = 18
 INPUT_NAME = "images"
 OUTPUT_NAME = "embedding"
 TOLERANCE = 1e-4
-"""The largest absolute difference from PyTorch that :func:`check_onnx` accepts."""
+"""The largest absolute difference from PyTorch that :func:`check_onnx` accepts, for
+embeddings of magnitude up to 1 (scaled by the largest magnitude above that: float32 rounding
+grows with it, e.g. 6e-5 for a random-init ResNet-50's embeddings of up to 170)."""
 
 
 def _require(module: str) -> Any:
@@ -130,7 +132,8 @@ def check_onnx(
     dynamic batch axis.
 
     Raises:
-        ValueError: when the difference exceeds :data:`TOLERANCE`.
+        ValueError: when the difference exceeds :data:`TOLERANCE` (times the embedding's
+            largest magnitude, when that is above 1).
     """
     ort = _require("onnxruntime")
     images = torch.randn(batch_size, in_chans, image_size, image_size)  # [B, C, H, W]
@@ -139,10 +142,11 @@ def check_onnx(
     with torch.no_grad():
         expected = backbone.cpu().eval()(images)  # [B, F]
     diff = float((torch.from_numpy(onnx_out) - expected).abs().max())
-    if not diff <= TOLERANCE:
+    allowed = TOLERANCE * max(1.0, float(expected.abs().max()))
+    if not diff <= allowed:
         raise ValueError(
             f"{path}: onnxruntime's embedding differs from PyTorch's by {diff:.2e} (more than "
-            f"{TOLERANCE:.0e}) for {describe(backbone)}; use --format safetensors, or try "
+            f"{allowed:.1e}) for {describe(backbone)}; use --format safetensors, or try "
             "another --opset"
         )
     return diff

@@ -26,6 +26,7 @@ from ssl_biases.run.onnx_export import (  # noqa: E402
     ONNX_FILE,
     OUTPUT_NAME,
     TOLERANCE,
+    check_onnx,
     export_onnx,
 )
 
@@ -100,6 +101,17 @@ def test_a_mixer_that_cannot_export_says_which_and_what_to_use(tmp_path):
     assert "token mixer SvdMixer" in message and "--format safetensors" in message
     assert all(name in message for name in TOKEN_MIXERS)  # the mixers that do export
     assert not (tmp_path / ONNX_FILE).exists()
+
+
+def test_a_graph_that_differs_from_pytorch_fails_the_check(tmp_path):
+    torch.manual_seed(0)
+    backbone = tiny_net("identity").eval()
+    path = export_onnx(backbone, tmp_path / ONNX_FILE, 16)
+    assert check_onnx(path, backbone, 16) <= TOLERANCE
+    with torch.no_grad():
+        backbone.norm.bias += 1e-3  # PyTorch moves, the exported graph does not
+    with pytest.raises(ValueError, match="differs from PyTorch's by 1.0.e-03"):
+        check_onnx(path, backbone, 16)
 
 
 @pytest.mark.parametrize("opset", [DEFAULT_OPSET - 1, 99])
