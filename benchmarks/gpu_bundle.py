@@ -22,6 +22,7 @@ import argparse
 import configparser
 import importlib
 import importlib.metadata as metadata
+import importlib.util
 import pickle
 import re
 import sys
@@ -198,8 +199,19 @@ def write_cifar_batches(subset: Path, folder: Path) -> Path:
 
 
 def check_imports(modules: dict[str, str] = CHECKED_IMPORTS) -> list[str]:
-    """Imports every module, printing the versions it runs with; returns the failures."""
-    print(f"python {sys.version.split()[0]} ({sys.executable})")
+    """Finds every module, then imports it, printing the versions it runs with.
+
+    Finding (no module code runs) takes a second, so a missing package is named at once;
+    importing then catches a wheel that breaks on this torch. Returns the failures.
+    """
+    print(f"python {sys.version.split()[0]} ({sys.executable})", flush=True)
+    missing = [
+        f"{module}: not found"
+        for module in modules
+        if importlib.util.find_spec(module.split(".")[0]) is None
+    ]
+    if missing:
+        return missing
     failures = []
     for module, distribution in modules.items():
         try:
@@ -209,7 +221,7 @@ def check_imports(modules: dict[str, str] = CHECKED_IMPORTS) -> list[str]:
             continue
         where = Path(getattr(imported, "__file__", None) or "?").parent
         version = metadata.version(distribution) if distribution else ""
-        print(f"  {module:18s} {version:14s} {where}")
+        print(f"  {module:18s} {version:14s} {where}", flush=True)
     return failures
 
 
