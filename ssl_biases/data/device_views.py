@@ -302,8 +302,9 @@ def resized_crops(x: Tensor, params: ViewParams, spec: ViewSpec) -> Tensor:
     rows = resample_weights(top, h, height, spec.size, spec.interpolation)  # [N, s, H]
     cols = resample_weights(left, w, width, spec.size, spec.interpolation)  # [N, s, W]
     cols = torch.where(params.flip[:, None, None], cols.flip(1), cols)
-    x = (x @ cols.transpose(1, 2)[:, None]).clamp(0.0, 1.0)  # [N, 3, H, s]
-    return (rows[:, None] @ x).clamp(0.0, 1.0)  # [N, 3, s, s]
+    n, size = x.shape[0], spec.size
+    x = (x.reshape(n, 3 * height, width) @ cols.transpose(1, 2)).clamp_(0.0, 1.0)  # [N, 3H, s]
+    return (rows[:, None] @ x.view(n, 3, height, size)).clamp_(0.0, 1.0)  # [N, 3, s, s]
 
 
 def grayscale(x: Tensor, c: Constants) -> Tensor:
@@ -320,15 +321,15 @@ def hue_shift(x: Tensor, turns: Tensor, c: Constants) -> Tensor:
     """
     v = x.amax(dim=1, keepdim=True)  # [N, 1, h, w]
     delta = v - x.amin(dim=1, keepdim=True)  # [N, 1, h, w]
-    safe = torch.where(delta == 0, 1.0, delta)
+    safe = delta + (delta == 0)  # 1 where grey: kornia's where(delta == 0, 1, delta)
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]  # [N, 1, h, w] each
     # the max channel's formula; the first max on ties, as kornia (the formulas agree there)
-    sector = torch.where(r == v, g - b, torch.where(g == v, b - r + 2.0 * safe, r - g + 4.0 * safe))
-    sector = sector / safe  # [N, 1, h, w], in [-1, 5]
-    k = torch.remainder(sector + (6.0 * turns)[:, None, None, None] + c.hue_sector, 6.0)
-    chroma = delta * (v / (v + EPS))  # v * s of kornia's HSV
-    ramp = (2.0 - (k - 2.0).abs()).clamp(0.0, 1.0)  # min(k, 4 - k) clamped (minimum is slow)
-    return v - chroma * ramp  # [N, 3, h, w]
+    sector = torch.where(g == v, (b - r).add_(safe, alpha=2.0), (r - g).add_(safe, alpha=4.0))
+    sector = torch.where(r == v, g - b, sector).div_(safe)  # [N, 1, h, w], in [-1, 5]
+    k = (sector + (6.0 * turns)[:, None, None, None]).add(c.hue_sector).remainder_(6.0)
+    ramp = k.sub_(2.0).abs_().neg_().add_(2.0).clamp_(0.0, 1.0)  # min(k, 4 - k) in [0, 1]
+    chroma = delta.mul_(v / (v + EPS))  # v * s of kornia's HSV
+    return ramp.mul_(chroma).neg_().add_(v)  # [N, 3, h, w]: v - v s ramp
 
 
 def colour_jitter(x: Tensor, params: ViewParams, c: Constants) -> Tensor:
@@ -346,18 +347,22 @@ def colour_jitter(x: Tensor, params: ViewParams, c: Constants) -> Tensor:
     valid = (position >= 0) & (position <= 3) & params.jitter[:, None]  # [N, 6]
     step = params.order.gather(1, position.clamp(0, 3))  # [N, 6], index into factors
     factor = torch.where(valid, params.factors.gather(1, step), 1.0)  # [N, 6]
-    # per slot [6, N, 1, 1, 1]: the factor and the weights of mean luma / pixel luma in ref
+    # per slot [6, N, 1, 1, 1]: the factor, 1 - factor and the weights of mean / pixel luma
     factor = factor.to(x.dtype).T[:, :, None, None, None]
+    keep = 1.0 - factor
     with_mean = (step == 1).to(x.dtype).T[:, :, None, None, None]
     with_luma = (step == 2).to(x.dtype).T[:, :, None, None, None]
+    jittered = params.jitter.to(x.dtype)[:, None, None, None]  # [N, 1, 1, 1]
+    x = x.clone()  # the steps below write in place (a fresh 6 MB tensor per op is slow on CPU)
     for slot in range(6):
         if slot == 3:  # the hue shift, between the steps before it and those after it
             shifted = hue_shift(x, params.factors[:, 3].to(x.dtype), c)
-            x = torch.where(params.jitter[:, None, None, None], shifted, x)
+            x = torch.lerp(x, shifted, jittered)  # weight 0 or 1: exactly x or shifted
         luma = grayscale(x, c)  # [N, 1, s, s]
-        ref = luma * with_luma[slot] + luma.mean(dim=(2, 3), keepdim=True) * with_mean[slot]
+        mean = luma.mean(dim=(2, 3), keepdim=True).mul_(with_mean[slot])  # [N, 1, 1, 1]
+        ref = luma.mul_(with_luma[slot]).add_(mean).mul_(keep[slot])  # [N, 1, s, s]
         # (x - ref) f + ref as x f + ref (1 - f): fewer passes; the identity where f is 1
-        x = torch.addcmul(ref * (1.0 - factor[slot]), x, factor[slot]).clamp_(0.0, 1.0)
+        x = x.mul_(factor[slot]).add_(ref).clamp_(0.0, 1.0)
     return x
 
 
@@ -384,8 +389,8 @@ def render(x: Tensor, params: ViewParams, spec: ViewSpec, c: Constants) -> Tenso
     if spec.jitter_prob > 0:
         x = colour_jitter(x, params, c)
     if spec.grey_prob > 0:
-        grey = grayscale(x, c).expand_as(x)  # [N, 3, s, s]
-        x = torch.where(params.grey[:, None, None, None], grey, x)
+        grey = params.grey.to(x.dtype)[:, None, None, None]  # [N, 1, 1, 1]
+        x = torch.lerp(x, grayscale(x, c).expand_as(x), grey)  # weight 0 or 1: a selection
     if spec.blur_prob > 0:
         blur = blur_matrices(params.sigma.to(x.dtype), spec.blur_kernel_size(), spec.size)
         eye = torch.eye(spec.size, device=x.device, dtype=x.dtype)  # [s, s]
