@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -204,3 +205,20 @@ def test_gpu_check_sh_prepends_the_bundle_to_pythonpath_and_checks_imports(tmp_p
         timeout=30,
     )
     assert missing.returncode == 3 and "gpu_bundle.sh" in missing.stdout  # (stderr in the log)
+
+
+@pytest.mark.slow
+def test_a_timed_fit_runs_the_cli_and_stops_after_the_timed_steps(gpu_check, tmp_path):
+    sizes = gpu_check.replace(
+        gpu_check.CPU_SMOKE,
+        batch_size=8,
+        warmup=1,
+        steps=2,
+        extra=(*gpu_check.CPU_SMOKE.extra[:5], "--data.num_workers=0", "--data.shapes_size=64"),
+    )
+    row = gpu_check.timed_fit(sizes, "vit_tiny", "a_ready", None, tmp_path, tmp_path / "work")
+    assert row["images_per_step"] == 2 * 8  # both views of 8 images
+    assert row["steps"] == 2 and row["flops_per_step"] > 0
+    log = (tmp_path / "fit_vit_tiny_a_ready.log").read_text()
+    done = [int(n) for n in re.findall(r"\| *(\d+)/\d+ \[", log)]  # tqdm's "| 3/8 ["
+    assert max(done) == 3  # warm-up + timed steps, then the timer stopped the fit
