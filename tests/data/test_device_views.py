@@ -580,7 +580,7 @@ def test_views_in_one_pass_are_the_per_sample_views(spec: ViewSpec) -> None:
     torch.testing.assert_close(ours, reference_view(images, params, spec), rtol=0, atol=2e-5)
 
 
-def test_hue_shift_is_korniass_on_edge_cases() -> None:
+def test_hue_shift_is_kornias_on_edge_cases() -> None:
     from kornia.enhance import adjust_hue
 
     levels = torch.tensor([0.0, 0.25, 0.5, 0.5, 1.0])  # ties, grey pixels, black and white
@@ -592,7 +592,7 @@ def test_hue_shift_is_korniass_on_edge_cases() -> None:
     torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-6)
 
 
-def test_blur_matrices_are_korniass_gaussian_blur() -> None:
+def test_blur_matrices_are_kornias_gaussian_blur() -> None:
     from kornia.filters import gaussian_blur2d
 
     images, sigma = torch.rand(5, 3, 12, 12), torch.tensor([0.1, 0.5, 1.0, 2.0, 4.0])
