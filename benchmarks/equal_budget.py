@@ -1,8 +1,8 @@
 """Equal budget: the framework's ``fit`` against bare lightly-style PyTorch loops.
 
-For SimCLR, BYOL, VICReg and MoCo v3, a bare loop in the style of lightly's
-``examples/pytorch/<method>.py`` (a small ``nn.Module`` with lightly's heads, lightly's loss
-and view transform, a plain ``DataLoader`` and ``for`` loop) trains the same backbone
+For SimCLR, BYOL, VICReg, MoCo v3, SwAV, LeJEPA and EMP-SSL, a bare loop in the style of
+lightly's ``examples/pytorch/<method>.py`` (a small ``nn.Module`` with lightly's heads, lightly's
+loss and view transform, a plain ``DataLoader`` and ``for`` loop) trains the same backbone
 (``create_backbone('vit_tiny')``) on the same data with the optimiser, LR (scaled by
 ``batch / 256`` as the framework scales it), weight-decay groups, warm-up + cosine schedule
 and teacher-momentum schedule of ``configs/method/<method>.yaml``. Then the framework's
@@ -14,7 +14,12 @@ What differs by design: the bare loops embed the two views in two passes (as lig
 examples do; the framework uses one pass of both views, so its head BatchNorm sees 2B
 images), draw their data order and augmentations from their own seeded generators, and have
 no online probe. MoCo v3 has no lightly example or loss; its bare loop writes the paper's
-``ctr`` (arXiv 2104.02057, Algorithm 1) directly.
+``ctr`` (arXiv 2104.02057, Algorithm 1) directly. The multi-crop loops (SwAV: lightly's
+``SwaVTransform``, prototypes frozen with ``n_steps_frozen_prototypes``; LeJEPA: lightly's
+``DINOTransform`` as in its LeJEPA example; EMP-SSL: fixed-scale crops with VICReg's colours)
+embed each crop in its own pass, as lightly's examples do. EMP-SSL's bare loop uses lightly's
+``tcr_loss`` and ``invariance_loss`` with the paper's sign, as the framework does
+(``ssl_biases.methods.emp_ssl``): lightly 1.6's ``EMPSSLLoss`` adds the coding rate.
 
 Usage (the CIFAR-10 JPEG tree, on a GPU)::
 
@@ -47,22 +52,32 @@ import numpy as np
 import torch
 import torchvision
 import yaml
-from lightly.loss import NegativeCosineSimilarity, NTXentLoss, VICRegLoss
+from lightly.loss import LeJEPALoss, NegativeCosineSimilarity, NTXentLoss, SwaVLoss, VICRegLoss
+from lightly.loss.emp_ssl_loss import invariance_loss, tcr_loss
 from lightly.models.modules import (
     BYOLPredictionHead,
     BYOLProjectionHead,
+    LeJEPAProjectionHead,
     MoCoProjectionHead,
     SimCLRProjectionHead,
+    SwaVProjectionHead,
+    SwaVPrototypes,
 )
-from lightly.models.modules.heads import VICRegProjectionHead
+from lightly.models.modules.heads import ProjectionHead, VICRegProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.transforms import (
     BYOLTransform,
     BYOLView1Transform,
     BYOLView2Transform,
+    DINOTransform,
     SimCLRTransform,
+    SwaVTransform,
     VICRegTransform,
 )
+from lightly.transforms.gaussian_blur import GaussianBlur
+from lightly.transforms.multi_view_transform import MultiViewTransform
+from lightly.transforms.solarize import RandomSolarization
+from lightly.transforms.torchvision_v2_compatibility import torchvision_transforms as T
 from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -77,7 +92,7 @@ from ssl_biases.methods.base import split_weight_decay
 from ssl_biases.probes.knn import knn_scores, topk_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("simclr", "byol", "vicreg", "mocov3")
+METHODS = ("simclr", "byol", "vicreg", "mocov3", "swav", "lejepa", "emp_ssl")
 BACKBONE = "vit_tiny"
 IMAGE_SIZE = 32
 
@@ -195,16 +210,137 @@ class MoCoV3(nn.Module):
         update_momentum(self.projection_head, self.projection_head_momentum, m=m)
 
 
+class SwAV(nn.Module):
+    """lightly's ``examples/pytorch/swav.py``: normalised prototypes, frozen for the config's
+    fraction of the steps (``n_steps_frozen_prototypes``), no queue (the config's default)."""
+
+    def __init__(self, backbone: nn.Module, a: dict[str, Any], steps: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = SwaVProjectionHead(
+            backbone.num_features, a["projection_hidden_dim"], a["projection_dim"]
+        )
+        frozen = int(a["freeze_prototypes_fraction"] * steps)
+        self.prototypes = SwaVPrototypes(a["projection_dim"], a["n_prototypes"], frozen)
+        self.criterion = SwaVLoss(
+            temperature=a["temperature"], sinkhorn_iterations=a["sinkhorn_iterations"],
+            sinkhorn_epsilon=a["sinkhorn_epsilon"],
+        )  # fmt: skip
+        self.step = 0
+
+    def before_step(self, step: int) -> None:
+        self.prototypes.normalize()
+        self.step = step
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = F.normalize(self.projection_head(self.backbone(x)), dim=1)
+        return self.prototypes(z, self.step)
+
+    def loss(self, *views: Tensor) -> Tensor:
+        scores = [self(v) for v in views]
+        return self.criterion(scores[:2], scores[2:])[0]
+
+
+class LeJEPA(nn.Module):
+    """lightly's ``examples/pytorch/lejepa.py``: one projector, each view in its own pass."""
+
+    def __init__(self, backbone: nn.Module, a: dict[str, Any], steps: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = LeJEPAProjectionHead(
+            backbone.num_features, a["projection_hidden_dim"], a["projection_dim"],
+            a["projection_layers"],
+        )  # fmt: skip
+        self.criterion = LeJEPALoss(
+            lambda_param=a["lambda_param"], sigreg_knots=a["sigreg_knots"],
+            sigreg_t_max=a["sigreg_t_max"], sigreg_num_vectors=a["sigreg_num_vectors"],
+        )  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.projection_head(self.backbone(x))
+
+    def loss(self, *views: Tensor) -> Tensor:
+        global_proj = torch.stack([self(v) for v in views[:2]])  # [2, B, P]
+        local_proj = torch.stack([self(v) for v in views[2:]])  # [n, B, P]
+        return self.criterion(local_proj=local_proj, global_proj=global_proj)
+
+
+class EMPSSL(nn.Module):
+    """The authors' model (arXiv 2304.03977): a 2-layer projector, normalised outputs, the
+    coding rate and invariance terms of lightly with the paper's sign."""
+
+    def __init__(self, backbone: nn.Module, a: dict[str, Any], steps: int) -> None:
+        super().__init__()
+        hidden = a["projection_hidden_dim"]
+        self.backbone = backbone
+        self.projection_head = ProjectionHead(
+            [
+                (backbone.num_features, hidden, nn.BatchNorm1d(hidden), nn.ReLU()),
+                (hidden, a["projection_dim"], None, None),
+            ]
+        )
+        self.tcr_eps, self.inv_coef = a["tcr_eps"], a["inv_coef"]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(self.projection_head(self.backbone(x)), dim=1)
+
+    def loss(self, *views: Tensor) -> Tensor:
+        z = torch.stack([self(v) for v in views])  # [V, B, d]
+        return -tcr_loss(z, eps=self.tcr_eps) + self.inv_coef * invariance_loss(z)
+
+
 BARE_MODELS: dict[str, type[nn.Module]] = {
     "simclr": SimCLR,
     "byol": BYOL,
     "vicreg": VICReg,
     "mocov3": MoCoV3,
 }
+MULTI_CROP_MODELS: dict[str, type[nn.Module]] = {"swav": SwAV, "lejepa": LeJEPA, "emp_ssl": EMPSSL}
+
+
+def multi_crop_transform(method: str, a: dict[str, Any], normalize: dict) -> Callable[[Any], Any]:
+    """lightly's crops of SwAV and LeJEPA (local crops at half the image), EMP-SSL's patches."""
+    local = IMAGE_SIZE // 2
+    if method == "swav":
+        kinds = 1 + (a["n_local_views"] > 0)  # global crops, then local ones if any
+        sizes, counts = (IMAGE_SIZE, local)[:kinds], (2, a["n_local_views"])[:kinds]
+        scales = (a["global_crop_scale"], a["local_crop_scale"])[:kinds]
+        return SwaVTransform(
+            crop_sizes=sizes, crop_counts=counts, crop_min_scales=tuple(s[0] for s in scales),
+            crop_max_scales=tuple(s[1] for s in scales),
+            cj_strength=a["cj_strength"], gaussian_blur=a["gaussian_blur"], normalize=normalize,
+        )  # fmt: skip
+    if method == "lejepa":
+        return DINOTransform(
+            global_crop_size=IMAGE_SIZE, global_crop_scale=tuple(a["global_crop_scale"]),
+            local_crop_size=local, local_crop_scale=tuple(a["local_crop_scale"]),
+            n_local_views=a["n_local_views"], cj_strength=a["cj_strength"],
+            gaussian_blur=tuple(a["gaussian_blur"]), solarization_prob=a["solarization_prob"],
+            normalize=normalize,
+        )  # fmt: skip
+    strength = a["cj_strength"]  # EMP-SSL: VICReg's view colours on fixed-scale squares
+    patch = T.Compose(
+        [
+            T.RandomResizedCrop(IMAGE_SIZE, scale=(a["crop_scale"],) * 2, ratio=(1.0, 1.0)),
+            T.RandomHorizontalFlip(),
+            T.RandomApply(
+                [T.ColorJitter(0.8 * strength, 0.8 * strength, 0.4 * strength, 0.2 * strength)],
+                p=0.8,
+            ),
+            T.RandomGrayscale(p=0.2),
+            GaussianBlur(prob=a["gaussian_blur"]),
+            RandomSolarization(prob=a["solarize_prob"]),
+            T.ToTensor(),
+            T.Normalize(mean=normalize["mean"], std=normalize["std"]),
+        ]
+    )
+    return MultiViewTransform([patch] * a["n_patches"])
 
 
 def views_transform(method: str, a: dict[str, Any], normalize: dict) -> Callable[[Any], Any]:
     """lightly's view transform of the method, with the config's view settings at 32 px."""
+    if method in MULTI_CROP_MODELS:
+        return multi_crop_transform(method, a, normalize)
     common = {"input_size": IMAGE_SIZE, "min_scale": a["min_scale"], "normalize": normalize}
     common["cj_strength"] = a["cj_strength"]
     if method == "simclr":
@@ -247,7 +383,10 @@ def train_bare(method: str, opts: argparse.Namespace, device: torch.device) -> n
     seed_all(opts.seed)
     a = method_args(method)
     backbone = create_backbone(BACKBONE, **backbone_overrides(opts))
-    model = BARE_MODELS[method](backbone, a).to(device)
+    if method in MULTI_CROP_MODELS:
+        model = MULTI_CROP_MODELS[method](backbone, a, opts.steps).to(device)
+    else:
+        model = BARE_MODELS[method](backbone, a).to(device)
     mean, std = NORMALIZE[opts.dataset]
     transform = views_transform(method, a, {"mean": list(mean), "std": list(std)})
     if opts.dataset == "imagefolder":
@@ -259,19 +398,21 @@ def train_bare(method: str, opts: argparse.Namespace, device: torch.device) -> n
         dataset, batch_size=opts.batch_size, shuffle=True, drop_last=True,
         num_workers=opts.num_workers, generator=torch.Generator().manual_seed(opts.seed),
     )  # fmt: skip
-    optim_args = a["optimizer"]["init_args"]
+    optim_args = a["training"]["optimizer"]["init_args"]
     lr = optim_args["lr"] * opts.batch_size / 256  # the framework's scale_lr
     optimizer = torch.optim.AdamW(
         split_weight_decay(model.named_parameters()), lr=lr,
         weight_decay=optim_args["weight_decay"],
     )  # fmt: skip
-    warmup = int(a.get("warmup_fraction", 0.05) * opts.steps)
+    warmup = int(a["training"].get("warmup_fraction", 0.05) * opts.steps)
     scheduler = CosineWarmupScheduler(optimizer, warmup, opts.steps, end_value=0.0)
     step = 0
     model.train()
     while step < opts.steps:
-        for (x0, x1), _ in dataloader:
-            loss = model.loss(x0.to(device), x1.to(device))
+        for views, _ in dataloader:
+            if hasattr(model, "before_step"):
+                model.before_step(step)
+            loss = model.loss(*(v.to(device) for v in views))
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()

@@ -9,7 +9,7 @@ baseline measured in the same run:
 - ``bf16``: ``torch.autocast`` bfloat16, as ``--trainer.precision bf16-mixed`` does;
 - ``bf16-math-attn``: bf16 with fused attention kernels off (SDPA's math backend), to show
   what fused attention brings;
-- ``bf16-compile``: bf16 with the backbone compiled (``--model.init_args.compile true``);
+- ``bf16-compile``: bf16 with the backbone compiled (``--model.init_args.training.compile true``);
 - ``bf16-channels-last``: bf16 with ``channels_last`` inputs and weights (for conv backbones:
   ``resnet50``, ``convmixer_tiny``).
 
@@ -80,7 +80,7 @@ class SimCLRStep:
         if self.channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         if setting.endswith("compile"):
-            self.backbone.compile()  # what SSLMethod(compile=True) does
+            self.backbone.compile()  # what Training(compile=True) does
 
     @contextlib.contextmanager
     def context(self) -> Iterator[None]:

@@ -22,7 +22,11 @@ def test_fit_writes_a_complete_run_directory_and_learns(
         [
             "fit",
             *tiny_args(
-                tiny_backbone_config, "--trainer.max_epochs", "6", "--model.optimizer.lr", "0.02"
+                tiny_backbone_config,
+                "--trainer.max_epochs",
+                "6",
+                "--model.training.optimizer.lr",
+                "0.02",
             ),
         ]
     )

@@ -1,10 +1,13 @@
-"""A run from before typed token mixers (issue 16) still resumes, validates and exports.
+"""A run from before typed token mixers (issue 16) and the training object (issue 33) still
+resumes, validates and exports (the migrations of ``ssl_biases.run.legacy``).
 
-The test writes that run itself: a tiny fit whose stored backbone config (the checkpoint's
-``backbone_config`` and ``RUN/config.yaml``) is then set to exactly what the old code
-wrote: the mixer as a name plus all four flat mixer knobs (``window_radius``,
-``kernel_size``, ``token_mlp_ratio``, ``qkv_bias``). The method's hyperparameters never held
-the backbone (``save_hyperparameters(ignore=["backbone", ...])``), so nothing else changes.
+The test writes that run itself: a tiny fit whose stored configs are then set to exactly what
+the old code wrote. The backbone's (the checkpoint's ``backbone_config`` and
+``RUN/config.yaml``): the mixer as a name plus all four flat mixer knobs (``window_radius``,
+``kernel_size``, ``token_mlp_ratio``, ``qkv_bias``). The method's (the checkpoint's
+``hyper_parameters`` and ``model.init_args`` of ``RUN/config.yaml``): the shared knobs flat on
+the method (``optimizer``, ``warmup_fraction``, ..., ``num_classes``), as the code before
+issue 33 (commit 8efbd4a) wrote them for this fit.
 """
 
 from __future__ import annotations
@@ -31,6 +34,25 @@ OLD_INIT_ARGS = {
 }  # fmt: skip
 OLD_CONFIG = {"class_path": "ssl_biases.backbones.IsotropicNet", "init_args": OLD_INIT_ARGS}
 
+# The method's hyper_parameters as the code before issue 33 saved them for this fit (read from
+# a checkpoint written at commit 8efbd4a), but for the online probe's LR: not the default, so
+# a resume shows that the checkpoint's value arrived.
+OLD_PROBE_LR = 0.003
+OLD_HPARAMS = {
+    "_class_path": "ssl_biases.methods.SimCLR", "projection_hidden_dim": 64,
+    "projection_dim": 32, "temperature": 0.2, "min_scale": 0.08, "cj_strength": 0.5,
+    "gaussian_blur": 0.0, "random_gray_scale": 0.2, "num_classes": 4, "warmup_fraction": 0.05,
+    "scale_lr": True, "reference_batch_size": 256, "online_probe_lr": OLD_PROBE_LR,
+    "compile": False, "_instantiator": "lightning.pytorch.cli.instantiate_module",
+}  # fmt: skip
+# model.init_args of that commit's config.yaml: the shared knobs flat, num_classes (a link
+# target) left out
+OLD_METHOD_KEYS = [
+    "backbone", "projection_hidden_dim", "projection_dim", "temperature", "min_scale",
+    "cj_strength", "gaussian_blur", "random_gray_scale", "optimizer", "scheduler",
+    "warmup_fraction", "scale_lr", "reference_batch_size", "online_probe_lr", "lens", "compile",
+]  # fmt: skip
+
 
 @pytest.fixture(scope="module")
 def old_run(tmp_path_factory) -> Path:
@@ -48,10 +70,17 @@ def old_run(tmp_path_factory) -> Path:
     ckpt = run / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
     checkpoint["backbone_config"] = OLD_CONFIG  # the old layout, exactly
+    checkpoint["hyper_parameters"] = OLD_HPARAMS
     torch.save(checkpoint, ckpt)
     config = yaml.safe_load((run / "config.yaml").read_text())
     old_args = {k: v for k, v in OLD_INIT_ARGS.items() if k != "image_size"}  # a link target
-    config["model"]["init_args"]["backbone"]["init_args"] = old_args
+    method = config["model"]["init_args"]
+    method["backbone"]["init_args"] = old_args
+    training = method.pop("training")  # flat on the method, where the shared knobs were
+    lens = method.pop("lens")
+    method.update({k: v for k, v in training.items() if k != "compile"})
+    method.update(lens=lens, compile=training["compile"])
+    assert list(method) == OLD_METHOD_KEYS
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return run
 
@@ -61,6 +90,10 @@ def test_old_checkpoint_has_the_old_layout(old_run):
     assert checkpoint["backbone_config"]["init_args"]["kernel_size"] == 5
     assert "backbone" not in checkpoint["hyper_parameters"]
     assert checkpoint["global_step"] == 2
+    assert checkpoint["hyper_parameters"]["warmup_fraction"] == 0.05
+    config = yaml.safe_load((old_run / "config.yaml").read_text())
+    assert "training" not in config["model"]["init_args"]
+    assert config["model"]["init_args"]["optimizer"]["class_path"] == "torch.optim.AdamW"
     assert "backbone.blocks.0.mixer.conv.weight" in checkpoint["state_dict"]
 
 
@@ -73,6 +106,12 @@ def test_old_run_resumes_one_more_step(old_run, monkeypatch):
          "--trainer.max_steps=3"]
     )  # fmt: skip
     assert cli.trainer.global_step == 3
+    # the old flat knobs arrived in the training object: the config's and the checkpoint's
+    training = cli.model.training_setup
+    assert (training.num_classes, training.online_probe_lr) == (4, OLD_PROBE_LR)
+    probe = cli.trainer.optimizers[0].param_groups[-1]
+    assert probe["name"] == "online_probe" and probe["initial_lr"] == OLD_PROBE_LR
+    assert cli.model.hparams.training["online_probe_lr"] == OLD_PROBE_LR  # saved in the new shape
     backbone = cli.model.backbone
     assert backbone.mixer_factory == ConvMixer(kernel_size=5)
     # the trained weights came back (the one more step ends the cosine schedule at lr ~ 0)

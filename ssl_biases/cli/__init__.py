@@ -71,7 +71,7 @@ class SSLBiasesCLI(LightningCLI):
         # The image size is stated once, in the data config.
         parser.link_arguments("data.image_size", "model.init_args.backbone.init_args.image_size")
         parser.link_arguments(
-            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
+            "data.num_classes", "model.init_args.training.num_classes", apply_on="instantiate"
         )
 
     def _subcommand_config(self) -> Any:

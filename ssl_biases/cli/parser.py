@@ -1,5 +1,8 @@
 """The ``ssl-biases`` parser: error hints, and the subcommands action kept for the tool commands.
 
+Every config it reads (a ``--config`` file, a checkpoint's hyperparameters) passes through
+:func:`ssl_biases.run.legacy.migrate_config`, so a run written by an earlier version still fits.
+
 An unknown method or backbone class gets the list of known ones; a ``--config`` file that is no
 valid YAML is named.
 """
@@ -9,8 +12,11 @@ from __future__ import annotations
 import os
 from typing import Any, NoReturn
 
-from jsonargparse import ActionSubCommands
+import yaml
+from jsonargparse import ActionSubCommands, get_loader
 from lightning.pytorch.cli import LightningArgumentParser
+
+from ssl_biases.run.legacy import migrate_config
 
 
 def known_names_hint(message: str) -> str:
@@ -53,6 +59,21 @@ class SSLBiasesArgumentParser(LightningArgumentParser):
             return super().parse_path(path, *args, **kwargs)
         finally:
             self.config_file = previous
+
+    def parse_string(self, content: str, *args: Any, **kwargs: Any) -> Any:
+        """A config file; one written by an earlier version is read in the current shape."""
+        try:
+            loaded = get_loader(self.parser_mode)(content)
+        except Exception:  # not valid YAML: the parser's own error names the file
+            loaded = None
+        if isinstance(loaded, dict) and (migrated := migrate_config(loaded)) != loaded:
+            content = yaml.safe_dump(migrated, sort_keys=False)
+        return super().parse_string(content, *args, **kwargs)
+
+    def parse_object(self, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """A config object (a checkpoint's hyperparameters, on ``--ckpt_path``), migrated."""
+        obj = migrate_config(obj) if isinstance(obj, dict) else obj
+        return super().parse_object(obj, *args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if self.config_file and message.startswith("Problems parsing config"):

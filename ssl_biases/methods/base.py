@@ -20,7 +20,6 @@ import lightning.pytorch as pl
 import torch
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from timm.layers import DropPath
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -32,6 +31,7 @@ from ssl_biases.data.views import ViewRecipe, per_image_views
 from ssl_biases.methods.hook import NO_HOOK, TrainingHook
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.schedules import ScheduleClock, cosine_between, warmup_cosine
+from ssl_biases.methods.training import Training
 from ssl_biases.metric_names import (
     LINEAR_TOP1,
     TEST,
@@ -43,6 +43,8 @@ from ssl_biases.metric_names import (
 )
 
 NO_WEIGHT_DECAY_NAMES = ("pos_embed", "token", "latent")
+DEFAULT_TRAINING = Training()
+TRAINING_KEY = "training"  # where the hyperparameters hold the Training fields
 
 
 def split_weight_decay(named_params: Iterable[tuple[str, nn.Parameter]]) -> list[dict[str, Any]]:
@@ -70,40 +72,25 @@ class SSLMethod(pl.LightningModule):
 
     Args:
         backbone: Any registered backbone (``num_features`` and ``forward(x) -> [B, D]``).
-        num_classes: Classes of the online linear probe (the CLI links it to the data).
-        optimizer: Optimizer factory, called with parameter groups; its ``lr`` is the base
-            LR for a global batch of ``reference_batch_size``.
-        scheduler: LR scheduler factory; ``None`` gives linear warm-up then cosine decay to 0,
-            stepped every optimisation step, over the run's steps (or, when ``max_time`` alone
-            bounds the run, over the steps estimated to fit the budget).
-        warmup_fraction: Fraction of the total steps spent in linear warm-up.
-        scale_lr: Scale every group's LR by ``global_batch / reference_batch_size``.
-        reference_batch_size: The batch size the base LR refers to (256).
-        online_probe_lr: LR of the online linear probe (not scaled, no weight decay).
         lens: An adversarial :class:`~ssl_biases.methods.lens.Lens` (arXiv 2002.08822) that
             every view passes through; training then uses manual optimisation with two
             optimizers, and probes also report lensed and concatenated features.
-        compile: Compile the backbone with ``torch.compile`` (opt-in; in place, so
-            parameter names and checkpoints do not change). Pays off on a GPU for long runs;
-            the first steps are slow while it compiles (see docs/performance.md).
+        training: What every method shares (:class:`~ssl_biases.methods.training.Training`:
+            optimizer and scheduler factories, warm-up, LR scaling, online probe, compile).
 
-    A subclass takes its own arguments first, then these keyword-only (``*``), and forwards
-    them with :meth:`arguments_of`; ``save_hyperparameters`` runs once, here, and collects the
-    whole constructor chain's arguments (all but the backbone, factories and lens).
+    A subclass takes the backbone, its own arguments, then ``lens`` and ``training``
+    keyword-only (``*``), and passes those three on. ``save_hyperparameters`` runs once, here,
+    and collects the whole constructor chain's arguments but the backbone, the lens and the
+    training object, whose plain-data fields it saves under ``training``
+    (:meth:`Training.hparams <ssl_biases.methods.training.Training.hparams>`).
     """
 
     def __init__(
         self,
         backbone: nn.Module,
-        num_classes: int = 10,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: LRSchedulerCallable | None = None,
-        warmup_fraction: float = 0.05,
-        scale_lr: bool = True,
-        reference_batch_size: int = 256,
-        online_probe_lr: float = 1e-3,
+        *,
         lens: Lens | None = None,
-        compile: bool = False,
+        training: Training = DEFAULT_TRAINING,
     ) -> None:
         super().__init__()
         if not hasattr(backbone, "num_features"):
@@ -113,25 +100,28 @@ class SSLMethod(pl.LightningModule):
             )
         # once for every method: Lightning's `collect_init_args` walks the stack from this frame
         # up through each subclass's __init__, so the whole chain's arguments are saved
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "lens"])
+        self.save_hyperparameters(ignore=["backbone", "lens", "training"])
+        # the factories stay out (as the backbone does): plain data only, weights_only-loadable
+        self.save_hyperparameters({TRAINING_KEY: training.hparams()})
         self.backbone = backbone
         # the lens trains against the SSL loss; it is the method's training hook (hook.py)
         self.lens = lens
         self.automatic_optimization = not self.hook.has_optimizer
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.online_probe = nn.Linear(backbone.num_features, num_classes)
-        self.val_linear_top1 = MulticlassAccuracy(num_classes=num_classes)
-        self.test_linear_top1 = MulticlassAccuracy(num_classes=num_classes)
+        self.training_setup = training  # not `self.training`: nn.Module's train/eval flag
+        self.online_probe = nn.Linear(backbone.num_features, training.num_classes)
+        self.val_linear_top1 = MulticlassAccuracy(num_classes=training.num_classes)
+        self.test_linear_top1 = MulticlassAccuracy(num_classes=training.num_classes)
 
     @classmethod
     def arguments_of(cls, local_vars: dict[str, Any]) -> dict[str, Any]:
         """The arguments of ``cls.__init__``, read from a subclass constructor's ``locals()``.
 
-        Every method restates the base's arguments keyword-only (after ``*``, with the same
-        types and defaults: jsonargparse then lists, documents and checks each) and forwards
-        them with ``super().__init__(**Parent.arguments_of(locals()))`` rather than spelling
-        each name twice. A test checks that every method's defaults match its parent's.
+        For a method built on another method (iBOT on DINO, MAE and masked modelling on
+        :class:`~ssl_biases.methods.reconstruction.MaskedReconstruction`): it restates the
+        parent's arguments (same types and defaults, so jsonargparse lists and checks each) and
+        forwards them with ``super().__init__(**Parent.arguments_of(locals()))`` rather than
+        spelling each name twice. A method on the base passes ``backbone, lens=lens,
+        training=training`` itself.
         """
         names = inspect.signature(cls.__init__).parameters
         return {name: local_vars[name] for name in names if name != "self"}
@@ -244,7 +234,7 @@ class SSLMethod(pl.LightningModule):
     # opt-in torch.compile of the backbone
     def configure_model(self) -> None:
         """Compiles the backbone in place when ``compile`` is set (Lightning calls this once)."""
-        if self.hparams.get("compile", False) and not getattr(self, "_backbone_compiled", False):
+        if self.training_setup.compile and not getattr(self, "_backbone_compiled", False):
             self.backbone.compile()  # nn.Module.compile: state_dict keys stay the same
             self._backbone_compiled = True
 
@@ -341,12 +331,13 @@ class SSLMethod(pl.LightningModule):
     # ----------------------------------------------------------------------- optimisation
     def lr_scale(self) -> float:
         """``global_batch / reference_batch_size`` (1 when scaling is off)."""
-        if not self.hparams.scale_lr or self._trainer is None:
+        setup = self.training_setup
+        if not setup.scale_lr or self._trainer is None:
             return 1.0
         datamodule = getattr(self.trainer, "datamodule", None)
-        batch_size = getattr(datamodule, "batch_size", self.hparams.reference_batch_size)
+        batch_size = getattr(datamodule, "batch_size", setup.reference_batch_size)
         world = self.trainer.world_size * self.trainer.accumulate_grad_batches
-        return batch_size * world / self.hparams.reference_batch_size
+        return batch_size * world / setup.reference_batch_size
 
     def total_steps(self) -> float:
         """Optimisation steps of the run (``inf`` when no step or epoch bound sizes it, or when
@@ -373,7 +364,8 @@ class SSLMethod(pl.LightningModule):
             if module_name not in ("online_probe", "lens")  # the lens has its own optimizer
             for name, param in module.named_parameters(prefix=module_name)
         )
-        optimizer = self.optimizer_factory(groups)
+        setup = self.training_setup
+        optimizer = setup.optimizer(groups)
         scale = self.lr_scale()
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] * scale
@@ -381,17 +373,17 @@ class SSLMethod(pl.LightningModule):
         optimizer.add_param_group(
             {
                 "params": list(self.online_probe.parameters()),
-                "lr": self.hparams.online_probe_lr,
-                "initial_lr": self.hparams.online_probe_lr,
+                "lr": setup.online_probe_lr,
+                "initial_lr": setup.online_probe_lr,
                 "weight_decay": 0.0,
                 "name": "online_probe",
             }
         )
         budget = self.time_budget()
-        if self.scheduler_factory is not None:
-            scheduler = self.scheduler_factory(optimizer)
+        if setup.scheduler is not None:
+            scheduler = setup.scheduler(optimizer)
         elif budget is not None:  # max_time alone: the same shape, over the budget's progress
-            warmup = self.hparams.warmup_fraction
+            warmup = setup.warmup_fraction
 
             def factor(step: int) -> float:  # a function: LambdaLR keeps it out of state_dict
                 return warmup_cosine(budget.progress(step), budget.progress(step + 1), warmup)
@@ -401,7 +393,7 @@ class SSLMethod(pl.LightningModule):
             total = self.total_steps()
             if math.isinf(total):  # no bound at all (max_epochs -1): warm up, then hold
                 total = 10**12
-            warmup = int(self.hparams.warmup_fraction * total)
+            warmup = int(setup.warmup_fraction * total)
             scheduler = CosineWarmupScheduler(
                 optimizer, warmup_epochs=warmup, max_epochs=int(total), end_value=0.0
             )

@@ -5,15 +5,15 @@ from __future__ import annotations
 import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from ssl_biases.data.views import (
     ViewRecipe,
     asymmetric_two_views,
 )
-from ssl_biases.methods.base import SSLMethod
+from ssl_biases.methods.base import DEFAULT_TRAINING, SSLMethod
 from ssl_biases.methods.lens import Lens
+from ssl_biases.methods.training import Training
 
 
 class BYOL(SSLMethod):
@@ -50,17 +50,10 @@ class BYOL(SSLMethod):
         gaussian_blur: float = 0.0,
         solarization_prob: float = 0.2,
         *,
-        num_classes: int = 10,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: LRSchedulerCallable | None = None,
-        warmup_fraction: float = 0.05,
-        scale_lr: bool = True,
-        reference_batch_size: int = 256,
-        online_probe_lr: float = 1e-3,
         lens: Lens | None = None,
-        compile: bool = False,
+        training: Training = DEFAULT_TRAINING,
     ) -> None:
-        super().__init__(**SSLMethod.arguments_of(locals()))
+        super().__init__(backbone, lens=lens, training=training)
         if not 0.0 <= momentum_start <= 1.0:
             raise ValueError(f"momentum_start must be in [0, 1], got {momentum_start}")
         self.momentum_start = momentum_start

@@ -7,12 +7,12 @@ import math
 import torch
 from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter
-from ssl_biases.methods.base import SSLMethod
+from ssl_biases.methods.base import DEFAULT_TRAINING, SSLMethod
 from ssl_biases.methods.lens import Lens
+from ssl_biases.methods.training import Training
 from ssl_biases.metric_names import TRAIN_TEACHER_TEMP
 
 
@@ -92,17 +92,10 @@ class DINO(SSLMethod):
         gaussian_blur: tuple[float, float, float] = (0.0, 0.0, 0.0),
         solarization_prob: float = 0.2,
         *,
-        num_classes: int = 10,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: LRSchedulerCallable | None = None,
-        warmup_fraction: float = 0.05,
-        scale_lr: bool = True,
-        reference_batch_size: int = 256,
-        online_probe_lr: float = 1e-3,
         lens: Lens | None = None,
-        compile: bool = False,
+        training: Training = DEFAULT_TRAINING,
     ) -> None:
-        super().__init__(**SSLMethod.arguments_of(locals()))
+        super().__init__(backbone, lens=lens, training=training)
         if n_local_views < 0:
             raise ValueError(f"n_local_views must be >= 0, got {n_local_views}")
         if not 0.0 <= teacher_temp_warmup_fraction <= 1.0:

@@ -7,14 +7,15 @@ import torch
 from lightly.loss import IBOTPatchLoss
 from lightly.models.modules import DINOProjectionHead
 from lightly.models.utils import random_block_mask
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
+from ssl_biases.methods.base import DEFAULT_TRAINING
 from ssl_biases.methods.dino import DINO
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.masked import embed_with_mask_token
 from ssl_biases.methods.reconstruction import PATCH_API, patchify_count
+from ssl_biases.methods.training import Training
 from ssl_biases.metric_names import TRAIN_IMAGE_LOSS, TRAIN_PATCH_LOSS, TRAIN_TEACHER_TEMP
 
 
@@ -83,15 +84,8 @@ class IBOT(DINO):
         cj_strength: float = 0.5,
         gaussian_blur: tuple[float, float, float] = (0.0, 0.0, 0.0),
         solarization_prob: float = 0.2,
-        num_classes: int = 10,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: LRSchedulerCallable | None = None,
-        warmup_fraction: float = 0.05,
-        scale_lr: bool = True,
-        reference_batch_size: int = 256,
-        online_probe_lr: float = 1e-3,
         lens: Lens | None = None,
-        compile: bool = False,
+        training: Training = DEFAULT_TRAINING,
     ) -> None:
         missing = [name for name in PATCH_API if not hasattr(backbone, name)]
         if missing:

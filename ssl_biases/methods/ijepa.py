@@ -11,16 +11,16 @@ from lightly.models.modules import IJEPAPredictorTIMM
 from lightly.models.utils import apply_masks, get_at_index
 from lightly.transforms.ijepa_transform import IJEPATransform
 from lightly.transforms.multi_view_transform import MultiViewTransform
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ssl_biases.data.transforms import Normalization
-from ssl_biases.methods.base import SSLMethod
+from ssl_biases.methods.base import DEFAULT_TRAINING, SSLMethod
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.masked import embed_with_mask_token
 from ssl_biases.methods.reconstruction import PATCH_API, patchify_count
+from ssl_biases.methods.training import Training
 
 
 def block_size(
@@ -149,15 +149,8 @@ class IJEPA(SSLMethod):
         momentum_start: float = 0.996,
         min_scale: float = 0.3,
         *,
-        num_classes: int = 10,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: LRSchedulerCallable | None = None,
-        warmup_fraction: float = 0.05,
-        scale_lr: bool = True,
-        reference_batch_size: int = 256,
-        online_probe_lr: float = 1e-3,
         lens: Lens | None = None,
-        compile: bool = False,
+        training: Training = DEFAULT_TRAINING,
     ) -> None:
         missing = [name for name in (*PATCH_API, "num_patches") if not hasattr(backbone, name)]
         if missing:
@@ -179,7 +172,7 @@ class IJEPA(SSLMethod):
         for name, (low, high) in (("target_scale", target_scale), ("context_scale", context_scale)):
             if not 0.0 < low <= high <= 1.0:
                 raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got {(low, high)}")
-        super().__init__(**SSLMethod.arguments_of(locals()))
+        super().__init__(backbone, lens=lens, training=training)
         self.momentum_start = momentum_start
         self.patch_size: int = backbone.patch_size
         self.num_prefix_tokens: int = backbone.num_prefix_tokens

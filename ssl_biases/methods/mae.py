@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import torch
 from lightly.models.modules import MaskedVisionTransformerDecoderTIMM
 from lightly.models.utils import get_at_index, set_at_index
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from ssl_biases.backbones.mixers import TOKEN_MIXERS
+from ssl_biases.methods.base import DEFAULT_TRAINING
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.reconstruction import MaskedReconstruction
+from ssl_biases.methods.training import Training
 
 
 class MAE(MaskedReconstruction):
@@ -53,15 +53,8 @@ class MAE(MaskedReconstruction):
         norm_pix_loss: bool = False,
         min_scale: float = 0.2,
         *,
-        num_classes: int = 10,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: LRSchedulerCallable | None = None,
-        warmup_fraction: float = 0.05,
-        scale_lr: bool = True,
-        reference_batch_size: int = 256,
-        online_probe_lr: float = 1e-3,
         lens: Lens | None = None,
-        compile: bool = False,
+        training: Training = DEFAULT_TRAINING,
     ) -> None:
         if not getattr(backbone, "supports_token_dropping", False):
             mixer = getattr(backbone, "token_mixer", None)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import torch
 from lightly.models.utils import get_at_index, patchify, unpatchify
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
 from ssl_biases.backbones.mixers import TOKEN_MIXERS
 from ssl_biases.backbones.pos_embed import NoPosEmbed
+from ssl_biases.methods.base import DEFAULT_TRAINING
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.reconstruction import MaskedReconstruction, patchify_count
+from ssl_biases.methods.training import Training
 
 
 class MaskedModeling(MaskedReconstruction):
@@ -60,15 +61,8 @@ class MaskedModeling(MaskedReconstruction):
         norm_pix_loss: bool = False,
         min_scale: float = 0.2,
         *,
-        num_classes: int = 10,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: LRSchedulerCallable | None = None,
-        warmup_fraction: float = 0.05,
-        scale_lr: bool = True,
-        reference_batch_size: int = 256,
-        online_probe_lr: float = 1e-3,
         lens: Lens | None = None,
-        compile: bool = False,
+        training: Training = DEFAULT_TRAINING,
     ) -> None:
         mixer = TOKEN_MIXERS.get(getattr(backbone, "token_mixer", None))
         if (

@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 from lightly.models.utils import get_at_index, patchify, random_token_mask, unpatchify
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ssl_biases.data.views import ViewRecipe, ViewSpec
-from ssl_biases.methods.base import SSLMethod
+from ssl_biases.methods.base import DEFAULT_TRAINING, SSLMethod
 from ssl_biases.methods.lens import Lens
+from ssl_biases.methods.training import Training
 from ssl_biases.metric_names import VAL_MASKED_MSE
 
 PATCH_API = ("embed_patches", "forward_tokens", "pool_tokens", "patch_size", "num_prefix_tokens")
@@ -47,15 +47,8 @@ class MaskedReconstruction(SSLMethod):
         norm_pix_loss: bool = False,
         min_scale: float = 0.2,
         *,
-        num_classes: int = 10,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: LRSchedulerCallable | None = None,
-        warmup_fraction: float = 0.05,
-        scale_lr: bool = True,
-        reference_batch_size: int = 256,
-        online_probe_lr: float = 1e-3,
         lens: Lens | None = None,
-        compile: bool = False,
+        training: Training = DEFAULT_TRAINING,
     ) -> None:
         missing = [name for name in PATCH_API if not hasattr(backbone, name)]
         if missing:
@@ -67,7 +60,7 @@ class MaskedReconstruction(SSLMethod):
             )
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
-        super().__init__(**SSLMethod.arguments_of(locals()))
+        super().__init__(backbone, lens=lens, training=training)
         self.patch_size: int = backbone.patch_size
         self.pixels_per_patch = self.patch_size**2 * getattr(backbone, "in_chans", 3)
 

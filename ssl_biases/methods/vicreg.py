@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from lightly.loss import VICRegLoss
 from lightly.models.modules.heads import VICRegProjectionHead
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter
-from ssl_biases.methods.base import SSLMethod
+from ssl_biases.methods.base import DEFAULT_TRAINING, SSLMethod
 from ssl_biases.methods.lens import Lens
+from ssl_biases.methods.training import Training
 
 
 class VICReg(SSLMethod):
@@ -56,17 +56,10 @@ class VICReg(SSLMethod):
         solarize_prob: float = 0.1,
         random_gray_scale: float = 0.2,
         *,
-        num_classes: int = 10,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: LRSchedulerCallable | None = None,
-        warmup_fraction: float = 0.05,
-        scale_lr: bool = True,
-        reference_batch_size: int = 256,
-        online_probe_lr: float = 1e-3,
         lens: Lens | None = None,
-        compile: bool = False,
+        training: Training = DEFAULT_TRAINING,
     ) -> None:
-        super().__init__(**SSLMethod.arguments_of(locals()))
+        super().__init__(backbone, lens=lens, training=training)
         if projection_layers < 2:
             raise ValueError(f"projection_layers must be >= 2, got {projection_layers}")
         self.projection_head = VICRegProjectionHead(

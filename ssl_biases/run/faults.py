@@ -9,8 +9,9 @@ and the test that checks it; the exact-resume state is in :mod:`ssl_biases.run.r
   at least every ``every_n_minutes`` of training, whatever the probes say.
 * :class:`PreemptionCheckpoint` turns SIGTERM (Lightning's handler) and SIGINT into: finish
   the current batch, save ``checkpoints/last.ckpt``, exit with status ``128 + signal``.
-* :class:`NaNGuard` stops on a NaN/Inf loss before the weights are updated, naming the step
-  and the last good checkpoint, or (``skip=True``) drops that batch's update and counts it.
+* :class:`NaNGuard` stops on a NaN/Inf loss or diverged weights (read from a device flag every
+  N steps and before every checkpoint), naming the first bad step and the last good checkpoint,
+  or (``skip=True``) drops a bad batch's update and counts it.
 * :class:`SkippedImageCounter` logs ``data/skipped_images`` (``data.skip_corrupt``).
 """
 
@@ -99,11 +100,17 @@ def _fsync_folder(folder: Path) -> None:
 
 def last_good_checkpoint(trainer: pl.Trainer) -> str | None:
     """The newest checkpoint this run wrote or resumed from, as ``"path (step N)"``; ``None``
-    before the first one."""
+    before the first one.
+
+    With :class:`AtomicCheckpointIO` only a completed write counts (a ``ModelCheckpoint``
+    names its file before writing it), else the resumed checkpoint.
+    """
     checkpoint_io = trainer.strategy.checkpoint_io
-    if isinstance(checkpoint_io, AtomicCheckpointIO) and checkpoint_io.last_saved is not None:
-        path, step = checkpoint_io.last_saved
-        return f"{path} (step {step})"
+    if isinstance(checkpoint_io, AtomicCheckpointIO):
+        if checkpoint_io.last_saved is not None:
+            path, step = checkpoint_io.last_saved
+            return f"{path} (step {step})"
+        return trainer.ckpt_path or None
     callback = trainer.checkpoint_callback
     path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
     return path or trainer.ckpt_path or None
@@ -263,31 +270,61 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class NaNGuard(pl.Callback):
-    """Stops on a NaN/Inf training loss before it reaches the weights, or skips the batch.
+    """Stops a run whose loss became NaN/Inf or whose weights diverged; never saves such weights.
 
-    The check runs after the backward pass and before the optimiser step (agreed across DDP
-    ranks). By default the run stops with :class:`NonFiniteLossError` naming the step and
-    the last good checkpoint; with ``skip=True`` the step's gradients are dropped (the
-    optimiser leaves every weight and its state untouched; the LR schedule still advances),
-    the batch is counted in ``train/skipped_batches`` and training goes on, unless
-    ``max_consecutive_skips`` batches in a row were bad (a diverged model), which stops it.
+    Without a host sync on most steps: each step's loss only updates a flag on the device (and
+    the first non-finite step and loss); the host reads it (one sync, and one all-reduce under
+    DDP) every ``check_every_n_steps`` steps, before that step's optimiser step, at each epoch
+    end, at the end of the fit and before every checkpoint is written. A check also looks at the
+    weights: all finite and none larger than ``max_abs_weight`` in magnitude (a learning rate
+    far too high leaves a finite loss but weights near 1e19, and NaN the step after). When a
+    check fails the run stops with :class:`NonFiniteLossError`, naming the first bad step, and
+    the checkpoint it was about to write is not written, so the last good checkpoint (every one
+    the run wrote passed a check) is from before the first bad step; without one the message
+    says to start again. A NaN at step ``k`` stops the run by step ``k + check_every_n_steps -
+    1``; the updates in between are lost with the run, not saved.
+
+    With ``skip=True`` every step is checked before its optimiser step (a host sync a step): a
+    non-finite batch's gradients are dropped (the optimiser leaves every weight and its state
+    untouched; the LR schedule still advances), the batch is counted in
+    ``train/skipped_batches`` and training goes on, unless ``max_consecutive_skips`` batches in
+    a row were bad (a diverged model), which stops it.
 
     Args:
         skip: Skip non-finite batches instead of stopping.
         max_consecutive_skips: Stop anyway after this many non-finite batches in a row.
+        check_every_n_steps: Steps between reads of the flag (1: every step, before its update).
+        max_abs_weight: Largest weight magnitude a check accepts (``0`` checks finiteness only).
     """
 
-    def __init__(self, skip: bool = False, max_consecutive_skips: int = 10) -> None:
+    def __init__(
+        self,
+        skip: bool = False,
+        max_consecutive_skips: int = 10,
+        check_every_n_steps: int = 16,
+        max_abs_weight: float = 1e4,
+    ) -> None:
         if max_consecutive_skips < 1:
             raise ValueError(f"max_consecutive_skips must be >= 1, got {max_consecutive_skips}")
+        if check_every_n_steps < 1:
+            raise ValueError(f"check_every_n_steps must be >= 1, got {check_every_n_steps}")
+        if max_abs_weight < 0:
+            raise ValueError(
+                f"max_abs_weight must be >= 0 (0: finiteness only), got {max_abs_weight}"
+            )
         self.skip = skip
         self.max_consecutive_skips = max_consecutive_skips
+        self.check_every_n_steps = check_every_n_steps
+        self.max_abs_weight = max_abs_weight
         self.skipped = 0
+        self.checks = 0  # host reads of the flag so far
         self._consecutive = 0
-        self._bad_loss: float | None = None
+        self._bad_loss: float | None = None  # skip mode: this batch's non-finite loss
+        self._flag: Tensor | None = None  # device: [non-finite loss seen, its first step, loss]
         self._batch_idx = 0
         self._stepped = False
         self._skipping = False
+        self._checked_step = -1
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -297,13 +334,27 @@ class NaNGuard(pl.Callback):
     def on_before_backward(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor
     ) -> None:
-        if not bool(torch.isfinite(loss.detach()).all()):
-            self._bad_loss = float(loss.detach().float().sum())
+        loss = loss.detach().float()
+        if self.skip:  # decided before this step's update: read now
+            if not bool(torch.isfinite(loss).all()):
+                self._bad_loss = float(loss.sum())
+            return
+        bad = ~torch.isfinite(loss).all()  # [] bool, stays on the device
+        if self._flag is None:
+            self._flag = loss.new_tensor([0.0, -1.0, 0.0])  # once: [seen, first step, loss]
+        first = ~self._flag[0].bool() & bad  # the first non-finite loss since the start
+        seen = loss.new_full((), float(trainer.global_step))  # a fill: no host-to-device copy
+        update = torch.stack([loss.new_ones(()), seen, loss.sum()])  # [3]
+        self._flag = torch.where(first, update, self._flag)  # [3]
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
     ) -> None:
         self._stepped = True
+        if not self.skip:
+            if (trainer.global_step + 1) % self.check_every_n_steps == 0:
+                self.check(trainer, pl_module)  # before this step's update
+            return
         bad = trainer.strategy.reduce_boolean_decision(self._bad_loss is not None, all=False)
         if not bad:
             return
@@ -313,6 +364,64 @@ class NaNGuard(pl.Callback):
             for param in group["params"]:
                 param.grad = None  # the optimiser skips parameters without a gradient
 
+    # ------------------------------------------------------------------------------ checks
+    def _largest_weight(self, pl_module: pl.LightningModule) -> Tensor:
+        """``max |w|`` over the trainable weights (NaN if any is NaN), on their device."""
+        weights = [p.detach() for p in pl_module.parameters() if p.requires_grad]
+        if not weights:
+            return torch.zeros(())
+        maxima = torch.stack([w.abs().amax().float() for w in weights])  # [n_weights]
+        return torch.where(
+            torch.isnan(maxima).any(), maxima.new_tensor(float("nan")), maxima.amax()
+        )
+
+    def check(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Reads the flag and the weights (one host sync; agreed across DDP ranks); raises
+        :class:`NonFiniteLossError` when the loss was non-finite or the weights diverged."""
+        if trainer.global_step == self._checked_step and self.checks:
+            return  # (several optimisers, or a save right after a check: nothing new)
+        self._checked_step = trainer.global_step
+        self.checks += 1
+        weight = self._largest_weight(pl_module)
+        flag = self._flag if self._flag is not None else weight.new_tensor([0.0, -1.0, 0.0])
+        # [loss bad, -first step, weights bad, max |w|]: one MAX all-reduce agrees for all ranks
+        limit = self.max_abs_weight if self.max_abs_weight > 0 else float("inf")
+        weights_bad = ~(weight <= limit)  # NaN compares False: bad
+        first_step = torch.where(flag[0] > 0, flag[1], flag.new_tensor(float("inf")))
+        state = torch.stack(
+            [flag[0], -first_step, weights_bad.float(), torch.nan_to_num(weight, nan=float("inf"))]
+        ).to(flag.device)  # [4]
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(state, op=torch.distributed.ReduceOp.MAX)
+        values = state.cpu()  # the one device-to-host sync (a CPU copy: reading it is free)
+        loss_bad, minus_first, diverged, largest = (float(value) for value in values)
+        if loss_bad > 0:
+            local = float(flag[2]) if flag[0] > 0 else "non-finite on another rank"
+            self._stop(trainer, f"the training loss is {local} at step {int(-minus_first)}")
+        if diverged > 0:
+            self._stop(
+                trainer,
+                f"the weights diverged at step {trainer.global_step}: the largest is "
+                f"{largest:.3g} (over --nan_guard.max_abs_weight {self.max_abs_weight:g} or "
+                "not finite), although the loss is still finite",
+            )
+
+    def _stop(self, trainer: pl.Trainer, where: str) -> None:
+        checkpoint = last_good_checkpoint(trainer)
+        if checkpoint is None:
+            advice = "No checkpoint was saved yet: run again from the start with"
+        else:
+            advice = (
+                f"Last good checkpoint: {checkpoint}. Resume from it (the same command plus "
+                "--ckpt_path last, which continues the newest unfinished run) with"
+            )
+        raise NonFiniteLossError(
+            f"{where}; training stopped, and no checkpoint was written after it. {advice} a "
+            "lower learning rate (--model.init_args.training.optimizer.init_args.lr, which "
+            "replaces the checkpoint's), gradient clipping (--trainer.gradient_clip_val), or "
+            "skip such batches with --nan_guard.skip true."
+        )
+
     def _decide(self, trainer: pl.Trainer) -> None:
         value = self._bad_loss if self._bad_loss is not None else "non-finite on another rank"
         where = (
@@ -320,22 +429,8 @@ class NaNGuard(pl.Callback):
             f"{trainer.current_epoch}, batch {self._batch_idx})"
         )
         self._consecutive += 1
-        if not self.skip or self._consecutive > self.max_consecutive_skips:
-            reason = f" after {self._consecutive - 1} skipped batches in a row" if self.skip else ""
-            checkpoint = last_good_checkpoint(trainer)
-            if checkpoint is None:
-                advice = "No checkpoint was saved yet: run again from the start with"
-            else:
-                advice = (
-                    f"Last good checkpoint: {checkpoint}. Resume from it (the same command plus "
-                    "--ckpt_path last, which continues the newest unfinished run) with"
-                )
-            raise NonFiniteLossError(
-                f"{where}{reason}; training stopped before updating the weights. {advice} a "
-                "lower learning rate (--model.init_args.optimizer.init_args.lr, which replaces "
-                "the checkpoint's), gradient clipping (--trainer.gradient_clip_val), or skip "
-                "such batches with --nan_guard.skip true."
-            )
+        if self._consecutive > self.max_consecutive_skips:
+            self._stop(trainer, f"{where} after {self._consecutive - 1} skipped batches in a row")
         self._skipping = True
         self.skipped += 1
         rank_zero_warn(f"NaNGuard: {where}; skipped this batch ({self.skipped} so far).")
@@ -353,6 +448,19 @@ class NaNGuard(pl.Callback):
             self._bad_loss, self._stepped, self._skipping = None, False, False
         if self.skip:
             pl_module.log(TRAIN_SKIPPED_BATCHES, float(self.skipped))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check(trainer, pl_module)
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Every rank dumps the checkpoint before rank 0 writes it: raising here writes none."""
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.check(trainer, pl_module)
 
     def state_dict(self) -> dict[str, Any]:
         return {"skipped": self.skipped}

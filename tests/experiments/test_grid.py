@@ -224,11 +224,11 @@ def test_anchor_grid_parses_every_cell_with_lightlys_hyperparameters(monkeypatch
         assert callbacks == ["LearningRateMonitor", "KNNProbe"]
         knn = config.trainer.callbacks[1].init_args
         assert (knn.k, knn.temperature, knn.name) == (200, 0.1, "knn200")
-        optimizer = config.model.init_args.optimizer
+        optimizer = config.model.init_args.training.optimizer
         assert optimizer.class_path == "torch.optim.SGD"
         lrs[cell.values["method"]] = optimizer.init_args.lr
-        assert config.model.init_args.reference_batch_size == 128
-        assert config.model.init_args.warmup_fraction == 0.0
+        assert config.model.init_args.training.reference_batch_size == 128
+        assert config.model.init_args.training.warmup_fraction == 0.0
         assert config.data.batch_size == 512 and config.trainer.max_epochs == 200
         assert config.data.max_probe_train_samples is None
         assert config.model.init_args.backbone.init_args.cifar_stem is True

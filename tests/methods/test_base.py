@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from dataclasses import fields
 
 import pytest
 import torch
@@ -27,6 +28,7 @@ from ssl_biases.methods import (
     VICReg,
 )
 from ssl_biases.methods.lens import Lens
+from ssl_biases.methods.training import FACTORIES, Training
 
 
 class RecordParams(Callback):
@@ -53,7 +55,8 @@ def test_teacher_is_frozen_and_becomes_the_ema_of_the_student_after_each_step(
     fixed_images, tiny_net
 ) -> None:
     model = BYOL(tiny_net(), projection_hidden_dim=32, prediction_hidden_dim=32,
-                 projection_dim=16, momentum_start=0.5, num_classes=2)  # fmt: skip
+                 projection_dim=16, momentum_start=0.5,
+                 training=Training(num_classes=2))  # fmt: skip
     assert all(not p.requires_grad for p in model.teacher_backbone.parameters())
     assert all(not p.requires_grad for p in model.teacher_projection_head.parameters())
     images = fixed_images(12)
@@ -119,10 +122,11 @@ ALL_METHODS = [BarlowTwins, BYOL, DINO, IBOT, IJEPA, MAE, MaskedModeling, Masked
                MoCoV3, SimCLR, VICReg]  # fmt: skip
 
 
+SHARED = {"lens", "training"}  # what a method passes to the base, after its own knobs (*)
+
+
 @pytest.mark.parametrize("method", ALL_METHODS, ids=lambda cls: cls.__name__)
-def test_every_method_restates_its_parents_arguments_with_the_same_types_and_defaults(
-    method,
-) -> None:
+def test_a_method_takes_its_own_knobs_then_the_lens_and_the_training_object(method) -> None:
     parent = method.__mro__[1]
     params = inspect.signature(method.__init__).parameters
     assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -133,34 +137,59 @@ def test_every_method_restates_its_parents_arguments_with_the_same_types_and_def
         assert own.annotation == inherited.annotation, name
         if own.kind is inspect.Parameter.KEYWORD_ONLY:  # restated, not the method's own knob
             assert own.default == inherited.default, name
-    base_names = set(inspect.signature(SSLMethod.__init__).parameters) - {"self", "backbone"}
-    assert all(params[name].kind is inspect.Parameter.KEYWORD_ONLY for name in base_names)
+    assert list(params)[-2:] == ["lens", "training"]
+    assert all(params[name].kind is inspect.Parameter.KEYWORD_ONLY for name in SHARED)
+    assert params["training"].default == Training()  # the defaults stated once
+    shared_fields = {f.name for f in fields(Training)}
+    assert not shared_fields & set(params), "a shared knob restated by the method"
+
+
+def test_simclr_takes_at_most_eleven_parameters() -> None:
+    assert len(inspect.signature(SimCLR.__init__).parameters) <= 11  # self, backbone, 7, 2
 
 
 @pytest.mark.parametrize("method", ALL_METHODS, ids=lambda cls: cls.__name__)
-def test_the_parser_lists_every_base_argument_and_rejects_a_typo(method) -> None:
+def test_the_parser_lists_every_training_knob_and_rejects_a_typo(method) -> None:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(method, "model", skip={"backbone"})
     help_text = parser.format_help()
-    base_names = set(inspect.signature(SSLMethod.__init__).parameters) - {"self", "backbone"}
-    for name in base_names:
-        assert f"--model.{name} " in help_text, name
-    config = parser.parse_args(["--model.warmup_fraction=0.25", "--model.num_classes=7"])
-    assert (config.model.warmup_fraction, config.model.num_classes) == (0.25, 7)
-    assert config.model.scale_lr is True and config.model.lens is None  # defaults shown
+    for field in fields(Training):
+        assert f"--model.training.{field.name} " in help_text, field.name
+    config = parser.parse_args(
+        ["--model.training.warmup_fraction=0.25", "--model.training.num_classes=7"]
+    )
+    training = config.model.training
+    assert (training.warmup_fraction, training.num_classes) == (0.25, 7)
+    assert training.scale_lr is True and config.model.lens is None  # defaults shown
     with pytest.raises(ArgumentError, match="warmup_fractoin"):
-        parser.parse_args(["--model.warmup_fractoin=0.25"])
+        parser.parse_args(["--model.training.warmup_fractoin=0.25"])
+    with pytest.raises(ArgumentError, match="warmup_fraction"):  # the old flat shape
+        parser.parse_args(["--model.warmup_fraction=0.25"])
 
 
-def test_a_method_hands_every_base_argument_to_the_base(tiny_net) -> None:
+def test_a_method_hands_the_lens_and_the_training_object_to_the_base(tiny_net) -> None:
     lens = Lens(width=4)
-    model = IBOT(tiny_net(), hidden_dim=16, bottleneck_dim=8, output_dim=16, num_classes=3,
-                 warmup_fraction=0.2, scale_lr=False, reference_batch_size=64,
-                 online_probe_lr=0.5, lens=lens, compile=False)  # fmt: skip
+    training = Training(num_classes=3, warmup_fraction=0.2, scale_lr=False,
+                        reference_batch_size=64, online_probe_lr=0.5)  # fmt: skip
+    model = IBOT(tiny_net(), hidden_dim=16, bottleneck_dim=8, output_dim=16, lens=lens,
+                 training=training)  # fmt: skip
     assert model.online_probe.out_features == 3 and model.lens is lens
-    assert (model.hparams.warmup_fraction, model.hparams.scale_lr) == (0.2, False)
-    assert (model.hparams.reference_batch_size, model.hparams.online_probe_lr) == (64, 0.5)
+    assert model.training_setup is training and model.training is True  # nn.Module's flag
+    assert model.hparams.training == {
+        "num_classes": 3, "warmup_fraction": 0.2, "scale_lr": False,
+        "reference_batch_size": 64, "online_probe_lr": 0.5, "compile": False,
+    }  # fmt: skip
     assert model.hparams.output_dim == 16  # DINO's argument, through iBOT
+
+
+@pytest.mark.parametrize(
+    ("knob", "value"),
+    [("warmup_fraction", 1.5), ("warmup_fraction", -0.1), ("num_classes", 0),
+     ("reference_batch_size", 0), ("online_probe_lr", 0.0)],
+)  # fmt: skip
+def test_a_training_knob_out_of_range_is_a_value_error_naming_it(knob, value) -> None:
+    with pytest.raises(ValueError, match=f"training.{knob}"):
+        Training(**{knob: value})
 
 
 @pytest.mark.parametrize("method", ALL_METHODS, ids=lambda cls: cls.__name__)
@@ -171,11 +200,12 @@ def test_hparams_hold_the_whole_constructor_chain_but_the_modules_and_factories(
     names = set()
     for cls in method.__mro__[: method.__mro__.index(SSLMethod) + 1]:
         names |= set(inspect.signature(cls.__init__).parameters)
-    model = method(tiny_net(), num_classes=2)
-    assert set(model.hparams) == names - {"self", "backbone", "optimizer", "scheduler", "lens"}
+    model = method(tiny_net(), training=Training(num_classes=2))
+    assert set(model.hparams) == names - {"self", "backbone", "lens"}
+    assert set(model.hparams.training) == {f.name for f in fields(Training)} - set(FACTORIES)
 
 
 def test_a_subclass_hyperparameter_is_saved_and_the_backbone_is_not(tiny_net) -> None:
-    model = SimCLR(tiny_net(), temperature=0.37, num_classes=2)
-    assert model.hparams.temperature == 0.37 and model.hparams.num_classes == 2
+    model = SimCLR(tiny_net(), temperature=0.37, training=Training(num_classes=2))
+    assert model.hparams.temperature == 0.37 and model.hparams.training["num_classes"] == 2
     assert "backbone" not in model.hparams and "lens" not in model.hparams

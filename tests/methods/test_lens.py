@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from ssl_biases.cli import SSLBiasesCLI, cli_main
 from ssl_biases.methods import BYOL, SimCLR
 from ssl_biases.methods.lens import Lens, lens_edit_grid, reverse_gradient
+from ssl_biases.methods.training import Training
 
 from helpers import CONFIGS, tiny_args
 
@@ -58,9 +59,10 @@ def simclr_with_lens(net, lens: Lens, backbone_lr: float = 0.0, sgd: bool = Fals
     optimizer = functools.partial(
         torch.optim.SGD if sgd else torch.optim.AdamW, lr=backbone_lr, weight_decay=0.0
     )
-    return SimCLR(net, projection_hidden_dim=32, projection_dim=16, num_classes=2,
-                  optimizer=optimizer, scheduler=constant_lr, scale_lr=False,
-                  warmup_fraction=0.0, lens=lens)  # fmt: skip
+    training = Training(num_classes=2, optimizer=optimizer, scheduler=constant_lr,
+                        scale_lr=False, warmup_fraction=0.0)  # fmt: skip
+    return SimCLR(net, projection_hidden_dim=32, projection_dim=16, lens=lens,
+                  training=training)  # fmt: skip
 
 
 @torch.no_grad()
@@ -150,8 +152,9 @@ class RecordFirstStep(Callback):
 def test_momentum_teachers_are_updated_in_manual_optimisation(fixed_images, tiny_net) -> None:
     views = [fixed_images(8), fixed_images(8).flip(-1)]
     model = BYOL(tiny_net(), projection_hidden_dim=32, prediction_hidden_dim=32,
-                 projection_dim=16, momentum_start=0.5, num_classes=2, scale_lr=False,
-                 warmup_fraction=0.0, lens=Lens(width=4))  # fmt: skip
+                 projection_dim=16, momentum_start=0.5, lens=Lens(width=4),
+                 training=Training(num_classes=2, scale_lr=False,
+                                   warmup_fraction=0.0))  # fmt: skip
     teacher_before = [p.detach().clone() for p in model.teacher_backbone.parameters()]
     record = RecordFirstStep()
     trainer = fit_fixed_batch(model, views, steps=3, callbacks=[record])

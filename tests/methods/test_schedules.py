@@ -17,6 +17,7 @@ from ssl_biases.cli import SSLBiasesCLI
 from ssl_biases.methods import BYOL, DINO
 from ssl_biases.methods.base import SSLMethod
 from ssl_biases.methods.schedules import ScheduleProgress, warmup_cosine
+from ssl_biases.methods.training import Training
 from ssl_biases.probes.knn import KNNProbe
 from ssl_biases.run.budget import DEFAULT_MAX_EPOCHS, TimeBudget, time_budget_trainer_args
 
@@ -77,7 +78,8 @@ def two_view_loader(images: torch.Tensor, batch_size: int = 4) -> DataLoader:
 
 def tiny_byol(tiny_net) -> BYOL:
     return BYOL(tiny_net(depth=1), projection_hidden_dim=16, prediction_hidden_dim=16,
-                projection_dim=8, num_classes=2, momentum_start=0.99)  # fmt: skip
+                projection_dim=8, momentum_start=0.99,
+                training=Training(num_classes=2))  # fmt: skip
 
 
 def fit(
@@ -207,7 +209,7 @@ def test_dino_teacher_temperature_warms_up_within_the_budget(fixed_images, tiny_
     clock = FakeClock(lambda step: 60.0)
     recorder = RecordSchedules()
     model = DINO(tiny_net(depth=1), hidden_dim=16, bottleneck_dim=8, output_dim=16,
-                 n_local_views=0, num_classes=2)  # fmt: skip
+                 n_local_views=0, training=Training(num_classes=2))  # fmt: skip
     fit(model, fixed_images(16), clock, TimeBudget(clock=clock), recorder, max_time={"hours": 1})
     temps = recorder.temperature
     assert temps[0] == pytest.approx(0.04) and temps[-1] == pytest.approx(0.07)

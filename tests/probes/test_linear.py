@@ -22,8 +22,10 @@ def test_offline_linear_probe_is_at_chance_on_random_labels():
 def test_online_probe_never_changes_the_backbone():
     from ssl_biases.backbones import IsotropicNet
     from ssl_biases.methods import SimCLR
+    from ssl_biases.methods.training import Training
 
-    method = SimCLR(IsotropicNet(width=32, depth=1, num_heads=2), num_classes=3)
+    net = IsotropicNet(width=32, depth=1, num_heads=2)
+    method = SimCLR(net, training=Training(num_classes=3))
     features = method.backbone(torch.randn(4, 3, 32, 32))
     method.online_probe_loss(features, torch.tensor([0, 1, 2, 0])).backward()
     assert all(p.grad is None for p in method.backbone.parameters())

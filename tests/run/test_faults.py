@@ -190,7 +190,7 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path, m
     with pytest.raises(NonFiniteLossError) as error:
         fit_with_nan(tmp_path, {5})
     message = str(error.value)
-    assert "loss is nan at step 5 " in message
+    assert "loss is nan at step 5;" in message  # found by the check of the step-6 checkpoint
     last = tmp_path / "runs" / "ssl" / "version_0" / "checkpoints" / "last.ckpt"
     assert f"{Path('runs/ssl/version_0/checkpoints/last.ckpt')} (step 4)" in message
     assert torch.load(last, weights_only=False)["global_step"] == 4
@@ -217,7 +217,7 @@ def test_a_learning_rate_given_on_a_resume_replaces_the_checkpoints(
     cli.trainer.callbacks.append(CrashAtStep(5))  # last.ckpt: step 4
     with pytest.raises(RuntimeError, match="simulated crash"):
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    lower = "--model.init_args.optimizer.init_args.lr=1e-4"  # simclr.yaml: 1e-3
+    lower = "--model.init_args.training.optimizer.init_args.lr=1e-4"  # simclr.yaml: 1e-3
     with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
         resumed = cli_main([*fit_args(tmp_path, lower), "--ckpt_path=last"])
     groups = {g["name"]: g for g in resumed.trainer.optimizers[0].param_groups}
