@@ -47,8 +47,9 @@ sets the bar for widths under 50, where 0.03 of the width is under 1.5)."""
 
 ADVICE = (
     "dimensional collapse: the embeddings use few of their {width} dimensions. Things to "
-    "try: a lower learning rate or a longer warm-up; a wider projector (--model.init_args."
-    "projection_hidden_dim, projection_dim); check that train/loss decreases and is not constant; "
+    "try: a lower learning rate or a longer warm-up; a wider projector (the method's "
+    "projection/hidden widths, e.g. --model.init_args.projection_dim); check that "
+    "train/loss decreases and is not constant; "
     "stronger augmentations (crop scale, colour jitter); for BYOL/DINO a higher teacher "
     "momentum, for VICReg/Barlow Twins a larger variance/off-diagonal weight."
 )
