@@ -211,10 +211,11 @@ def run_cli(argv: list[str], log: Path, timeout_s: int) -> None:
 
 
 # ------------------------------------------------------------------------------ sections
-def timed_fit(
-    sizes: Sizes, backbone: str, setting: str, data_root: str | None, out: Path, work: Path
-) -> dict[str, Any]:
-    """One ``fit`` of ``backbone`` in ``setting``, timed by ``FitStepTimer``."""
+def timed_fit_command(
+    sizes: Sizes, backbone: str, setting: str, data_root: str | None, work: Path
+) -> list[str]:
+    """The ``fit`` of ``backbone`` in ``setting`` with ``FitStepTimer`` writing
+    ``work/<backbone>_<setting>.json``."""
     setting_args, ready = SETTINGS[setting]
     name = f"{backbone}_{setting}"
     timer = {
@@ -226,7 +227,7 @@ def timed_fit(
             "ready_views": ready,
         },
     }
-    argv = fit_command(
+    return fit_command(
         sizes,
         backbone,
         data_root,
@@ -240,7 +241,15 @@ def timed_fit(
         "--checkpoint.save_last=false",
         f"--trainer.callbacks+={json.dumps(timer)}",
     )
+
+
+def timed_fit(
+    sizes: Sizes, backbone: str, setting: str, data_root: str | None, out: Path, work: Path
+) -> dict[str, Any]:
+    """One ``fit`` of ``backbone`` in ``setting``, timed by ``FitStepTimer``."""
+    name = f"{backbone}_{setting}"
     start = time.perf_counter()
+    argv = timed_fit_command(sizes, backbone, setting, data_root, work)
     run_cli(argv, out / f"fit_{name}.log", sizes.fit_timeout_s)
     row = json.loads((work / f"{name}.json").read_text())
     row["fit_seconds"] = time.perf_counter() - start
@@ -277,31 +286,36 @@ def vit_s16(sizes: Sizes, peak: float | None) -> dict[str, Any]:
     }
 
 
-def correctness_run(sizes: Sizes, data_root: str | None, work: Path, out: Path) -> dict:
-    """A short SimCLR fit (device views and cache) vs a ``validate`` from random init."""
+def correctness_commands(sizes: Sizes, data_root: str | None, work: Path) -> dict[str, list[str]]:
+    """``random``: a ``validate`` from random init; ``trained``: a short SimCLR ``fit`` (device
+    views and cache, one validation at its end)."""
     common = [
         "--data.augment=device",
         "--data.cache=device",
         f"--trainer.precision={sizes.correctness_precision}",
     ]
-    result: dict[str, Any] = {"steps": sizes.correctness_steps}
-    validate = fit_command(sizes, sizes.correctness_backbone, data_root, work / "validate")
+    validate = fit_command(sizes, sizes.correctness_backbone, data_root, work / "random", *common)
     validate[3] = "validate"
     fit = fit_command(
         sizes,
         sizes.correctness_backbone,
         data_root,
-        work / "fit",
+        work / "trained",
+        *common,
         f"--trainer.max_steps={sizes.correctness_steps}",
         "--trainer.check_val_every_n_epoch=100000",  # one validation, at the end
         "--trainer.log_every_n_steps=10",
     )
-    for key, argv in (("random", validate), ("trained", fit)):
+    return {"random": validate, "trained": fit}
+
+
+def correctness_run(sizes: Sizes, data_root: str | None, work: Path, out: Path) -> dict:
+    """The kNN top-1 of a short SimCLR fit beside that of the same config from random init."""
+    result: dict[str, Any] = {"steps": sizes.correctness_steps}
+    for key, argv in correctness_commands(sizes, data_root, work).items():
         start = time.perf_counter()
-        run_cli([*argv, *common], out / f"correctness_{key}.log", sizes.correctness_timeout_s)
-        result[f"{key}_knn_top1"] = last_metric(
-            work / ("fit" if key == "trained" else "validate"), "val/knn_top1"
-        )
+        run_cli(argv, out / f"correctness_{key}.log", sizes.correctness_timeout_s)
+        result[f"{key}_knn_top1"] = last_metric(work / key, "val/knn_top1")
         result[f"{key}_seconds"] = time.perf_counter() - start
     trained, random = result["trained_knn_top1"], result["random_knn_top1"]
     result["beats_random"] = trained is not None and random is not None and trained > random

@@ -222,3 +222,29 @@ def test_a_timed_fit_runs_the_cli_and_stops_after_the_timed_steps(gpu_check, tmp
     log = (tmp_path / "fit_vit_tiny_a_ready.log").read_text()
     done = [int(n) for n in re.findall(r"\| *(\d+)/\d+ \[", log)]  # tqdm's "| 3/8 ["
     assert max(done) == 3  # warm-up + timed steps, then the timer stopped the fit
+
+
+@pytest.mark.slow
+def test_every_gpu_command_parses_before_a_loan_is_spent(gpu_check, tmp_path, monkeypatch):
+    from ssl_biases.cli import cli_parser
+
+    monkeypatch.chdir(ROOT)
+    parser = cli_parser()
+    sizes = gpu_check.GPU
+    for backbone in sizes.backbones:
+        for setting in gpu_check.SETTINGS:
+            argv = gpu_check.timed_fit_command(sizes, backbone, setting, "data", tmp_path)
+            config = parser.parse_args(argv[3:]).fit
+            assert config.trainer.precision == "bf16-mixed" and config.data.batch_size == 512
+            assert config.data.augment == ("workers" if setting == "b_workers" else "device")
+            timer = config.trainer.callbacks[-1]
+            assert timer.class_path == "fit_timer.FitStepTimer"
+            assert timer.init_args.ready_views == (setting == "a_ready")
+            assert config.trainer.max_steps == sizes.warmup + sizes.steps + 5
+    commands = gpu_check.correctness_commands(sizes, "data", tmp_path)
+    assert commands["random"][3] == "validate"
+    for argv in commands.values():
+        config = parser.parse_args(argv[3:])[argv[3]]
+        assert (config.data.augment, config.data.cache) == ("device", "device")
+        assert config.trainer.precision == "bf16-mixed"
+    assert parser.parse_args(commands["trained"][3:]).fit.trainer.max_steps == 300
