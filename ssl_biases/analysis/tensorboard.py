@@ -97,7 +97,13 @@ def attention_grid(images: Tensor, heatmaps: Tensor) -> Tensor:
 
 
 def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
-    return {f"{prefix}/{k}": v for k, v in values.items() if not str(k).startswith("_")}
+    """``{prefix/key: value}``, nested dicts (``method/training/...``) flattened too."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if not str(key).startswith("_"):
+            nested = isinstance(value, dict)
+            out.update(_flat(f"{prefix}/{key}", value) if nested else {f"{prefix}/{key}": value})
+    return out
 
 
 def run_hparams(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:

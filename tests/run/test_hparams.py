@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata
 
+from ssl_biases.analysis.tensorboard import _flat
 from ssl_biases.cli import cli_main
 from ssl_biases.experiments.sweep import logger_config
 from ssl_biases.metric_names import VAL_KNN_TOP1, VAL_LINEAR_TOP1
@@ -51,6 +52,14 @@ def test_hp_metric_is_the_primary_probe_and_the_other_metrics_are_not_logged_aga
     assert knobs_of(events) == {"method": "SimCLR", "backbone/width": 32.0}  # the first session
     assert [(s.step, s.value) for s in events.Scalars(HP_METRIC)] == [(3, 0.25), (4, 0.5)]
     assert len(events.Scalars(VAL_KNN_TOP1)) == 1  # logged once, by the run itself
+
+
+def test_nested_method_knobs_are_flattened_into_their_own_columns():
+    values = {"temperature": 0.2, "training": {"warmup_fraction": 0.05, "_private": 1}, "_x": 2}
+    assert _flat("method", values) == {
+        "method/temperature": 0.2,
+        "method/training/warmup_fraction": 0.05,
+    }
 
 
 def fit_cell(tmp_path: Path, run_dir: Path, mixer: str, *extra: str):
