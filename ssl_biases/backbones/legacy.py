@@ -18,6 +18,10 @@ Every stored config of such a run (a checkpoint's ``backbone_config``, ``RUN/con
 :func:`mixer_from_legacy` folds the flat knobs into the mixer (``IsotropicNet`` calls it, so
 an old config still builds the same net), and :func:`migrate_backbone_config` rewrites a
 stored backbone config dict into the new shape.
+
+Every old shape the code still reads, this one included, is listed with the change that
+retired it in ``ssl_biases.run.legacy.MIGRATIONS`` (the one place; ``backbones/`` stands below
+``run/`` in the house, so the mechanics for the backbones stay here).
 """
 
 from __future__ import annotations

@@ -8,6 +8,12 @@ reads, with the change that retired it; :func:`migrate_config` rewrites a config
 YAML file, or the CLI's ``{subcommand: {"model": hparams}}`` of a checkpoint) into the current
 shape, and the CLI's parser calls it on every config it reads. A config in the current shape
 comes back equal.
+
+One old shape is read where it is built instead: the flat mixer knobs of ``IsotropicNet``
+(issue 16) are still constructor arguments, folded into the mixer by
+:mod:`ssl_biases.backbones.legacy` (a config may set them in one file and the mixer in another,
+so they are resolved once the net has all its arguments); checkpoint reading
+(:mod:`ssl_biases.run.checkpoint`) rewrites a stored backbone config with it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,13 @@ MODEL_SECTIONS = ("init_args", "dict_kwargs")
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
+CLASS_PATH_ALIASES = {
+    f"ssl_biases.experiments.sync_batchnorm.{name}": f"ssl_biases.run.sync_batchnorm.{name}"
+    for name in ("AnyDeviceSyncBatchNorm", "CPUSyncBatchNorm")
+}
+"""Old ``class_path`` -> current, wherever a config names a class (``trainer.plugins`` of the
+DDP runs before issue 16 named the SyncBatchNorm plugin in ``experiments/``)."""
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -47,6 +60,22 @@ class Migration:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        shape="IsotropicNet's mixer knobs flat beside a mixer name: token_mixer: conv, "
+        "kernel_size, window_radius, token_mlp_ratio, qkv_bias (config.yaml, a checkpoint's "
+        "backbone_config, an export's backbone.json)",
+        until="issue 16, typed token mixers (commit 651c8ae)",
+        current="token_mixer: {class_path: ssl_biases.backbones.mixers.<Mixer>, init_args}",
+        where="ssl_biases.backbones.legacy (mixer_from_legacy in IsotropicNet; "
+        "migrate_backbone_config in run.checkpoint for stored configs and exports)",
+    ),
+    Migration(
+        shape="class_path: ssl_biases.experiments.sync_batchnorm.AnyDeviceSyncBatchNorm "
+        "(or CPUSyncBatchNorm) in trainer.plugins",
+        until="issue 16, step 1: the run room (commit 498f82c)",
+        current="ssl_biases.run.sync_batchnorm.<the same class>",
+        where="ssl_biases.run.legacy.CLASS_PATH_ALIASES, on every config the CLI parses",
+    ),
     Migration(
         shape="a method's shared knobs flat: model.init_args.{optimizer, scheduler, "
         "warmup_fraction, scale_lr, reference_batch_size, online_probe_lr, compile, "
@@ -88,13 +117,27 @@ def migrate_model_config(model: Mapping[str, Any]) -> dict[str, Any]:
     return model
 
 
+def renamed_class_paths(value: Any) -> Any:
+    """``value`` with every ``class_path`` of :data:`CLASS_PATH_ALIASES` renamed, at any depth
+    (a copy where something changes)."""
+    if isinstance(value, Mapping):
+        renamed = {k: renamed_class_paths(v) for k, v in value.items()}
+        if renamed.get("class_path") in CLASS_PATH_ALIASES:
+            renamed["class_path"] = CLASS_PATH_ALIASES[renamed["class_path"]]
+        return renamed
+    if isinstance(value, list):
+        return [renamed_class_paths(item) for item in value]
+    return value
+
+
 def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A whole CLI config (top level, or under a subcommand key) in the current shape.
 
     Handles a ``model`` section given nested (``model: {init_args: {...}}``) and dotted keys
-    (``model.init_args.warmup_fraction: 0.0``, as an experiment's ``args`` write them).
+    (``model.init_args.warmup_fraction: 0.0``, as an experiment's ``args`` write them), and
+    renames old class paths anywhere (:data:`CLASS_PATH_ALIASES`).
     """
-    config = dict(config)
+    config = renamed_class_paths(config)
     for subcommand in SUBCOMMANDS:
         if isinstance(config.get(subcommand), Mapping):
             config[subcommand] = migrate_config(config[subcommand])

@@ -6,11 +6,12 @@ from dataclasses import fields
 
 import pytest
 
-from ssl_biases.cli import cli_parser
+from ssl_biases.cli import SSLBiasesCLI, cli_parser
 from ssl_biases.methods.training import Training
-from ssl_biases.run.legacy import MIGRATIONS, TRAINING_FIELDS, migrate_config
+from ssl_biases.run import sync_batchnorm
+from ssl_biases.run.legacy import CLASS_PATH_ALIASES, MIGRATIONS, TRAINING_FIELDS, migrate_config
 
-from helpers import CONFIGS
+from helpers import CONFIGS, tiny_args
 
 OPTIMIZER = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}
 
@@ -79,3 +80,38 @@ def test_an_old_shape_config_file_parses_into_the_training_object(tmp_path) -> N
     assert (method.training.warmup_fraction, method.training.scale_lr) == (0.0, False)
     assert method.training.optimizer.class_path == "torch.optim.SGD"
     assert method.training.optimizer.init_args.lr == pytest.approx(1e-3)
+
+
+def test_the_old_sync_batchnorm_class_path_is_renamed_at_any_depth() -> None:
+    old = {"trainer": {"plugins": [
+        {"class_path": "ssl_biases.experiments.sync_batchnorm.AnyDeviceSyncBatchNorm"},
+        {"class_path": "some.other.Plugin"},
+    ]}}  # fmt: skip
+    plugins = migrate_config({"fit": old})["fit"]["trainer"]["plugins"]
+    assert plugins == [
+        {"class_path": "ssl_biases.run.sync_batchnorm.AnyDeviceSyncBatchNorm"},
+        {"class_path": "some.other.Plugin"},
+    ]
+    for current in CLASS_PATH_ALIASES.values():  # each names a class that exists
+        module, _, name = current.rpartition(".")
+        assert module == sync_batchnorm.__name__ and isinstance(getattr(sync_batchnorm, name), type)
+
+
+def test_a_saved_config_naming_the_old_sync_batchnorm_still_builds(
+    tmp_path, monkeypatch, tiny_backbone_config
+) -> None:
+    # the trainer section of a config.yaml written by a DDP run before the run room (issue 16)
+    saved = tmp_path / "config.yaml"
+    saved.write_text(
+        "trainer:\n  accelerator: cpu\n  devices: 2\n  strategy: ddp\n  plugins:\n"
+        "    - class_path: ssl_biases.experiments.sync_batchnorm.AnyDeviceSyncBatchNorm\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    cli = SSLBiasesCLI(tiny_args(tiny_backbone_config, "--config", str(saved)), run=False)
+    assert isinstance(cli.trainer.strategy._layer_sync, sync_batchnorm.AnyDeviceSyncBatchNorm)
+
+
+def test_every_migration_says_what_retired_it_and_where_it_is_read() -> None:
+    assert len(MIGRATIONS) == 3
+    for migration in MIGRATIONS:
+        assert "issue" in migration.until and "ssl_biases." in migration.where
