@@ -10,13 +10,15 @@ figures are views per second per core. Images are generated ``shapes`` (no data 
 ``--ops`` prints, per recipe, the ATen ops and host syncs of one batch of device views
 (:class:`~ssl_biases.run.op_counter.OpCounter`) and the milliseconds per batch, with
 ``--before PATH`` the same for another version of ``device_views.py`` (e.g. one checked out
-with ``git worktree``), timed alternately in the same run so that the ratio holds under load.
+with ``git worktree``), timed alternately in the same run so that the ratio holds under load;
+``--compile inductor`` adds the compiled views (one CUDA graph on ``--device cuda``).
 
 Usage::
 
     .venv/bin/python benchmarks/views.py [--image-size 32 --batch-size 256 --images 512
                                           --methods simclr byol dino mae --device cpu]
     .venv/bin/python benchmarks/views.py --ops [--before OLD/ssl_biases/data/device_views.py]
+                                          [--compile inductor --device cuda]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import argparse
 import importlib.util
 import statistics
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -102,13 +105,18 @@ def ops_table(args: argparse.Namespace, batch: torch.Tensor, norm: Normalization
     versions = {"after": DeviceViews}
     if args.before:
         versions = {"before": load_device_views(args.before), **versions}
-    print(f"{'method':8s} {'version':7s} {'ops':>6s} {'syncs':>5s} {'ms/batch':>9s} {'ratio':>6s}")
+    if args.compile:  # torch.compile of the views (a CUDA graph on CUDA with inductor)
+        versions["compiled"] = partial(DeviceViews, compile=True, backend=args.compile)
+    print(f"{'method':8s} {'version':8s} {'ops':>6s} {'syncs':>5s} {'ms/batch':>9s} {'ratio':>6s}")
     for name in args.methods:
         recipe = METHODS[name](backbone).view_recipe(args.image_size)
         made = {v: cls(recipe, norm, seed=0) for v, cls in versions.items()}
         counts = {}
         for version, views in made.items():
-            views(batch, keys)  # warm-up: constants made on first use
+            for _ in range(3 if version == "compiled" else 1):  # compile, record, replay
+                views(batch, keys)  # warm-up: constants made on first use
+            if version == "compiled":  # dynamo cannot run under a dispatch mode: not counted
+                continue
             with OpCounter() as counter:
                 views(batch, keys)
             counts[version] = (counter.ops, len(counter.syncs))
@@ -119,8 +127,12 @@ def ops_table(args: argparse.Namespace, batch: torch.Tensor, norm: Normalization
         first = statistics.median(times[next(iter(made))])
         for version in made:
             ms = statistics.median(times[version])
-            ops, syncs = counts[version]
-            print(f"{name:8s} {version:7s} {ops:6d} {syncs:5d} {ms:9.1f} {first / ms:6.2f}")
+            ops, syncs = (str(n) for n in counts.get(version, ("-", "-")))
+            print(f"{name:8s} {version:8s} {ops:>6s} {syncs:>5s} {ms:9.1f} {first / ms:6.2f}")
+        if "compiled" in made:
+            pairs = zip(made["after"](batch, keys), made["compiled"](batch, keys))
+            diff = max((a - b).abs().max().item() for a, b in pairs)
+            print(f"{name:8s} compiled views differ from eager by at most {diff:.2g}")
 
 
 def main() -> None:
@@ -134,6 +146,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--ops", action="store_true", help="ops, syncs and ms per batch")
     parser.add_argument("--before", help="another device_views.py to compare with (--ops)")
+    parser.add_argument("--compile", metavar="BACKEND", help="also time compiled views (--ops)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     size = args.image_size
