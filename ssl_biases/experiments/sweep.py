@@ -46,7 +46,14 @@ from ssl_biases.experiments.grid import (
     select_cells,
 )
 from ssl_biases.experiments.results import check_report, collect_results, write_report
-from ssl_biases.run.status import COMPLETED, is_completed, write_run_status
+from ssl_biases.run.status import (
+    COMPLETED,
+    STATUS_FILE,
+    is_completed,
+    read_run_status,
+    running_pid,
+    write_run_status,
+)
 
 CELL_FILE = "cell.yaml"
 """A cell's record: its id, labels, command line and config digests (see ``cell_settings``)."""
@@ -61,13 +68,17 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return max(checkpoints, key=lambda p: p.stat().st_mtime) if checkpoints else None
 
 
-def logger_config(run_dir: Path) -> dict[str, Any]:
-    """Trainer logger config that puts Lightning's ``version_<n>/`` inside the cell directory."""
+def logger_config(run_dir: Path, version: int | None = None) -> dict[str, Any]:
+    """Trainer logger config that puts Lightning's ``version_<n>/`` inside the cell directory
+    (``version``: continue that one, as a resume does, instead of a new one)."""
+    init_args: dict[str, Any] = {"save_dir": str(run_dir), "name": "", "default_hp_metric": False}
+    if version is not None:
+        init_args["version"] = version
     return {
         "trainer": {
             "logger": {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": str(run_dir), "name": "", "default_hp_metric": False},
+                "init_args": init_args,
             }
         }
     }
@@ -77,7 +88,7 @@ def fit_command(
     cell: Cell,
     run_dir: Path,
     extra_args: list[str],
-    ckpt_path: Path | None = None,
+    ckpt_path: Path | str | None = None,
     subcommand: str = "fit",
 ) -> list[str]:
     """The ``python -m ssl_biases fit ...`` command line of a cell."""
@@ -248,23 +259,40 @@ def run_cell(
     run_dir = Path(run_dir)
     if is_completed(run_dir):
         return {"cell_id": cell.cell_id, "status": "done"}
+    rank = _task_rank()
+    holder = running_pid(run_dir) if rank == 0 else None
+    if holder is not None:  # e.g. the cell of a SIGKILLed sweep, still training
+        return {
+            "cell_id": cell.cell_id,
+            "status": "failed",
+            "error": f"process {holder} is still training this cell ({run_dir / STATUS_FILE}): "
+            f"wait for it to end, or stop it (kill {holder}), then run the sweep again",
+        }
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / LOGGER_FILE).write_text(yaml.safe_dump(logger_config(run_dir)))
     ckpt = last_checkpoint(run_dir) if subcommand == "fit" else None
-    command = fit_command(cell, run_dir, list(extra_args or []), ckpt, subcommand)
+    version = int(ckpt.parent.parent.name.removeprefix("version_")) if ckpt is not None else None
+    (run_dir / LOGGER_FILE).write_text(yaml.safe_dump(logger_config(run_dir, version)))
+    # a resume continues the checkpoint's version_<n> in place (--ckpt_path last there)
+    resume = "last" if ckpt is not None else None
+    command = fit_command(cell, run_dir, list(extra_args or []), resume, subcommand)
     record = {"cell_id": cell.cell_id, "values": cell.values, "command": command}
     record["config_sha256"] = config_digests(cell.configs)
     (run_dir / CELL_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
     start = time.time()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    rank = _task_rank()
     log_path = run_dir / ("fit.log" if rank == 0 else f"fit.rank{rank}.log")
     with open(log_path, "a") as log:
         log.write(f"\n$ {' '.join(command)}\n")
         log.flush()
-        returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        if rank == 0:  # the cell's lock: its training process, until it ends
+            write_run_status(run_dir, "running", pid=process.pid, cell_id=cell.cell_id)
+        returncode = process.wait()
     wall = time.time() - start
     if returncode != 0:
+        record = read_run_status(run_dir) if rank == 0 else None
+        if record is not None and record.get("pid") == process.pid:
+            (run_dir / STATUS_FILE).unlink()  # the lock goes with its process
         return {
             "cell_id": cell.cell_id,
             "status": "failed",
@@ -295,7 +323,7 @@ def run_local(
         outcomes.append(outcome)
         detail = f"{outcome.get('wall_s', 0):.0f}s" if "wall_s" in outcome else ""
         if outcome["status"] == "failed":
-            detail = f"exit {outcome['returncode']}, see {outcome['log']}"
+            detail = outcome.get("error") or f"exit {outcome['returncode']}, see {outcome['log']}"
         print(
             f"[{index + 1}/{len(cells)}] {cell.cell_id}: {outcome['status']} {detail}", flush=True
         )

@@ -57,6 +57,35 @@ def read_run_status(run_dir: str | Path) -> dict[str, Any] | None:
     return None
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one of another user counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_pid(run_dir: str | Path) -> int | None:
+    """The live process that holds a run or sweep cell, from its ``status.json``; else ``None``.
+
+    A ``running`` status names the training process (``pid``). When that process is gone (a
+    SIGKILL, a crash of the machine) the lock is stale and ``None`` is returned, so the next run
+    takes it over; this process's own pid never locks it out.
+    """
+    record = read_run_status(run_dir)
+    if record is None or record.get("status") != "running":
+        return None
+    pid = record.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid() or not pid_alive(pid):
+        return None
+    return pid
+
+
 def is_completed(run_dir: str | Path) -> bool:
     """True only for a finished run (training, last checkpoint, validation) or sweep cell."""
     record = read_run_status(run_dir)

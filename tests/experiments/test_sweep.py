@@ -104,6 +104,8 @@ def test_unfinished_cell_resumes_from_last_ckpt_through_submitit_and_done_cells_
     assert list((out / "submitit").iterdir())  # submitit's job folder
     log = (good / "fit.log").read_text()
     assert log.count("\n$ ") == 2 and "--ckpt_path" in log.split("\n$ ")[2]
+    assert not (good / "version_1").exists()  # the resume continued version_0 in place
+    assert json.loads((good / "version_0/status.json").read_text())["status"] == "completed"
 
     main([str(experiment), *only])  # finished: skipped, no new command in the log
     assert (good / "fit.log").read_text() == log
