@@ -26,7 +26,9 @@ grid; the cells are the Cartesian product of the axes (the first axis varies slo
 ``configs`` are stacked in order with the axes' configs (in axis order) in place of
 ``"{axes}"`` (at the end without it): a method config must come before a backbone config.
 Then come ``args``, then each axis' args. Config paths and relative paths in ``args`` are
-read from the directory the sweep is started in (the repository root), as for ``fit``.
+read from the directory the sweep is started in (the repository root), as for ``fit``. A
+string arg may refer to the cell's labels as ``${axis}`` (filesystem-safe, as in cell ids),
+e.g. to validate another grid's checkpoints (:func:`fill_labels`).
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class Experiment:
             args = list(self.args.items())
             for value in combo:
                 args.extend(value.args)
+            args = [(key, fill_labels(v, values)) for key, v in args]
             cells.append(Cell(cell_id(values), values, tuple(configs), tuple(args)))
         return cells
 
@@ -117,6 +120,33 @@ _LABEL_OK = re.compile(r"[^A-Za-z0-9.+-]+")
 def cell_id(values: dict[str, str]) -> str:
     """``{"method": "simclr", "seed": "0"} -> "method-simclr_seed-0"`` (filesystem safe)."""
     return "_".join(f"{name}-{_LABEL_OK.sub('.', label)}" for name, label in values.items())
+
+
+_LABEL_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def fill_labels(value: Any, labels: dict[str, str]) -> Any:
+    """A string arg with ``${axis}`` references filled with the cell's labels (``${cell_id}``:
+    the id of the cell with those labels); any other value as it is.
+
+    Lets one grid point at another grid's cells, e.g. a transfer probe that validates each
+    trained cell's checkpoint: ``ckpt_path: runs/train/last_dim-${last_dim}_seed-${seed}/...``.
+
+    Raises:
+        ValueError: a reference names no axis.
+    """
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def label(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "cell_id":
+            return cell_id(labels)
+        if name not in labels:
+            raise ValueError(f"{value!r} refers to ${{{name}}}, which is no axis: {list(labels)}")
+        return _LABEL_OK.sub(".", labels[name])
+
+    return _LABEL_REF.sub(label, value)
 
 
 def format_cli_value(value: Any) -> str:

@@ -286,3 +286,22 @@ def test_the_shuffle_grid_probes_its_floor_on_the_same_fixed_permutation(monkeyp
     )
     assert [v.label for v in dict(study.axes)["shuffle"]] == ["none", "patch"]
     assert study.report["contrasts"] == [{"axis": "shuffle", "levels": ["patch", "none"]}]
+
+
+def test_args_refer_to_the_cells_labels(tmp_path):
+    path = tmp_path / "transfer.yaml"
+    path.write_text(
+        "name: transfer\ncommand: validate\n"
+        "args: {ckpt_path: 'runs/t/last_dim-${last_dim}_seed-${seed}/last.ckpt',\n"
+        "       tag: '${cell_id}'}\n"
+        "axes:\n  - {name: last_dim, key: d, values: [64, 1024]}\n"
+        "  - {name: seed, key: seed_everything, values: [0, 1]}\n"
+    )
+    cells = load_experiment(path).cells()
+    args = dict(cells[3].args)
+    assert args["ckpt_path"] == "runs/t/last_dim-1024_seed-1/last.ckpt"
+    assert args["tag"] == "last_dim-1024_seed-1"
+    assert dict(cells[0].args)["d"] == 64  # a non-string value is left as it is
+    path.write_text(path.read_text().replace("${seed}", "${sed}"))
+    with pytest.raises(ValueError, match=r"\$\{sed\}, which is no axis"):
+        load_experiment(path).cells()
