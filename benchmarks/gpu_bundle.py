@@ -13,6 +13,7 @@ Usage (``gpu_bundle.sh`` runs both)::
 
     python benchmarks/gpu_bundle.py requirements            # name==version, one a line
     python benchmarks/gpu_bundle.py subset ../shared/data/cifar10 gpu_bundle/cifar10_subset.npz
+    python benchmarks/gpu_bundle.py wheels gpu_bundle/wheels  # fit to the image's versions
     python benchmarks/gpu_bundle.py check                   # gpu_check.sh: imports, versions
 """
 
@@ -26,11 +27,14 @@ import importlib.util
 import pickle
 import re
 import sys
+import zipfile
 from collections.abc import Iterable
+from email.parser import Parser
 from pathlib import Path
 
 import numpy as np
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,10 +79,36 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def read_image_packages(path: Path = IMAGE_PACKAGES) -> set[str]:
-    """The image's package names (normalised), one a line, ``#`` comments skipped."""
+def read_image_versions(path: Path = IMAGE_PACKAGES) -> dict[str, str | None]:
+    """The image's packages (normalised names), one a line as ``name`` or ``name==version``
+    (where the version is known), ``#`` comments skipped."""
     lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
-    return {normalise(line) for line in lines if line}
+    pairs = (line.partition("==") for line in lines if line)
+    return {normalise(name): version or None for name, _, version in pairs}
+
+
+def read_image_packages(path: Path = IMAGE_PACKAGES) -> set[str]:
+    """The image's package names (normalised)."""
+    return set(read_image_versions(path))
+
+
+def wheel_conflicts(wheels: Path, image: dict[str, str | None]) -> list[str]:
+    """What in the wheels' metadata the image would refuse: ``Requires-Python`` against the
+    image's Python, and every requirement on an image package of known version."""
+    conflicts = []
+    for wheel in sorted(wheels.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as archive:
+            name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+            meta = Parser().parsestr(archive.read(name).decode())
+        python = meta.get("Requires-Python")
+        if python and not SpecifierSet(python).contains(TARGET_ENVIRONMENT["python_full_version"]):
+            conflicts.append(f"{wheel.name}: Requires-Python {python}")
+        for line in meta.get_all("Requires-Dist") or []:
+            requirement = Requirement(line)
+            have = image.get(normalise(requirement.name))
+            if have and _applies(requirement, ()) and not requirement.specifier.contains(have):
+                conflicts.append(f"{wheel.name}: needs {requirement}, the image has {have}")
+    return conflicts
 
 
 def setup_cfg_requirements(path: Path = ROOT / "setup.cfg") -> list[str]:
@@ -235,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     subset.add_argument("--train-per-class", type=int, default=1000)
     subset.add_argument("--test-per-class", type=int, default=200)
     commands.add_parser("check", help="import what gpu_check needs, print versions")
+    wheels = commands.add_parser("wheels", help="check the wheels against the image's versions")
+    wheels.add_argument("folder", type=Path)
     unpack = commands.add_parser("unpack", help="a subset .npz as cifar-10-batches-py")
     unpack.add_argument("subset", type=Path)
     unpack.add_argument("folder", type=Path)
@@ -255,6 +287,11 @@ def main(argv: list[str] | None = None) -> None:
                 "is reachable (bash benchmarks/gpu_bundle.sh gpu_bundle), carry gpu_bundle to "
                 "the GPU machine and run bash benchmarks/gpu_check.sh --bundle gpu_bundle OUTDIR."
             )
+    elif args.command == "wheels":
+        conflicts = wheel_conflicts(args.folder, read_image_versions())
+        if conflicts:
+            raise SystemExit("wheels the GPU image would refuse:\n  " + "\n  ".join(conflicts))
+        print(f"{args.folder}: every wheel accepts the image's Python and versions")
     else:
         print(write_cifar_batches(args.subset, args.folder))
 

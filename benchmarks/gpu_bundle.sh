@@ -37,6 +37,7 @@ while read -r requirement; do
         fi
     done
 done <"$dir/requirements.txt"
+"$PY" benchmarks/gpu_bundle.py wheels "$dir/wheels"  # Python 3.12, torch 2.11, ... accepted
 if [[ ! -f $dir/cifar10_subset.npz ]]; then
     "$PY" benchmarks/gpu_bundle.py subset "$CIFAR" "$dir/cifar10_subset.npz" \
         --train-per-class "$TRAIN_PER_CLASS" --test-per-class "$TEST_PER_CLASS"

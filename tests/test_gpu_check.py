@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -79,6 +80,29 @@ def test_the_bundle_holds_what_the_gpu_image_lacks(bundle):
         "submitit",
     } <= set(missing)
     assert not set(missing) & image
+
+
+def test_wheels_the_image_would_refuse_are_named(bundle, tmp_path):
+    def wheel(name: str, *lines: str) -> None:
+        with zipfile.ZipFile(tmp_path / f"{name}-1.0-py3-none-any.whl", "w") as archive:
+            archive.writestr(f"{name}-1.0.dist-info/METADATA", "\n".join(lines) + "\n")
+
+    wheel("fine", "Name: fine", "Requires-Python: >=3.10", "Requires-Dist: torch>=2.5.1")
+    wheel(
+        "newer",
+        "Name: newer",
+        "Requires-Python: >=3.13",
+        "Requires-Dist: torch>=2.12",
+        'Requires-Dist: numpy<2; extra == "old"',  # an extra nobody asks for
+        "Requires-Dist: lightning>=9",  # a version the image list does not give
+    )
+    image = {"torch": "2.11.0", "numpy": "2.5.2", "lightning": None}
+    assert bundle.wheel_conflicts(tmp_path, image) == [
+        "newer-1.0-py3-none-any.whl: Requires-Python >=3.13",
+        "newer-1.0-py3-none-any.whl: needs torch>=2.12, the image has 2.11.0",
+    ]
+    versions = bundle.read_image_versions()
+    assert versions["torch"] == "2.11.0" and versions["timm"] is None
 
 
 def _jpeg_tree(root: Path, per_class: int) -> None:
@@ -184,7 +208,8 @@ def test_gpu_check_sh_prepends_the_bundle_to_pythonpath_and_checks_imports(tmp_p
     bundle = tmp_path / "bundle"
     (bundle / "wheels").mkdir(parents=True)
     (bundle / "requirements.txt").write_text("")
-    env = {**os.environ, "PY": sys.executable, "PYTHONPATH": "/kept/path"}
+    site = tmp_path / "site"
+    env = {**os.environ, "PY": sys.executable, "PYTHONPATH": "/kept/path", "GPU_SITE": str(site)}
     done = subprocess.run(
         ["bash", "benchmarks/gpu_check.sh", "--bundle", str(bundle), str(tmp_path / "out")],
         cwd=ROOT,
@@ -193,7 +218,6 @@ def test_gpu_check_sh_prepends_the_bundle_to_pythonpath_and_checks_imports(tmp_p
         text=True,
         timeout=120,
     )
-    site = bundle / f"site-py{sys.version_info[0]}{sys.version_info[1]}"
     assert f"PYTHONPATH={ROOT}:{site}:/kept/path" in done.stdout
     assert "lightly" in done.stdout and "jsonargparse" in done.stdout  # versions printed
     assert done.returncode != 0 and "cifar10_subset.npz not found" in done.stdout
