@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -30,10 +31,11 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from ssl_biases.metric_names import TRAIN_SKIPPED_BATCHES
+from ssl_biases.run.status import pid_alive
 
 
 # ------------------------------------------------------------------------- atomic checkpoints
@@ -82,6 +84,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 partial.unlink(missing_ok=True)
             _fsync_folder(target.parent)
         self.last_saved = (str(path), int(checkpoint.get("global_step", -1)))
+
+
+PARTIAL_FILE = re.compile(r"\..+\.partial-(\d+)")
+"""A temporary file of :class:`AtomicCheckpointIO` or ``write_run_status`` (``<pid>``: writer)."""
+
+
+def remove_stale_partials(folder: str | Path) -> list[Path]:
+    """Removes the temporary files that killed processes left in ``folder`` (a kill while a
+    checkpoint was written leaves its ``.last.ckpt.partial-<pid>``, as large as a checkpoint).
+
+    A file whose process still runs (another run writing into the folder) is kept.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for path in Path(folder).glob(".*.partial-*"):
+        match = PARTIAL_FILE.fullmatch(path.name)
+        if match and int(match.group(1)) != os.getpid() and not pid_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -150,6 +174,10 @@ class LastCheckpoint(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_time = time.monotonic()
+        folder = last_checkpoint_path(trainer, self.filename).parent
+        if trainer.is_global_zero and folder.is_dir():  # what a killed run left half-written
+            for path in remove_stale_partials(folder) + remove_stale_partials(folder.parent):
+                rank_zero_info(f"Removed {path}, left half-written by a process that was killed.")
 
     def on_train_batch_end(
         self,

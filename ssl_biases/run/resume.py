@@ -108,9 +108,42 @@ def resume_into_run_dir(logger_init_args: Any) -> str | None:
     return f"config.resume{len(list(run_dir.glob('config*.yaml')))}.yaml"
 
 
+def newest_readable_checkpoint(folder: str | Path, exclude: Path) -> tuple[Path, int] | None:
+    """The readable ``*.ckpt`` of ``folder`` (other than ``exclude``) with the highest step."""
+    found = []
+    for path in Path(folder).glob("*.ckpt"):
+        if path.resolve() == exclude.resolve():
+            continue
+        try:
+            found.append((int(read_checkpoint(path).contents.get("global_step", -1)), path))
+        except (ValueError, FileNotFoundError):
+            continue
+    if not found:
+        return None
+    step, path = max(found, key=lambda item: (item[0], item[1].stat().st_mtime))
+    return path, step
+
+
+def read_resume_checkpoint(path: str | Path) -> Any:
+    """:func:`read_checkpoint`, whose error for an unreadable file offers the newest readable
+    checkpoint of the same run (``--ckpt_path`` to it), or says that there is none."""
+    try:
+        return read_checkpoint(path)
+    except ValueError as error:
+        other = newest_readable_checkpoint(Path(path).parent, Path(path))
+        if other is None:
+            hint = "No other checkpoint of this run is readable: start the run again."
+        else:
+            hint = (
+                f"The newest readable checkpoint of this run is {other[0]} (step {other[1]}): "
+                f"resume from it with --ckpt_path {other[0]}."
+            )
+        raise ValueError(f"{error}\n{hint}") from error
+
+
 def check_checkpoint_fits(model: nn.Module, path: str | Path) -> None:
     """Raises a ``ValueError`` listing the tensors whose shapes or names differ."""
-    saved = read_checkpoint(path).state_dict
+    saved = read_resume_checkpoint(path).state_dict
     current = model.state_dict()
     differ = [
         f"{key}: checkpoint {tuple(saved[key].shape)} vs model {tuple(current[key].shape)}"
@@ -328,7 +361,7 @@ def check_ckpt_path(ckpt_path: Any) -> None:
     if "://" in ckpt_path:  # a remote (fsspec) path is Lightning's to read
         return
     try:
-        read_checkpoint(ckpt_path)
+        read_resume_checkpoint(ckpt_path)
     except FileNotFoundError as error:
         raise FileNotFoundError(
             f"--ckpt_path {ckpt_path}: no such file; pass a checkpoint "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -118,3 +120,54 @@ def test_analyze_reads_checkpoints_with_the_one_reader(tmp_path):
     with pytest.raises(ValueError, match="it is not a Lightning checkpoint"):
         torch.save({"weights": torch.zeros(1)}, tmp_path / "plain.ckpt")
         load_checkpoint_backbone(tmp_path / "plain.ckpt")
+
+
+# ----------------------------------------------------------------- leftovers of a killed run
+def test_a_corrupt_last_ckpt_offers_the_newest_readable_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "runs" / "ssl" / "version_0" / "checkpoints"
+    folder.mkdir(parents=True)
+    write_checkpoint(folder / "best-epoch0-step6.ckpt")  # step 7
+    torch.save({"state_dict": {}, "global_step": 3}, folder / "best-epoch0-step3.ckpt")
+    (folder / "last.ckpt").write_bytes(b"PK\x03\x04 cut short by a full disk")
+    with pytest.raises(ValueError) as error:
+        cli_main([*fit_args("simclr", tmp_path), "--ckpt_path=last"])
+    message = str(error.value)
+    relative = Path("runs/ssl/version_0/checkpoints")  # as the run names it
+    assert f"cannot read checkpoint {relative / 'last.ckpt'}" in message
+    newest = relative / "best-epoch0-step6.ckpt"
+    assert f"newest readable checkpoint of this run is {newest} (step 7)" in message
+    assert f"--ckpt_path {newest}" in message
+    for path in folder.glob("best-*"):
+        path.unlink()
+    with pytest.raises(ValueError, match="No other checkpoint of this run is readable"):
+        cli_main([*fit_args("simclr", tmp_path), "--ckpt_path=last"])
+
+
+def test_stale_partial_files_of_killed_processes_are_removed_on_the_next_start(tmp_path):
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from ssl_biases.run.faults import LastCheckpoint, remove_stale_partials
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folder = tmp_path / "version_0" / "checkpoints"
+        folder.mkdir(parents=True)
+        stale = folder / f".last.ckpt.partial-{dead.pid}"  # a SIGKILL during a save
+        stale.write_bytes(b"\0" * 1000)
+        status = folder.parent / f".status.json.partial-{dead.pid}"
+        status.write_text("{")
+        busy = folder / f".best.ckpt.partial-{alive.pid}"  # another run, writing right now
+        busy.write_bytes(b"\0")
+        trainer = SimpleNamespace(checkpoint_callback=SimpleNamespace(dirpath=str(folder)))
+        trainer.is_global_zero = True
+        LastCheckpoint().on_train_start(trainer, None)  # the next start of the run
+        assert not stale.exists() and not status.exists() and busy.exists()
+        assert remove_stale_partials(folder) == []
+    finally:
+        alive.kill()
+        alive.wait()
