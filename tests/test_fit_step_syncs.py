@@ -55,11 +55,6 @@ KNOWN_SYNCS: dict[str, KnownSync] = {
         "lightning/pytorch/core/module.py",
         "as the forward mask (the backward of a boolean index is a boolean index_put)",
     ),
-    "NaN guard": KnownSync(
-        "aten._local_scalar_dense.default",
-        "ssl_biases/run/faults.py",
-        "run/faults.py: NaNGuard keeps a device flag and reads it every N steps",
-    ),
     "train/loss with prog_bar=True": KnownSync(
         "aten._local_scalar_dense.default",
         "lightning/fabric/utilities/apply_func.py",
