@@ -81,6 +81,9 @@ def _resolve(name: str) -> tuple[type[nn.Module], dict[str, Any]]:
     return constructor, dict(kwargs)
 
 
+MIN_IMAGE_SIZE = 8  # as the data module's check
+
+
 def create_backbone(name: str, **overrides: Any) -> nn.Module:
     """Build the backbone ``name`` with its preset arguments updated by ``overrides``.
 
@@ -91,6 +94,12 @@ def create_backbone(name: str, **overrides: Any) -> nn.Module:
     constructor, kwargs = _resolve(name)
     _check_keys(name, constructor, overrides)
     kwargs.update(overrides)
+    size = kwargs.get("image_size")
+    if isinstance(size, int) and size < MIN_IMAGE_SIZE:  # a conv would fail, unclearly
+        raise ValueError(
+            f"image_size must be at least {MIN_IMAGE_SIZE} pixels, got {size} "
+            "(--image-size / --data.image_size)"
+        )
     return constructor(**kwargs)
 
 

@@ -141,6 +141,21 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def check_bounds(bounds: dict[str, Any]) -> None:
+    """``--trainer.max_steps``/``max_epochs`` (and ``min_*``) are counts, ``-1`` for no bound.
+
+    Raises:
+        ValueError: naming the flag and the value, before Lightning's own
+            ``MisconfigurationException`` (a traceback) at the trainer's construction.
+    """
+    for key, value in bounds.items():
+        if key in ("max_steps", "max_epochs") and value is not None and value < -1:
+            raise ValueError(
+                f"--trainer.{key} {value}: give a number of {key.split('_')[1]} >= 0, or -1 "
+                "for no such bound."
+            )
+
+
 def trainer_arguments(trainer_config: Any) -> dict[str, Any]:
     """``callbacks``, ``plugins`` and bounds for the trainer, from the parsed (instantiated) ones.
 
@@ -156,6 +171,7 @@ def trainer_arguments(trainer_config: Any) -> dict[str, Any]:
     if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
         plugins.append(AtomicCheckpointIO())
     bounds = {key: trainer_config.get(key) for key in ("max_epochs", "max_steps", "max_time")}
+    check_bounds(bounds)
     bounds, _ = time_budget_trainer_args(bounds, [])  # its TimeBudget: in trainer_defaults
     return {"callbacks": callbacks, "plugins": plugins, **bounds}
 

@@ -108,6 +108,39 @@ def remove_stale_partials(folder: str | Path) -> list[Path]:
     return removed
 
 
+def _writable(folder: Path) -> bool:
+    """Whether this process may create files in ``folder`` (a seam for tests, which run as root)."""
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def check_writable_folder(folder: str | Path, flag: str) -> None:
+    """Fails before anything is written when ``folder`` cannot be made or written to.
+
+    Args:
+        folder: The folder a command will create or write into.
+        flag: How the user gave it, for the message (``--output DIR``).
+
+    Raises:
+        ValueError: one line naming the path, what is wrong and what to do, when the folder
+            is a file, sits under a file, or its nearest existing folder is read-only.
+    """
+    path = Path(folder)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is under the file {existing}"
+        raise ValueError(
+            f"{flag}: {path} {where}, not a folder: name a new or existing folder "
+            "(the file is left as it is)."
+        )
+    if not _writable(existing):
+        raise ValueError(
+            f"{flag}: cannot write into {existing} (read-only or no permission): name a "
+            "folder you can write to, or make it writable; nothing was written."
+        )
+
+
 def _fsync_folder(folder: Path) -> None:
     """Makes a rename in ``folder`` durable (best effort; not every OS allows it)."""
     try:

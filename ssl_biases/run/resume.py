@@ -27,6 +27,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
 from ssl_biases.run.checkpoint import read_checkpoint
+from ssl_biases.run.faults import check_writable_folder
 from ssl_biases.run.status import is_completed
 
 
@@ -73,9 +74,30 @@ def place_run_dir(config: Any, subcommand: str | None) -> str | None:
         run keeps its first config), else ``None``.
     """
     set_default_save_dir(config)
-    if subcommand != "fit" or config.get("ckpt_path") != "last":
+    if subcommand != "fit":
+        return None
+    check_run_folders_writable(config)
+    if config.get("ckpt_path") != "last":
         return None
     return resume_into_run_dir(getattr(config.get("trainer.logger"), "init_args", None))
+
+
+def check_run_folders_writable(config: Any) -> None:
+    """For ``fit``: the folders the run will write (loggers' ``save_dir``, else
+    ``--trainer.default_root_dir``) can be written, before anything is built or written."""
+    loggers = config.get("trainer.logger")
+    folders = []
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        save_dir = getattr(getattr(logger, "init_args", None), "get", lambda key: None)("save_dir")
+        if save_dir:
+            folders.append(str(save_dir))
+    root_dir = config.get("trainer.default_root_dir")
+    if root_dir and (not folders or str(root_dir) in folders):
+        flag = "--trainer.default_root_dir"
+    else:
+        flag = "the logger's save_dir"
+    for folder in folders or [str(root_dir or ".")]:
+        check_writable_folder(folder, f"{flag} {folder}")
 
 
 def resume_into_run_dir(logger_init_args: Any) -> str | None:
@@ -103,6 +125,9 @@ def resume_into_run_dir(logger_init_args: Any) -> str | None:
     version = logger_init_args.version
     run_dir = Path(logger_init_args.save_dir) / name
     run_dir = run_dir / (version if isinstance(version, str) else f"version_{version}")
+    if run_dir.is_dir():  # it goes on writing there: checkpoints, metrics, status
+        check_writable_folder(run_dir, f"--ckpt_path last continues {run_dir}, but")
+        check_writable_folder(run_dir / "checkpoints", f"--ckpt_path last continues {run_dir}, but")
     if not (run_dir / "config.yaml").is_file():
         return None
     return f"config.resume{len(list(run_dir.glob('config*.yaml')))}.yaml"

@@ -175,10 +175,19 @@ class RunStatus(pl.Callback):
             self.remove_unstarted_run_dir()
         elif isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
             reason = {"signal": type(exception).__name__}
-            write_run_status(log_dir, "interrupted", global_step=trainer.global_step, **reason)
+            _try_write_status(log_dir, "interrupted", global_step=trainer.global_step, **reason)
         else:
             error = f"{type(exception).__name__}: {exception}"
-            write_run_status(log_dir, "failed", global_step=trainer.global_step, error=error)
+            _try_write_status(log_dir, "failed", global_step=trainer.global_step, error=error)
+
+
+def _try_write_status(run_dir: str | Path, status: str, **fields: Any) -> None:
+    """:func:`write_run_status` after a failure: a run directory that cannot be written (the
+    failure itself, often) must not hide the first error behind a second one."""
+    try:
+        write_run_status(run_dir, status, **fields)
+    except OSError:
+        pass
 
 
 def mark_completed(trainer: pl.Trainer) -> None:
