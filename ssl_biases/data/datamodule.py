@@ -153,6 +153,8 @@ class SSLDataModule(pl.LightningDataModule):
         shuffle_patch_size: Patch side of the patch kinds of ``shuffle``: set it to the
             backbone's ``patch_size`` (it is not linked; a mismatch is warned about at fit).
         shuffle_seed: Seed of the fixed permutation (the same in every split, epoch and run).
+        compile_views: With device views, ``torch.compile`` them (one CUDA graph a batch on a
+            GPU; minutes of compiling on a CPU): see docs/performance.md section 7.5.
     """
 
     def __init__(
@@ -181,6 +183,7 @@ class SSLDataModule(pl.LightningDataModule):
         shuffle: ShuffleKind = "none",
         shuffle_patch_size: int = 4,
         shuffle_seed: int = 0,
+        compile_views: bool = False,
     ) -> None:
         super().__init__()
         if image_size < 8:
@@ -248,6 +251,7 @@ class SSLDataModule(pl.LightningDataModule):
         self.train_views: ViewTransform | None = None
         self._datasets: dict[str, Dataset] = {}
         self.input_shuffle = fixed_input_shuffle(shuffle, shuffle_patch_size, shuffle_seed)
+        self.compile_views = compile_views
         if shuffle not in ("none", "pixel") and image_size % shuffle_patch_size:
             raise ValueError(
                 f"--data.shuffle {shuffle} cuts {image_size} px images into "
@@ -392,7 +396,9 @@ class SSLDataModule(pl.LightningDataModule):
                     f"{', '.join(methods_with_recipe(module))}. Use --data.augment workers, or "
                     "set `datamodule.device_views`."
                 )
-            self.device_views = DeviceViews(recipe, self.norm, self.order_seed)
+            self.device_views = DeviceViews(
+                recipe, self.norm, self.order_seed, compile=self.compile_views
+            )
         if stage == "fit" and isinstance(self.input_shuffle, PatchShuffle):
             self._check_shuffle_patch_size(self.trainer.lightning_module if self.trainer else None)
         _ = self.norm  # resolved (and recorded) before Lightning logs the hyperparameters

@@ -618,6 +618,13 @@ def test_compiled_views_are_the_eager_views() -> None:
         assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
 
 
+def test_compile_views_reaches_the_device_views() -> None:
+    for flag in (False, True):
+        dm = fitted(SSLDataModule(**DATA, augment="device", compile_views=flag), simclr())
+        assert dm.device_views is not None and dm.device_views.compile is flag
+        assert dm.hparams["compile_views"] is flag
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_cuda_graph_views_are_the_eager_views() -> None:
     dino = DINO(IsotropicNet(image_size=16, patch_size=4, width=32, depth=1, num_heads=2))
