@@ -42,6 +42,8 @@ from typing import Any
 
 import yaml
 
+from ssl_biases.run.legacy import migrate_key
+
 AXES_PLACEHOLDER = "{axes}"
 """Where in ``configs`` the axes' configs are stacked (default: after all of them)."""
 
@@ -109,7 +111,7 @@ class Experiment:
             args = list(self.args.items())
             for value in combo:
                 args.extend(value.args)
-            args = [(key, fill_labels(v, values)) for key, v in args]
+            args = [(migrate_key(key), fill_labels(v, values)) for key, v in args]  # old keys too
             cells.append(Cell(cell_id(values), values, tuple(configs), tuple(args)))
         return cells
 

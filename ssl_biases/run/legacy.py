@@ -144,10 +144,19 @@ def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(config.get("model"), Mapping):
         config["model"] = migrate_model_config(config["model"])
     for key in list(config):
-        parts = key.split(".")
-        if len(parts) >= 3 and parts[:2] == ["model", "init_args"] and parts[2] in TRAINING_FIELDS:
-            new_key = ".".join(["model", "init_args", "training", *parts[2:]])
+        new_key = migrate_key(key)
+        if new_key != key:
             if new_key in config and config[new_key] != config[key]:
                 raise ValueError(f"{key} and {new_key} both set: keep only {new_key}")
             config[new_key] = config.pop(key)
     return config
+
+
+def migrate_key(key: str) -> str:
+    """A dotted config key (an experiment's ``args``, a grid axis' ``key``) in the current
+    shape: ``model.init_args.warmup_fraction`` -> ``model.init_args.training.warmup_fraction``;
+    any other key comes back as it is."""
+    parts = key.split(".")
+    if len(parts) >= 3 and parts[:2] == ["model", "init_args"] and parts[2] in TRAINING_FIELDS:
+        return ".".join(["model", "init_args", "training", *parts[2:]])
+    return key

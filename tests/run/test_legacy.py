@@ -7,6 +7,7 @@ from dataclasses import fields
 import pytest
 
 from ssl_biases.cli import SSLBiasesCLI, cli_parser
+from ssl_biases.experiments.grid import load_experiment
 from ssl_biases.methods.training import Training
 from ssl_biases.run import sync_batchnorm
 from ssl_biases.run.legacy import CLASS_PATH_ALIASES, MIGRATIONS, TRAINING_FIELDS, migrate_config
@@ -115,3 +116,19 @@ def test_every_migration_says_what_retired_it_and_where_it_is_read() -> None:
     assert len(MIGRATIONS) == 3
     for migration in MIGRATIONS:
         assert "issue" in migration.until and "ssl_biases." in migration.where
+
+
+def test_an_old_experiment_file_gives_cells_in_the_new_shape(tmp_path) -> None:
+    spec = tmp_path / "old_experiment.yaml"
+    spec.write_text(
+        "name: old\nconfigs: [configs/method/simclr.yaml]\n"
+        "args: {model.init_args.warmup_fraction: 0.0, data.batch_size: 8}\n"
+        "axes:\n  - name: lr\n    key: model.init_args.optimizer.init_args.lr\n"
+        "    values: [0.1, 0.2]\n"
+    )
+    cells = load_experiment(spec).cells()
+    assert [dict(cell.args) for cell in cells] == [
+        {"model.init_args.training.warmup_fraction": 0.0, "data.batch_size": 8,
+         "model.init_args.training.optimizer.init_args.lr": lr}
+        for lr in (0.1, 0.2)
+    ]  # fmt: skip
