@@ -80,6 +80,23 @@ HEADS = {  # tiny heads so a step costs milliseconds
         "--model.init_args.bottleneck_dim=32",
         "--model.init_args.output_dim=64",
     ],
+    "lejepa": [
+        "--model.init_args.projection_hidden_dim=64",
+        "--model.init_args.projection_dim=32",
+        "--model.init_args.sigreg_num_vectors=64",
+    ],
+    "swav": [  # a queue of 2 batches, used from the 3rd step on (a resume at step 2 needs it)
+        "--model.init_args.projection_hidden_dim=64",
+        "--model.init_args.projection_dim=32",
+        "--model.init_args.n_prototypes=16",
+        "--model.init_args.queue_length=16",
+        "--model.init_args.queue_start_fraction=0.0",
+    ],
+    "emp_ssl": [
+        "--model.init_args.projection_hidden_dim=64",
+        "--model.init_args.projection_dim=32",
+        "--model.init_args.n_patches=4",
+    ],
 }
 
 

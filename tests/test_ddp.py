@@ -3,14 +3,16 @@
 Two processes are started once (``torch.multiprocessing.spawn``, torchrun-style environment)
 and do everything the tests compare: for SimCLR (negatives gathered across ranks), BYOL,
 DINO (centre all-reduced), MoCo v3 (keys gathered), VICReg (variance and covariance over the
-gathered batch) and Barlow Twins (C of the gathered batch) one training step on the rank's
-half batch with BatchNorm synchronised by :class:`AnyDeviceSyncBatchNorm`, gradients averaged
-as DDP averages them; then a Lightning ``Trainer(strategy="ddp", devices=2)`` validation with
-the kNN and few-shot probes. The single-process references run in the test process.
+gathered batch), Barlow Twins (C of the gathered batch), LeJEPA (SIGReg's sums all-reduced),
+SwAV (Sinkhorn's sums all-reduced) and EMP-SSL (the coding rate of the gathered batch) one
+training step on the rank's half batch with BatchNorm synchronised by
+:class:`AnyDeviceSyncBatchNorm`, gradients averaged as DDP averages them; then a Lightning
+``Trainer(strategy="ddp", devices=2)`` validation with the kNN and few-shot probes. The
+single-process references run in the test process.
 
 Tolerance: losses, gradients and DINO's centre to ``rtol=1e-4, atol=1e-5`` (float32
-reductions in a different order; ``atol=1e-4`` for Barlow Twins, whose gradients are about
-ten times larger); probe metrics exactly.
+reductions in a different order; ``atol=1e-4`` for Barlow Twins and EMP-SSL, whose gradients
+are about ten times larger); probe metrics exactly.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch import Tensor
 
 from ssl_biases.backbones import IsotropicNet
 from ssl_biases.data.datamodule import SSLDataModule
-from ssl_biases.methods import BYOL, DINO, BarlowTwins, MoCoV3, SimCLR, VICReg
+from ssl_biases.methods import BYOL, DINO, EMPSSL, BarlowTwins, LeJEPA, MoCoV3, SimCLR, SwAV, VICReg
 from ssl_biases.methods.base import SSLMethod
 from ssl_biases.probes.fewshot import FewShotProbe
 from ssl_biases.probes.knn import KNNProbe
@@ -39,10 +41,14 @@ WORLD = 2
 BATCH = 8  # full batch; each rank gets BATCH // WORLD
 METHODS = ("simclr", "byol", "dino")
 METHODS += ("mocov3", "vicreg", "barlow_twins")  # keys, VICReg's terms, Barlow's C: global batch
+# SIGReg's characteristic-function sums, Sinkhorn's normalisations, the coding rate: global batch
+METHODS += ("lejepa", "swav", "emp_ssl")
+VIEW_SIZES = {"lejepa": (16, 16, 8, 8), "swav": (16, 16, 8, 8), "emp_ssl": (16, 16, 16)}
 RTOL, ATOL = 1e-4, 1e-5
 # Barlow Twins' loss sums d^2 entries of C (gradients up to ~10 here): float noise on gradients
 # that are exactly zero (a bias in front of a BatchNorm) reaches 1e-5 there.
 ATOL_SCALE = {"barlow_twins": 10.0}
+ATOL_SCALE["emp_ssl"] = 10.0  # the same (gradients up to ~20: the coding rate's log det x 200)
 
 
 def make_method(name: str) -> SSLMethod:
@@ -59,22 +65,29 @@ def make_method(name: str) -> SSLMethod:
         model = VICReg(backbone, **small)
     elif name == "barlow_twins":
         model = BarlowTwins(backbone, **small)
+    elif name == "lejepa":
+        model = LeJEPA(backbone, **small, sigreg_num_vectors=64)
+    elif name == "swav":
+        model = SwAV(backbone, **small, n_prototypes=8)
+    elif name == "emp_ssl":
+        model = EMPSSL(backbone, **small, n_patches=3)
     else:
         model = DINO(backbone, hidden_dim=32, bottleneck_dim=16, output_dim=64, n_local_views=0)
         model.total_steps = lambda: 100.0  # the teacher-temperature schedule needs a length
     return AnyDeviceSyncBatchNorm().apply(model)
 
 
-def make_views() -> list[Tensor]:
+def make_views(name: str = "") -> list[Tensor]:
     generator = torch.Generator().manual_seed(1)
-    return [torch.randn(BATCH, 3, 16, 16, generator=generator) for _ in range(2)]
+    sizes = VIEW_SIZES.get(name, (16, 16))
+    return [torch.randn(BATCH, 3, size, size, generator=generator) for size in sizes]
 
 
 def train_step(name: str, rank: int, world: int) -> dict[str, Tensor]:
     """One step on this rank's slice; loss and gradients averaged over ranks as DDP does."""
     model = make_method(name).train()
     part = BATCH // world
-    views = [v[rank * part : (rank + 1) * part] for v in make_views()]
+    views = [v[rank * part : (rank + 1) * part] for v in make_views(name)]
     loss, _ = model.ssl_step(views)
     loss.backward()
     out = {"loss": loss.detach().clone()}

@@ -68,7 +68,8 @@ def one_thread():
 # centre and multi-crop views) and mae (masking, drawn from the restored random state).
 # Dropped, as they add no kind of state: mocov3 (a momentum teacher, as byol), ijepa (masking
 # plus a momentum teacher: mae + byol), ibot (a centre plus masking: dino + mae).
-@pytest.mark.parametrize("method", ["simclr", "byol", "dino", "mae"])
+# swav adds a queue of past projections (a buffer written every step) and prototype freezing.
+@pytest.mark.parametrize("method", ["simclr", "byol", "dino", "mae", "swav"])
 def test_sigkill_then_resume_matches_uninterrupted_run(method, tmp_path, monkeypatch, one_thread):
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     reference_dir.mkdir()
