@@ -31,13 +31,35 @@ def test_bare_loops_use_the_configs_heads_and_schedule() -> None:
     assert not any(p.requires_grad for p in model.backbone_momentum.parameters())
 
 
+@pytest.mark.parametrize(
+    ("method", "sizes"),
+    [("swav", [32, 32, 16, 16]), ("lejepa", [32, 32, 16, 16]), ("emp_ssl", [32] * 20)],
+)
+def test_multi_crop_bare_loops_take_the_configs_crops_and_heads(method, sizes) -> None:
+    bench = load_benchmark()
+    args = bench.method_args(method)
+    views = bench.views_transform(method, args, {"mean": [0.5] * 3, "std": [0.25] * 3})
+    from PIL import Image
+
+    crops = views(Image.new("RGB", (32, 32), (120, 60, 30)))
+    assert [c.shape[-1] for c in crops] == sizes
+    backbone = bench.create_backbone("vit_tiny", width=32, depth=1, num_heads=2)
+    model = bench.MULTI_CROP_MODELS[method](backbone, args, 100)
+    if hasattr(model, "before_step"):
+        model.before_step(0)  # SwAV: prototypes frozen for the first 1 % of the steps
+    batch = [torch.randn(4, *c.shape) for c in crops[:4]]
+    loss = model.loss(*batch)
+    assert loss.ndim == 0 and loss.requires_grad
+
+
 def test_tiny_run_prints_both_knn_accuracies_and_their_difference(tmp_path, capsys) -> None:
     bench = load_benchmark()
     argv = [
         "--steps", "2", "--batch-size", "16", "--dataset", "shapes", "--shapes-size", "64",
         "--max-probe-train-samples", "32", "--device", "cpu", "--work-dir", str(tmp_path),
         "--backbone-arg", "width=32", "--backbone-arg", "depth=1", "--backbone-arg", "num_heads=2",
-        "--json", str(tmp_path / "rows.json"), "--fit-args", "--trainer.accelerator", "cpu",
+        "--json", str(tmp_path / "rows.json"), "--methods", "simclr,byol,vicreg,mocov3",
+        "--fit-args", "--trainer.accelerator", "cpu",
     ]  # fmt: skip
     rows = bench.main(argv)
     assert [r["method"] for r in rows] == ["simclr", "byol", "vicreg", "mocov3"]
