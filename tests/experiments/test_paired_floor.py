@@ -75,8 +75,9 @@ def test_every_family_cell_builds_and_starts_from_its_floor_cells_weights(monkey
     grid = load_experiment("configs/experiment/families_cifar10_quick.yaml", output_dir=tmp_path)
     floor = load_experiment(grid.report["baseline"], output_dir=tmp_path / "floor")
     cells = grid.cells()
-    assert len(cells) == 5 * 4 * 2 + 2  # MAE: global attention only
+    assert len(cells) == 8 * 4 * 2 + 2  # MAE: global attention only
     methods = {"mocov3", "vicreg", "barlow_twins", "ijepa", "ibot", "mae"}
+    methods |= {"swav", "lejepa", "emp_ssl"}  # issue 31
     assert {c.values["method"] for c in cells} == methods
     floor_cells = {tuple(c.values.items()): c for c in floor.cells()}
     offered = {}  # method -> the mixers the grid gives it (MAE: attention only)
