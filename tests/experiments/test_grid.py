@@ -284,8 +284,13 @@ def test_the_shuffle_grid_probes_its_floor_on_the_same_fixed_permutation(monkeyp
     assert (
         shared["data.shuffle_patch_size"] == shared["model.init_args.backbone.init_args.patch_size"]
     )
-    assert [v.label for v in dict(study.axes)["shuffle"]] == ["none", "patch"]
-    assert study.report["contrasts"] == [{"axis": "shuffle", "levels": ["patch", "none"]}]
+    assert [v.label for v in dict(study.axes)["shuffle"]] == ["none", "patch", "pixel"]
+    assert study.report["contrasts"] == [
+        {"axis": "shuffle", "levels": ["patch", "none"]},
+        {"axis": "shuffle", "levels": ["pixel", "none"]},
+    ]
+    assert [v.label for v in dict(study.axes)["seed"]] == ["0", "1", "2", "3"]
+    assert study.report["primary"]["estimator"] == "paired"
 
 
 def test_args_refer_to_the_cells_labels(tmp_path):

@@ -202,8 +202,8 @@ ISSUE_15_GRIDS = {  # file -> cells: the grids of issue 15's findings and their 
     "masked_depth_cifar10": 24,
     "masked_depth_cifar10_random": 24,
     "masked_mixers_gpu": 4,
-    "shuffle_cifar10": 18,
-    "shuffle_cifar10_random": 18,
+    "shuffle_cifar10": 36,
+    "shuffle_cifar10_random": 36,
 }
 
 
