@@ -5,12 +5,51 @@ from __future__ import annotations
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
+from lightly.utils import dist
 from torch import Tensor, nn
 
 from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter
 from ssl_biases.methods.base import DEFAULT_TRAINING, SSLMethod
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.training import Training
+
+
+class SyncFreeNTXentLoss(NTXentLoss):
+    """lightly's NT-Xent (arXiv 2002.05709) without its one host sync per call.
+
+    lightly drops each view's similarity to itself by boolean-mask indexing
+    (``logits_00[~diag_mask]``), whose data-dependent size makes the host wait for the GPU, in
+    the forward and again in the backward. Filling those entries with ``-inf`` instead gives
+    the same cross-entropy (``exp(-inf) = 0``) at a fixed shape. In-batch negatives only (no
+    memory bank, which SimCLR does not use).
+    """
+
+    def __init__(self, temperature: float = 0.5, gather_distributed: bool = False) -> None:
+        super().__init__(temperature=temperature, gather_distributed=gather_distributed)
+
+    def forward(self, out0: Tensor, out1: Tensor) -> Tensor:
+        """NT-Xent of two batches of projections ``[n, c]`` (one row per image and view)."""
+        batch_size = out0.shape[0]
+        out0 = nn.functional.normalize(out0, dim=1)  # [n, c]
+        out1 = nn.functional.normalize(out1, dim=1)
+        if self.gather_distributed and dist.world_size() > 1:
+            out0_all = torch.cat(dist.gather(out0), 0)  # [m, c], m = n * world_size
+            out1_all = torch.cat(dist.gather(out1), 0)
+            self_pairs = dist.eye_rank(batch_size, device=out0.device)  # [n, m] bool
+            offset = dist.rank() * batch_size
+        else:
+            out0_all, out1_all = out0, out1
+            self_pairs = torch.eye(batch_size, device=out0.device, dtype=torch.bool)
+            offset = 0
+        logits_00 = (out0 @ out0_all.T / self.temperature).masked_fill(self_pairs, -torch.inf)
+        logits_01 = out0 @ out1_all.T / self.temperature  # [n, m]
+        logits_10 = out1 @ out0_all.T / self.temperature
+        logits_11 = (out1 @ out1_all.T / self.temperature).masked_fill(self_pairs, -torch.inf)
+        logits = torch.cat(  # [2n, 2m]: the positive of row i sits in column offset + i
+            [torch.cat([logits_01, logits_00], 1), torch.cat([logits_10, logits_11], 1)], 0
+        )
+        labels = torch.arange(batch_size, device=out0.device) + offset
+        return self.cross_entropy(logits, labels.repeat(2))
 
 
 class SimCLR(SSLMethod):
@@ -50,7 +89,7 @@ class SimCLR(SSLMethod):
             hidden_dim=projection_hidden_dim,
             output_dim=projection_dim,
         )
-        self.criterion = NTXentLoss(temperature=temperature, gather_distributed=True)
+        self.criterion = SyncFreeNTXentLoss(temperature=temperature, gather_distributed=True)
 
     def view_recipe(self, image_size: int) -> ViewRecipe:
         """Two views from one chain, lightly's ``SimCLRTransform`` with this method's knobs."""
