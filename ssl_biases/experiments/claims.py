@@ -26,9 +26,11 @@ gains:
   Tight where a seed's trained result and its floor are positively correlated.
 - ``welch``: the mean of the trained seeds minus the mean of the floor's seeds, Welch's
   interval (:func:`~.confidence.welch_estimate`); for a contrast, the trained cells'
-  seed-paired differences ``a - b`` (or slopes) against the floor's, the same way. The floor
-  may have many more seeds than the trained cells (floor cells cost seconds), and its noise
-  then shrinks as its own count grows instead of entering every trained seed's difference.
+  seed-paired differences ``a - b`` (or slopes) against the floor's, the same way. Only floor
+  seeds that no trained cell has enter (a trained seed starts from its floor seed's weights,
+  so the two are not independent samples). The floor may have many more seeds than the
+  trained cells (floor cells cost seconds), and its noise then shrinks as its own count grows
+  instead of entering every trained seed's difference.
   Where trained results and floors are uncorrelated (as in the committed grids), this is the
   tighter form. A contrast on an axis the floor does not vary (the method) needs no floor.
 
@@ -193,6 +195,16 @@ def _project(labels: dict[str, str], axes: list[str], leave_out: str | None = No
     return tuple(labels[a] for a in axes if a not in (SEED_AXIS, leave_out))
 
 
+def independent_floor(
+    rows: list[dict[str, Any]], floor_rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The floor cells whose seed no trained cell has: a trained seed starts from its floor
+    seed's weights, so only the other floor seeds are a sample independent of the trained
+    cells, as Welch's interval assumes. A grid for Welch gives its floor extra seeds."""
+    trained = {str(r.get(SEED_AXIS)) for r in rows}
+    return [r for r in floor_rows if str(r.get(SEED_AXIS)) not in trained]
+
+
 def welch_gains(
     rows: list[dict[str, Any]],
     axes: list[str],
@@ -202,10 +214,11 @@ def welch_gains(
 ) -> dict[tuple[str, ...], Estimate]:
     """Per group of seeds: mean trained ``metric`` minus the mean of its floor's seeds (Welch).
 
-    A group whose floor has fewer than 2 seeds (or that has fewer than 2 itself) is left out.
+    Only the floor seeds that no trained cell has enter (:func:`independent_floor`); a group
+    with fewer than 2 of them (or fewer than 2 trained seeds) is left out.
     """
     keys = [a for a in axes if a != SEED_AXIS]
-    floors = _values(floor_rows, floor_axes, metric)
+    floors = _values(independent_floor(rows, floor_rows), floor_axes, metric)
     gains = {}
     for group, values in _values(rows, axes, metric).items():
         floor = floors.get(_project(dict(zip(keys, group)), floor_axes), [])
@@ -246,7 +259,8 @@ def contrast_estimates(
     trained = contrast_values(rows, axes, contrast, base)
     if axis not in floor_axes:  # the floor does not vary along the contrast: it cancels
         return {g: mean_estimate(v, "paired") for g, v in trained.items()}
-    floors = contrast_values(floor_rows or [], list(floor_axes), contrast, base)
+    floor = independent_floor(rows, floor_rows or [])
+    floors = contrast_values(floor, list(floor_axes), contrast, base)
     estimates = {}
     for group, values in trained.items():
         floor = floors.get(_project(dict(zip(keys, group)), list(floor_axes), axis), [])

@@ -68,9 +68,10 @@ def test_welch_gain_is_the_trained_mean_minus_all_floor_seeds_mean():
     rows, floor = rows_of()
     gains = welch_gains(rows, ["method", "token_mixer", "seed"], floor, ["token_mixer", "seed"],
                         "val/knn_top1")  # fmt: skip
-    expected = welch_estimate(TRAINED[("simclr", "conv")], FLOORS["conv"])
+    # only floor seeds 3-5 enter: seeds 0-2 are the trained cells' own initial weights
+    expected = welch_estimate(TRAINED[("simclr", "conv")], FLOORS["conv"][3:])
     assert gains[("simclr", "conv")] == expected
-    assert expected.n == (3, 6)
+    assert expected.n == (3, 3)
 
 
 def test_welch_contrast_of_gains_sets_trained_differences_against_floor_differences():
@@ -82,9 +83,9 @@ def test_welch_contrast_of_gains_sets_trained_differences_against_floor_differen
     )
     trained = [a - b for a, b in zip(TRAINED[("simclr", "conv")], TRAINED[("simclr", "attention")])]
     floors = [a - b for a, b in zip(FLOORS["conv"], FLOORS["attention"])]
-    assert welch[("simclr",)] == welch_estimate(trained, floors)
+    assert welch[("simclr",)] == welch_estimate(trained, floors[3:])
     paired = contrast_estimates(rows, axes, contrast, "gain/val/knn_top1", "paired")
-    gain_differences = [t - f for t, f in zip(trained, floors)]  # the first 3 floor seeds
+    gain_differences = [t - f for t, f in zip(trained, floors)]  # floor seeds 0-2, paired
     assert paired[("simclr",)].mean == pytest.approx(mean_estimate(gain_differences).mean)
     # a contrast along an axis the floor does not vary: the floor cancels
     by_method = {"axis": "method", "levels": ["simclr", "byol"]}
@@ -144,3 +145,15 @@ def test_a_gain_claim_needs_a_baseline(tmp_path):
     (tmp_path / "grid.yaml").write_text(text)
     with pytest.raises(ValueError, match="baseline"):
         check_primary(load_experiment(tmp_path / "grid.yaml"))
+
+
+def test_welch_has_no_floor_when_every_floor_seed_is_a_trained_seed():
+    rows, floor = rows_of()
+    shared = [r for r in floor if int(r["seed"]) < 3]  # the trained cells' own seeds only
+    axes, floor_axes = ["method", "token_mixer", "seed"], ["token_mixer", "seed"]
+    assert welch_gains(rows, axes, shared, floor_axes, "val/knn_top1") == {}
+    contrast = {"axis": "token_mixer", "levels": ["conv", "attention"]}
+    welch = contrast_estimates(
+        rows, axes, contrast, "gain/val/knn_top1", "welch", shared, floor_axes
+    )
+    assert welch == {}
