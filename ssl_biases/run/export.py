@@ -38,7 +38,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ssl_biases.run.checkpoint import build_backbone, load_weights, read_checkpoint
-from ssl_biases.run.faults import check_writable_folder
 from ssl_biases.run.onnx_export import (
     DEFAULT_OPSET,
     INPUT_NAME,
@@ -213,6 +212,8 @@ def export(
             checked against PyTorch under onnxruntime (needs the onnx extra).
         opset: ONNX opset of ``--format onnx`` (18, the exporter's own, up to onnx's newest).
     """
+    from ssl_biases.run.faults import check_writable_folder  # (load_backbone: no Lightning)
+
     check_writable_folder(output, f"--output {output}")  # before reading anything
     written = export_checkpoint(ckpt, output)
     meta = read_meta(written)
