@@ -42,8 +42,9 @@ BATCH = 8  # full batch; each rank gets BATCH // WORLD
 METHODS = ("simclr", "byol", "dino")
 METHODS += ("mocov3", "vicreg", "barlow_twins")  # keys, VICReg's terms, Barlow's C: global batch
 # SIGReg's characteristic-function sums, Sinkhorn's normalisations, the coding rate: global batch
-METHODS += ("lejepa", "swav", "emp_ssl")
+METHODS += ("lejepa", "swav", "swav_queue", "emp_ssl")  # swav_queue: a full queue joins Sinkhorn
 VIEW_SIZES = {"lejepa": (16, 16, 8, 8), "swav": (16, 16, 8, 8), "emp_ssl": (16, 16, 16)}
+VIEW_SIZES["swav_queue"] = VIEW_SIZES["swav"]
 RTOL, ATOL = 1e-4, 1e-5
 # Barlow Twins' loss sums d^2 entries of C (gradients up to ~10 here): float noise on gradients
 # that are exactly zero (a bias in front of a BatchNorm) reaches 1e-5 there.
@@ -69,6 +70,8 @@ def make_method(name: str) -> SSLMethod:
         model = LeJEPA(backbone, **small, sigreg_num_vectors=64)
     elif name == "swav":
         model = SwAV(backbone, **small, n_prototypes=8)
+    elif name == "swav_queue":
+        model = SwAV(backbone, **small, n_prototypes=8, queue_length=16, queue_start_fraction=0.0)
     elif name == "emp_ssl":
         model = EMPSSL(backbone, **small, n_patches=3)
     else:
@@ -88,6 +91,12 @@ def train_step(name: str, rank: int, world: int) -> dict[str, Tensor]:
     model = make_method(name).train()
     part = BATCH // world
     views = [v[rank * part : (rank + 1) * part] for v in make_views(name)]
+    if name == "swav_queue":  # two earlier global batches fill the queue (16 rows) first
+        generator = torch.Generator().manual_seed(2)
+        for _ in range(2):
+            z = torch.randn(2, BATCH, 16, generator=generator)  # [2 global views, B, P]
+            z = torch.nn.functional.normalize(z, dim=-1)
+            model.queue_logits(z[:, rank * part : (rank + 1) * part].reshape(-1, 16), part)
     loss, _ = model.ssl_step(views)
     loss.backward()
     out = {"loss": loss.detach().clone()}

@@ -35,11 +35,13 @@ class SwAV(SSLMethod):
     things in epochs): the prototypes get no gradient (``grad = None`` after the backward, as
     the original; DDP-safe, unlike toggling ``requires_grad``) during the first
     ``freeze_prototypes_fraction`` of the run; with ``queue_length > 0`` the projections of the
-    global crops of past batches are kept in a FIFO (``queue_length`` in all, split evenly over
-    the processes) from ``queue_start_fraction`` of the run on, and once it is full they join
-    the Sinkhorn problem (their codes are dropped). The queue is a persistent buffer, so a
-    checkpoint holds it and a resumed run continues exactly (single process; under DDP the
-    checkpoint holds rank 0's queue). Fractions follow the time budget's progress when
+    global crops of past batches are kept in a FIFO of ``queue_length`` rows from
+    ``queue_start_fraction`` of the run on, and once it is full they join the Sinkhorn problem
+    (their codes are dropped). Under DDP every process pushes the gathered global batch, so the
+    queue is the same on every rank (DDP's buffer broadcast leaves it unchanged), and each
+    process adds its own ``1 / world`` share to Sinkhorn: the union is the one queue of a single
+    process. The queue is a persistent buffer, so a checkpoint holds it and a resumed run
+    continues exactly. Fractions follow the time budget's progress when
     ``max_time`` alone bounds the run; with no bound at all, freezing is off and the queue on.
 
     Local crops are a separate forward pass at ``local_crop_size`` (default half the image, a
@@ -57,7 +59,8 @@ class SwAV(SSLMethod):
         sinkhorn_epsilon: Entropic regularisation of Sinkhorn (0.05).
         freeze_prototypes_fraction: Fraction of the run without prototype updates.
         queue_length: Projections of past global crops kept per global crop, over all
-            processes (0: no queue; the paper uses 3840 for batches of 256).
+            processes: at least the global batch, a multiple of the number of processes (0: no
+            queue; the paper uses 3840 for batches of 256).
         queue_start_fraction: Fraction of the run after which the queue fills.
         n_local_views: Number of small local crops (the paper uses 6; 0 for backbones that
             need the full image size).
@@ -110,8 +113,8 @@ class SwAV(SSLMethod):
             sinkhorn_epsilon=sinkhorn_epsilon,
             sinkhorn_gather_distributed=True,
         )
-        # [global views, queue_length, P]: the newest first; a process uses its first
-        # queue_length / world rows. `queue_filled`: rows written so far (saved, as the queue).
+        # [global views, queue_length, P]: the newest first, the same on every process.
+        # `queue_filled`: rows written so far (saved, as the queue).
         self.register_buffer("queue", torch.zeros(GLOBAL_VIEWS, queue_length, projection_dim))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
         image_size = getattr(backbone, "image_size", None)
@@ -154,29 +157,32 @@ class SwAV(SSLMethod):
         total = self.total_steps()
         return 1.0 if math.isinf(total) else step / total
 
-    def queue_length_per_process(self) -> int:
-        """``queue_length / world size``: each process keeps its share of the queue."""
-        return self.hparams.queue_length // dist.world_size()
-
     @torch.no_grad()
     def queue_logits(self, z_global: Tensor, batch: int) -> list[Tensor] | None:
-        """Prototype scores of the queued projections (``None`` until the queue is full), then
-        pushes ``z_global`` ``[2B, P]`` (detached) into the queue, newest first."""
-        length = self.queue_length_per_process()
+        """Prototype scores of this process's share of the queue (``None`` until the queue is
+        full), then pushes the global batch's ``z_global`` ``[2B, P]`` (detached, gathered from
+        every process) into the queue, newest first."""
+        length = self.hparams.queue_length
         if length == 0 or self.run_progress(self.global_step) < self.hparams.queue_start_fraction:
             return None
-        if length < batch:
+        world = dist.world_size()
+        z = z_global.detach().view(GLOBAL_VIEWS, batch, -1)  # [2, B, P]
+        if world > 1:
+            z = torch.cat(dist.gather(z.contiguous()), dim=1)  # [2, world * B, P]
+        new = z.shape[1]
+        if length < new or length % world:
             raise ValueError(
-                f"SwAV's queue_length per process ({length}) must be at least the batch size "
-                f"({batch}): raise queue_length or set it to 0"
+                f"SwAV's queue_length ({length}) must be at least the global batch ({new}) and "
+                f"a multiple of the {world} processes: change queue_length or set it to 0"
             )
-        queue = self.queue[:, :length]  # [2, L, P]
         scores = None
         if int(self.queue_filled) >= length:  # full of real projections: join Sinkhorn
-            scores = [self.prototypes(q) for q in queue]  # 2 x [L, K]
-        queue[:, batch:] = queue[:, :-batch].clone()  # shift the older ones back
-        queue[:, :batch] = z_global.detach().view(GLOBAL_VIEWS, batch, -1)  # [2, B, P]
-        self.queue_filled += batch
+            share = length // world
+            mine = self.queue[:, dist.rank() * share : (dist.rank() + 1) * share]  # [2, L/w, P]
+            scores = [self.prototypes(q) for q in mine]  # 2 x [L / world, K]
+        self.queue[:, new:] = self.queue[:, :-new].clone()  # shift the older ones back
+        self.queue[:, :new] = z
+        self.queue_filled += new
         return scores
 
     def ssl_step(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:

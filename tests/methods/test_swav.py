@@ -80,7 +80,7 @@ def test_queue_fills_newest_first_and_joins_sinkhorn_once_full(tiny_net) -> None
     assert torch.equal(model.queue[:, :4], z[2].view(2, 4, 16))
     assert int(model.queue_filled) == 12
     assert "queue" in model.state_dict()  # checkpointed: a resumed run continues it
-    with pytest.raises(ValueError, match="at least the batch size"):
+    with pytest.raises(ValueError, match="at least the global batch"):
         model.queue_logits(torch.randn(24, 16), 12)
 
 
