@@ -85,12 +85,17 @@ def migrate_backbone_config(config: Mapping[str, Any]) -> dict[str, Any]:
     into ``token_mixer``, which becomes ``{"class_path", "init_args"}`` with every knob
     explicit (a string name becomes its class with defaults). Any other backbone, and an
     already migrated config, come back equal. The result builds the same net, with the same
-    state-dict keys, as the old config did.
+    state-dict keys, as the old config did. A stored config with ``last_dim`` and no
+    ``last_block_act`` predates the last block's ReLU and gets ``last_block_act: none`` (a
+    stored config lists every argument, so a current one always has the key).
     """
     config = {**config, "init_args": dict(config.get("init_args") or {})}
     if config.get("class_path") not in ISOTROPIC_CLASS_PATHS:
         return config
     init_args = config["init_args"]
+    if init_args.get("last_dim") is not None and "last_block_act" not in init_args:
+        # stored before the last block's ReLU (issue 29): keep that run's block as it was
+        init_args["last_block_act"] = "none"
     legacy = {k: init_args.pop(k) for k in LEGACY_MIXER_KNOBS if k in init_args}
     mixer = mixer_from_legacy(init_args.get("token_mixer", "attention"), legacy)
     init_args["token_mixer"] = mixer_config(mixer)

@@ -70,6 +70,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "migrate_backbone_config in run.checkpoint for stored configs and exports)",
     ),
     Migration(
+        shape="IsotropicNet with last_dim and no last_block_act in a stored backbone config "
+        "(a checkpoint's backbone_config, a run's config.yaml read by the checkpoint loader, "
+        "an export's backbone.json): the last block had no activation after its sum",
+        until="issue 29, the last block's ReLU (IsotropicNet last_block_act)",
+        current="last_block_act: none (relu is the default for new configs)",
+        where="ssl_biases.backbones.legacy.migrate_backbone_config; a run's config.yaml given "
+        "to the CLI as --config needs --model.init_args.backbone.init_args.last_block_act none",
+    ),
+    Migration(
         shape="class_path: ssl_biases.experiments.sync_batchnorm.AnyDeviceSyncBatchNorm "
         "(or CPUSyncBatchNorm) in trainer.plugins",
         until="issue 16, step 1: the run room (commit 498f82c)",

@@ -116,3 +116,19 @@ def test_a_knob_set_twice_to_different_values_is_an_error():
         IsotropicNet(token_mixer=ConvMixer(5), kernel_size=3, pool="gap", width=32, depth=1)
     with pytest.raises(ValueError, match="no legacy mixer knob"):
         mixer_from_legacy("conv", {"kernel": 3})
+
+
+def test_a_stored_last_dim_config_without_last_block_act_keeps_its_old_block():
+    stored = {
+        "class_path": "ssl_biases.backbones.IsotropicNet",
+        "init_args": {"width": 48, "depth": 2, "patch_size": 8, "image_size": 32, "last_dim": 96},
+    }
+    migrated = migrate_backbone_config(stored)
+    assert migrated["init_args"]["last_block_act"] == "none"
+    current = {**stored, "init_args": {**stored["init_args"], "last_block_act": "relu"}}
+    assert migrate_backbone_config(current)["init_args"]["last_block_act"] == "relu"
+    no_last_dim = {**stored, "init_args": {**stored["init_args"], "last_dim": None}}
+    assert "last_block_act" not in migrate_backbone_config(no_last_dim)["init_args"]
+    # the migrated config builds the old block (no activation after the last sum)
+    net = IsotropicNet(**migrated["init_args"])
+    assert isinstance(net.blocks[-1].out_act, torch.nn.Identity)
