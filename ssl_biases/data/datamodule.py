@@ -129,8 +129,8 @@ class SSLDataModule(pl.LightningDataModule):
             see docs/performance.md; datasets read from arrays, cifar and stl10, are in
             memory already); ``device``: the decoded uint8 train set sits on the training
             device (each DDP rank holds all of it) and batches are gathered there, with no
-            loader workers (needs ``augment: device``). ``false``/``true`` are the old
-            spellings of ``none``/``memory``.
+            loader workers (the views are made on the device: ``augment`` ``auto`` or
+            ``device``). ``false``/``true`` are the old spellings of ``none``/``memory``.
         augment: Where the training views are made: ``workers`` (per image, lightly's
             transforms in DataLoader workers), ``device`` (batched per-sample transforms
             on the training device after the uint8 batch is moved there, from the method's
@@ -210,10 +210,12 @@ class SSLDataModule(pl.LightningDataModule):
                 f"cache must be none, memory or device and augment auto, workers or device; got "
                 f"cache={cache!r}, augment={augment!r}"
             )
+        if self.cache == "device" and augment == "auto":
+            augment = "device"  # the images wait on the device: the views are made there
         if self.cache == "device" and augment != "device":
             raise ValueError(
                 "--data.cache device serves uint8 images on the device, so the views must be "
-                "made there too: add --data.augment device (or use --data.cache memory)."
+                "made there too: use --data.augment device or auto (or --data.cache memory)."
             )
         self.augment = augment
         self._views_made_on: Augment | None = None  # `auto` resolved at setup("fit")

@@ -348,8 +348,9 @@ def test_bad_inputs_are_value_errors(tmp_path: Path, monkeypatch: pytest.MonkeyP
         views(torch.rand(4, 3, 16, 16), keys(4))
     with pytest.raises(ValueError, match="keys must be int64"):
         views(uint8_images(4), keys(4).int())
-    with pytest.raises(ValueError, match="add --data.augment device"):
-        SSLDataModule(cache="device")
+    with pytest.raises(ValueError, match="use --data.augment device or auto"):
+        SSLDataModule(cache="device", augment="workers")
+    assert SSLDataModule(cache="device").augment == "device"  # auto: where the images wait
     with pytest.raises(ValueError, match="cache must be"):
         SSLDataModule(augment="gpu")  # type: ignore[arg-type]
     monkeypatch.setattr(device_cache, "available_bytes", lambda device: 2**19)
