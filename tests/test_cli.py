@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor
 
 from ssl_biases.cli import SSLBiasesCLI, cli_main
+from ssl_biases.run.progress import LoggedLossRichProgressBar, LoggedLossTQDMProgressBar
 from ssl_biases.run.status import is_completed, write_run_status
 
 from helpers import CONFIGS, column, fit_args, read_metrics, tiny_args
@@ -140,7 +141,9 @@ def test_lr_is_scaled_by_the_global_batch(tmp_path, monkeypatch, tiny_backbone_c
     assert not math.isclose(groups["decay"]["weight_decay"], 0.0)
 
 
-@pytest.mark.parametrize(("tty", "bar"), [(True, RichProgressBar), (False, TQDMProgressBar)])
+@pytest.mark.parametrize(
+    ("tty", "bar"), [(True, LoggedLossRichProgressBar), (False, LoggedLossTQDMProgressBar)]
+)
 def test_progress_bar_is_rich_on_a_terminal_and_line_based_in_a_log(
     tty, bar, tmp_path, monkeypatch, tiny_backbone_config
 ):

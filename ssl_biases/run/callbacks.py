@@ -21,12 +21,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from jsonargparse import lazy_instance
-from lightning.pytorch.callbacks import (
-    LearningRateMonitor,
-    ModelCheckpoint,
-    RichProgressBar,
-    TQDMProgressBar,
-)
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from torch import nn
@@ -42,6 +37,7 @@ from ssl_biases.run.faults import (
     PreemptionCheckpoint,
     SkippedImageCounter,
 )
+from ssl_biases.run.progress import LoggedLossRichProgressBar, LoggedLossTQDMProgressBar
 from ssl_biases.run.resume import EpochEndResume, LearningRateOnResume, RandomState
 from ssl_biases.run.status import RunStatus, mark_completed
 
@@ -166,7 +162,8 @@ def trainer_arguments(trainer_config: Any) -> dict[str, Any]:
     """
     callbacks = _as_list(trainer_config.get("callbacks"))
     if trainer_config.get("enable_progress_bar") is not False:
-        callbacks.append(RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar())
+        bar = LoggedLossRichProgressBar if sys.stdout.isatty() else LoggedLossTQDMProgressBar
+        callbacks.append(bar())  # the last logged train/loss, no sync a step (run/progress.py)
     plugins = _as_list(trainer_config.get("plugins"))
     if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
         plugins.append(AtomicCheckpointIO())
