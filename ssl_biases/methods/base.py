@@ -3,7 +3,10 @@
 A method subclass supplies only its heads, its loss (:meth:`SSLMethod.ssl_step`) and its views
 (:meth:`SSLMethod.train_views`). The base owns the backbone, the online linear probe, the
 optimizer parameter groups, LR scaling, warm-up + cosine schedule, the momentum (EMA) teachers
-(:meth:`SSLMethod.momentum_pairs`) and the logged names. The schedules are sized by
+(:meth:`SSLMethod.momentum_pairs`) and the logged names. On a GPU it trains as
+``benchmarks/gpu_check`` measures (:mod:`ssl_biases.methods.gpu`): losses in fp32 under
+``bf16-mixed``, fused AdamW, channels_last for conv backbones, ``compile`` of every backbone
+entry point. The schedules are sized by
 ``max_steps``/``max_epochs``, or by a time budget when ``max_time`` alone bounds the run
 (:mod:`ssl_biases.methods.schedules`; the run's :mod:`ssl_biases.run.budget` measures it).
 """
@@ -28,6 +31,15 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_biases.data.transforms import Normalization
 from ssl_biases.data.views import ViewRecipe, per_image_views
+from ssl_biases.methods.gpu import (
+    LOSS_SUFFIX,
+    autocast_off,
+    compile_entry_points,
+    compute_in_fp32,
+    fused_kwargs,
+    to_channels_last,
+    wants_channels_last,
+)
 from ssl_biases.methods.hook import NO_HOOK, TrainingHook
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.schedules import ScheduleClock, cosine_between, warmup_cosine
@@ -83,7 +95,16 @@ class SSLMethod(pl.LightningModule):
     and collects the whole constructor chain's arguments but the backbone, the lens and the
     training object, whose plain-data fields it saves under ``training``
     (:meth:`Training.hparams <ssl_biases.methods.training.Training.hparams>`).
+
+    Losses in fp32: a submodule assigned to an attribute whose name ends with ``criterion``
+    (``self.criterion``, ``self.patch_criterion``) runs with autocast off and float32 inputs
+    (:func:`~ssl_biases.methods.gpu.compute_in_fp32`); a loss written as a function or method
+    is decorated with :func:`~ssl_biases.methods.gpu.fp32_loss`. A new method does one or the
+    other for every loss it computes (``tests/methods/test_bf16.py`` checks each method).
     """
+
+    #: ``torch.compile`` options of ``training.compile`` (tests use ``{"backend": "eager"}``).
+    compile_options: dict[str, Any] = {}
 
     def __init__(
         self,
@@ -125,6 +146,11 @@ class SSLMethod(pl.LightningModule):
         """
         names = inspect.signature(cls.__init__).parameters
         return {name: local_vars[name] for name in names if name != "self"}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, nn.Module) and name.endswith(LOSS_SUFFIX):
+            compute_in_fp32(value)  # a loss: fp32 under bf16 autocast
+        super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ hooks for subclasses
     def ssl_step(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -208,9 +234,11 @@ class SSLMethod(pl.LightningModule):
 
     @torch.no_grad()
     def update_teachers(self, m: float) -> None:
-        """``teacher = m * teacher + (1 - m) * student`` for every pair (``update_momentum``)."""
-        for student, teacher in self.momentum_pairs():
-            update_momentum(student, teacher, m)
+        """``teacher = m * teacher + (1 - m) * student`` for every pair (``update_momentum``),
+        autocast off (manual optimisation steps inside the autocast of the training step)."""
+        with autocast_off():
+            for student, teacher in self.momentum_pairs():
+                update_momentum(student, teacher, m)
 
     def optimizer_step(
         self,
@@ -233,10 +261,28 @@ class SSLMethod(pl.LightningModule):
 
     # opt-in torch.compile of the backbone
     def configure_model(self) -> None:
-        """Compiles the backbone in place when ``compile`` is set (Lightning calls this once)."""
+        """Compiles the backbone and its EMA teachers in place when ``compile`` is set
+        (Lightning calls this once): ``forward`` and every entry point methods call around it
+        (``embed_patches``, ``forward_tokens``, ``pool_tokens``, ``forward_features``;
+        :func:`~ssl_biases.methods.gpu.compile_entry_points`), with :attr:`compile_options`."""
         if self.training_setup.compile and not getattr(self, "_backbone_compiled", False):
-            self.backbone.compile()  # nn.Module.compile: state_dict keys stay the same
+            teachers = [t for s, t in self.momentum_pairs() if s is self.backbone]
+            for module in (self.backbone, *teachers):
+                compile_entry_points(module, **self.compile_options)
             self._backbone_compiled = True
+
+    def on_fit_start(self) -> None:
+        """channels_last for a conv backbone on CUDA (weights here, inputs in every step)."""
+        self.use_channels_last(wants_channels_last(self.backbone, self.device.type))
+
+    def use_channels_last(self, enabled: bool) -> None:
+        """Puts the module's 4-D weights and every step's images in channels_last (or not)."""
+        self._channels_last = enabled
+        if enabled:
+            self.to(memory_format=torch.channels_last)
+
+    def _layout(self, images: Any) -> Any:
+        return to_channels_last(images) if getattr(self, "_channels_last", False) else images
 
     # ------------------------------------------------------------------------- training
     @property
@@ -251,6 +297,7 @@ class SSLMethod(pl.LightningModule):
         """SSL loss (through the hook) + online probe loss; with a hook of its own optimizer
         (manual optimisation) the step also steps the optimizers (:meth:`manual_step`)."""
         views, labels = batch
+        views = self._layout(views)
         step = self.hook.ssl_losses(views, self.ssl_step)
         probe_loss = self.online_probe_loss(step.features, labels)
         total = step.ssl + probe_loss + step.extra
@@ -298,6 +345,7 @@ class SSLMethod(pl.LightningModule):
         self, batch: tuple[Tensor, Tensor], dataloader_idx: int, stage: str, batch_idx: int = 0
     ) -> dict:
         images, labels = batch
+        images = self._layout(images)
         features = self.backbone(images)  # [B, D]
         if dataloader_idx == 1:
             metric = self.val_linear_top1 if stage == VAL else self.test_linear_top1
@@ -357,15 +405,24 @@ class SSLMethod(pl.LightningModule):
                 return callback
         return None
 
-    def configure_optimizers(self) -> Any:
-        groups = split_weight_decay(
+    def _decay_groups(self) -> list[dict[str, Any]]:
+        return split_weight_decay(
             (name, param)
             for module_name, module in self.named_children()
             if module_name not in ("online_probe", "lens")  # the lens has its own optimizer
             for name, param in module.named_parameters(prefix=module_name)
         )
+
+    def configure_optimizers(self) -> Any:
+        """The optimizer (fused on CUDA when it can be, :func:`~ssl_biases.methods.gpu.
+        fused_kwargs`) of the backbone and heads plus the online probe's group, and the LR
+        schedule."""
+        groups = self._decay_groups()
         setup = self.training_setup
         optimizer = setup.optimizer(groups)
+        fused = fused_kwargs(optimizer)  # fused AdamW on CUDA (one kernel for all params)
+        if fused:
+            optimizer = setup.optimizer(self._decay_groups(), **fused)
         scale = self.lr_scale()
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] * scale

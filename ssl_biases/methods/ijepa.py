@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from ssl_biases.data.transforms import Normalization
 from ssl_biases.methods.base import DEFAULT_TRAINING, SSLMethod
+from ssl_biases.methods.gpu import fp32_loss
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.masked import embed_with_mask_token
 from ssl_biases.methods.reconstruction import PATCH_API, patchify_count
@@ -241,8 +242,11 @@ class IJEPA(SSLMethod):
         idx_context, idx_targets = self.mask(images)  # [B, K], T x [B, M]
         prediction, features = self.predict(images, idx_context, idx_targets)
         target = self.targets(images, idx_targets)  # [T*B, M, D']
+        return self.latent_loss(prediction, target), features
+
+    @fp32_loss
+    def latent_loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """Smooth L1 or MSE between predicted and target tokens ``[T*B, M, D']`` (fp32)."""
         if self.hparams.loss == "smooth_l1":
-            loss = F.smooth_l1_loss(prediction, target)
-        else:
-            loss = F.mse_loss(prediction, target)
-        return loss, features
+            return F.smooth_l1_loss(prediction, target)
+        return F.mse_loss(prediction, target)

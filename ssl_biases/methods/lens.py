@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.utils import save_image
 
+from ssl_biases.methods.gpu import fp32_loss
 from ssl_biases.methods.hook import SSLLosses, SSLStep, TrainingHook
 from ssl_biases.metric_names import LR_LENS, TRAIN_LENS_LOSS, TRAIN_LENS_REC_LOSS
 
@@ -128,6 +129,7 @@ class Lens(nn.Module, TrainingHook):
         return x + self.out(h)  # [B, C, H, W]
 
     @staticmethod
+    @fp32_loss
     def reconstruction_loss(views: list[Tensor], lensed: list[Tensor]) -> Tensor:
         """Mean squared edit ``||x - lens(x)||^2`` per pixel and channel, averaged over views."""
         losses = [F.mse_loss(out, x) for x, out in zip(views, lensed)]

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from ssl_biases.backbones.stems import OverlapStem, PatchStem
 from ssl_biases.data.views import ViewRecipe, asymmetric_two_views
 from ssl_biases.methods.base import DEFAULT_TRAINING, SSLMethod
+from ssl_biases.methods.gpu import fp32_loss
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.training import Training
 
@@ -117,9 +118,10 @@ class MoCoV3(SSLMethod):
             image_size, hp.min_scale, hp.cj_strength, hp.gaussian_blur, hp.solarization_prob
         )
 
+    @fp32_loss
     def contrastive_loss(self, q: Tensor, k: Tensor) -> Tensor:
         """``2 tau * CE(q k_all^T / tau)``: query i's positive is key i, the other keys (of
-        every process) are its negatives (the paper's ``ctr``)."""
+        every process) are its negatives (the paper's ``ctr``); in fp32 under autocast."""
         q = F.normalize(q, dim=1)  # [B, K]
         k = F.normalize(k, dim=1)  # [B, K]
         if dist.world_size() > 1:

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from ssl_biases.data.views import ViewRecipe, ViewSpec
 from ssl_biases.methods.base import DEFAULT_TRAINING, SSLMethod
+from ssl_biases.methods.gpu import fp32_loss
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.training import Training
 from ssl_biases.metric_names import VAL_MASKED_MSE
@@ -117,8 +118,14 @@ class MaskedReconstruction(SSLMethod):
         images = views[0]  # [B, C, H, W]
         idx_keep, idx_mask = self.mask(images)  # [B, K], [B, M]
         prediction, _ = self.predict_masked(images, idx_keep, idx_mask)  # [B, M, P]
-        loss = F.mse_loss(prediction, self.targets(images, idx_mask))
+        loss = self.pixel_loss(prediction, self.targets(images, idx_mask))
         return loss, self.probe_features(images)
+
+    @staticmethod
+    @fp32_loss
+    def pixel_loss(prediction: Tensor, target: Tensor) -> Tensor:
+        """MSE of the masked patches' pixels ``[B, M, p*p*C]`` (fp32 under autocast)."""
+        return F.mse_loss(prediction, target)
 
     @torch.no_grad()
     def probe_features(self, images: Tensor) -> Tensor:
