@@ -259,21 +259,24 @@ class SSLMethod(pl.LightningModule):
             self.update_teachers(m)
             self.log(TRAIN_MOMENTUM, m)
 
-    # opt-in torch.compile of the backbone
+    # channels_last and opt-in torch.compile of the backbone
     def configure_model(self) -> None:
-        """Compiles the backbone and its EMA teachers in place when ``compile`` is set
-        (Lightning calls this once): ``forward`` and every entry point methods call around it
+        """Lightning calls this once, before the strategy moves and wraps (DDP) the model.
+
+        On CUDA a conv backbone's weights go to channels_last (:meth:`use_channels_last`; the
+        images follow in every step). With ``compile`` set, the backbone and its EMA teachers
+        are compiled in place: ``forward`` and every entry point methods call around it
         (``embed_patches``, ``forward_tokens``, ``pool_tokens``, ``forward_features``;
-        :func:`~ssl_biases.methods.gpu.compile_entry_points`), with :attr:`compile_options`."""
+        :func:`~ssl_biases.methods.gpu.compile_entry_points`), with :attr:`compile_options`.
+        """
+        if self._trainer is not None:  # before the strategy moves and wraps the model (DDP)
+            device_type = self.trainer.strategy.root_device.type
+            self.use_channels_last(wants_channels_last(self.backbone, device_type))
         if self.training_setup.compile and not getattr(self, "_backbone_compiled", False):
             teachers = [t for s, t in self.momentum_pairs() if s is self.backbone]
             for module in (self.backbone, *teachers):
                 compile_entry_points(module, **self.compile_options)
             self._backbone_compiled = True
-
-    def on_fit_start(self) -> None:
-        """channels_last for a conv backbone on CUDA (weights here, inputs in every step)."""
-        self.use_channels_last(wants_channels_last(self.backbone, self.device.type))
 
     def use_channels_last(self, enabled: bool) -> None:
         """Puts the module's 4-D weights and every step's images in channels_last (or not)."""

@@ -44,6 +44,8 @@ class CPUSyncBatchNorm(_BatchNorm):
         if self._world_size() == 1:
             return super().forward(input)
         self._check_input_dim(input)
+        dtype = input.dtype  # bf16 under autocast: the statistics are summed in fp32
+        input = input.float()
         channels = input.shape[1]
         dims = [0, *range(2, input.ndim)]
         count = input.new_full((1,), input.numel() / channels)
@@ -65,7 +67,7 @@ class CPUSyncBatchNorm(_BatchNorm):
         out = (input - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out
+        return out.to(dtype)
 
 
 class AnyDeviceSyncBatchNorm(TorchSyncBatchNorm):
