@@ -51,7 +51,9 @@ class Training:
         reference_batch_size: The batch size the base LR refers to (256).
         online_probe_lr: LR of the online linear probe (not scaled, no weight decay).
         compile: Compile the backbone with ``torch.compile`` (opt-in; in place, so parameter
-            names and checkpoints do not change). Pays off on a GPU for long runs; the first
+            names and checkpoints do not change): its ``forward`` and the entry points the
+            masked methods call (``embed_patches``, ``forward_tokens``, ...), and its EMA
+            teachers. Pays off on a GPU for long runs; the first
             steps are slow while it compiles (see docs/performance.md).
 
     Raises:
