@@ -307,7 +307,9 @@ class SSLMethod(pl.LightningModule):
         if not self.automatic_optimization:
             self.manual_step(total)
         batch_size = labels.shape[0]
-        self.log(TRAIN_LOSS, step.ssl, prog_bar=True, batch_size=batch_size)
+        # not prog_bar: Lightning would read it back every step (a host sync); the CLI's bar
+        # shows the last logged value instead (ssl_biases.run.progress)
+        self.log(TRAIN_LOSS, step.ssl, batch_size=batch_size)
         self.log(TRAIN_ONLINE_PROBE_LOSS, probe_loss, batch_size=batch_size)
         for name, value in step.metrics.items():
             self.log(name, value, batch_size=batch_size)

@@ -11,11 +11,13 @@ from torch.nn import functional as F
 
 from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter
 from ssl_biases.methods.base import DEFAULT_TRAINING, SSLMethod
+from ssl_biases.methods.gpu import fp32_loss
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.multi_crop import check_crop_size
 from ssl_biases.methods.training import Training
 
 
+@fp32_loss
 def emp_ssl_loss(z: Tensor, tcr_eps: float, inv_coef: float) -> Tensor:
     """The EMP-SSL objective (arXiv 2304.03977, eq. 4), to be minimised.
 

@@ -2,9 +2,9 @@
 
 Lightning turns every metric logged with ``prog_bar=True`` into a Python number at every
 batch end (a ``.item()``: on a GPU the host waits for the step to finish). The methods log
-``train/loss`` without ``prog_bar``; these bars show its last *logged* value instead
-(``trainer.logged_metrics``, refreshed every ``log_every_n_steps``), read once when a new one
-arrives, at a step where logging has already waited for the device.
+``train/loss`` without ``prog_bar``; these bars read it themselves, once every
+``log_every_n_steps`` optimisation steps (and at the first step), and show that value until
+the next read.
 """
 
 from __future__ import annotations
@@ -13,29 +13,30 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
-from torch import Tensor
 
 from ssl_biases.metric_names import TRAIN_LOSS
 
 
 class LoggedLossInBar:
-    """Mixin for a Lightning progress bar: adds the last logged ``train/loss`` to its items."""
+    """Mixin for a Lightning progress bar: adds ``train/loss``, read every log interval."""
 
-    _shown: tuple[Any, float] | None = None  # (the logged value, as a float)
+    _loss: float | None = None
+    _read_at: int | None = None  # the global step of the last read
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)  # type: ignore[misc]
-        logged = trainer.logged_metrics.get(TRAIN_LOSS)
-        if logged is None:
-            return items
-        if self._shown is None or self._shown[0] is not logged:  # a new value: read it once
-            self._shown = (logged, float(logged) if isinstance(logged, Tensor) else logged)
-        return {**items, TRAIN_LOSS: self._shown[1]}
+        step = trainer.global_step
+        due = self._loss is None or step % max(1, trainer.log_every_n_steps) == 0
+        if due and step != self._read_at:
+            logged = trainer.logged_metrics.get(TRAIN_LOSS)
+            if logged is not None:
+                self._loss, self._read_at = float(logged), step  # one sync per interval
+        return items if self._loss is None else {**items, TRAIN_LOSS: self._loss}
 
 
 class LoggedLossTQDMProgressBar(LoggedLossInBar, TQDMProgressBar):
-    """tqdm's bar (a log file) with the last logged training loss."""
+    """tqdm's bar (a log file) with the training loss of the last log interval."""
 
 
 class LoggedLossRichProgressBar(LoggedLossInBar, RichProgressBar):
-    """rich's bar (a terminal) with the last logged training loss."""
+    """rich's bar (a terminal) with the training loss of the last log interval."""

@@ -1,4 +1,4 @@
-"""The progress bars show the last logged training loss, read once per logged value."""
+"""The progress bars show the training loss, read once per log interval."""
 
 from __future__ import annotations
 
@@ -13,16 +13,21 @@ from ssl_biases.run.progress import LoggedLossRichProgressBar, LoggedLossTQDMPro
 
 
 @pytest.mark.parametrize("bar_type", [LoggedLossTQDMProgressBar, LoggedLossRichProgressBar])
-def test_bar_shows_the_last_logged_loss_and_reads_each_value_once(bar_type) -> None:
+def test_bar_reads_the_loss_at_the_first_step_and_then_once_per_log_interval(bar_type) -> None:
     bar = bar_type()
-    trainer = SimpleNamespace(loggers=[], progress_bar_metrics={"val/knn_top1": 0.5})
-    trainer.logged_metrics = {}
+    trainer = SimpleNamespace(
+        loggers=[], progress_bar_metrics={"val/knn_top1": 0.5}, log_every_n_steps=4
+    )
+    trainer.global_step, trainer.logged_metrics = 1, {}
     assert bar.get_metrics(trainer, None) == {"val/knn_top1": 0.5}  # nothing logged yet
-    trainer.logged_metrics = {TRAIN_LOSS: torch.tensor(3.25)}
-    with OpCounter() as counter:
-        for _ in range(5):  # five batch ends between two log steps
+    shown, syncs = [], 0
+    for step in range(1, 10):  # the bar refreshes at every batch end
+        trainer.global_step = step
+        trainer.logged_metrics = {TRAIN_LOSS: torch.tensor(float(step))}
+        with OpCounter() as counter:
             items = bar.get_metrics(trainer, None)
-    assert items == {"val/knn_top1": 0.5, TRAIN_LOSS: 3.25}
-    assert len(counter.syncs) == 1  # one .item() for the new value, none for the repeats
-    trainer.logged_metrics = {TRAIN_LOSS: torch.tensor(2.5)}  # the next log step
-    assert bar.get_metrics(trainer, None)[TRAIN_LOSS] == 2.5
+        shown.append(items[TRAIN_LOSS])
+        syncs += len(counter.syncs)
+        assert items["val/knn_top1"] == 0.5
+    assert shown == [1.0, 1.0, 1.0, 4.0, 4.0, 4.0, 4.0, 8.0, 8.0]
+    assert syncs == 3  # steps 1 (the first), 4 and 8
