@@ -10,6 +10,7 @@ from lightly.models.modules import DINOProjectionHead
 from torch import Tensor, nn
 
 from ssl_biases.data.views import ViewRecipe, ViewSpec, lightly_jitter
+from ssl_biases.methods import multi_crop
 from ssl_biases.methods.base import DEFAULT_TRAINING, SSLMethod
 from ssl_biases.methods.lens import Lens
 from ssl_biases.methods.training import Training
@@ -122,7 +123,8 @@ class DINO(SSLMethod):
         )
         image_size = getattr(backbone, "image_size", None)
         if n_local_views > 0 and image_size is not None:
-            self._check_local_crop(self.local_size(image_size))
+            remedy = "`n_local_views: 0` (global crops only) or a `local_crop_size` it accepts"
+            multi_crop.check_crop_size(backbone, self.local_size(image_size), "DINO", remedy)
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [
@@ -133,26 +135,7 @@ class DINO(SSLMethod):
     # ------------------------------------------------------------------------------ views
     def local_size(self, image_size: int) -> int:
         """Side of the local crops: ``local_crop_size`` or half the image, a patch multiple."""
-        if self.hparams.local_crop_size is not None:
-            return self.hparams.local_crop_size
-        patch = getattr(self.backbone, "patch_size", 1)
-        return max(patch, image_size // 2 // patch * patch)
-
-    def _check_local_crop(self, size: int) -> None:
-        """Fail now, not mid-run, if the backbone cannot embed a ``size`` px local crop."""
-        was_training = self.backbone.training
-        self.backbone.eval()
-        try:
-            with torch.no_grad():
-                self.backbone(torch.zeros(2, 3, size, size))  # [2, D]
-        except (ValueError, RuntimeError) as err:
-            raise ValueError(
-                f"DINO's local crops are {size} px, which {type(self.backbone).__name__} cannot "
-                f"embed ({err}). Set `n_local_views: 0` (global crops only) or a "
-                "`local_crop_size` it accepts, or use a backbone that takes other image sizes."
-            ) from err
-        finally:
-            self.backbone.train(was_training)
+        return multi_crop.local_crop_size(self.backbone, image_size, self.hparams.local_crop_size)
 
     def view_recipe(self, image_size: int) -> ViewRecipe:
         """2 global crops + ``n_local_views`` local crops, lightly's ``DINOTransform``.

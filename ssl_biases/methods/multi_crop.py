@@ -1,6 +1,6 @@
 """Multi-crop (Caron et al., arXiv 2006.09882): the local-crop size and the backbone check.
 
-SwAV and LeJEPA embed small local crops in a separate forward pass at a smaller size. A
+DINO, iBOT, SwAV and LeJEPA embed small local crops in a separate forward pass at a smaller size. A
 backbone sized for one input (``token_mixer='mlp'``, a timm ViT built for one ``img_size``)
 cannot; the methods call :func:`check_crop_size` at construction so the run fails at once with
 a message that says what to set, not mid-run.
