@@ -201,7 +201,8 @@ def framework_run(batches: list, args: argparse.Namespace) -> tuple[list[float],
     finally:
         SSLDataModule.train_dataloader = original
     if default:
-        print(f"default fit: {cli.datamodule.views_made_on} views", flush=True)
+        dm = cli.datamodule
+        print(f"default fit: {dm.views_made_on} views, cache {dm.cache}", flush=True)
     if args.profile:
         steps = args.warmup + args.steps if default else len(batches)
         per_step = hook_seconds_per_step(cli.trainer.profiler.recorded_durations, steps)

@@ -11,13 +11,16 @@ table gives per method the steps made in the budget, the kNN top-1 and its gain 
 
 The default setting is the families grid's (``configs/experiment/families_cifar10_quick.yaml``:
 width 64, depth 4, patch 8 on 32 px, gap pooling; batch 128; a 5,000-image probe bank and
-2,000 queries), on the whole CIFAR-10 training set. Loader workers count against the budget,
-as they do for a user.
+2,000 queries), on the whole CIFAR-10 training set, with every data default a user gets:
+``--data.cache auto`` decodes the 50,000 JPEGs once before the first step (outside the budget,
+inside ``fit_s``) for the methods with device views; I-JEPA's worker views read the files
+during training, on the budget's cores, as they do for a user.
 
-Usage (CPU, 10 minutes a method, 13 methods + the floor: about 2 h 15 min)::
+Usage (CPU, 5 minutes a method, 13 methods + the floor: about 1 h 20 min; 10 minutes: about
+2 h 30 min)::
 
     .venv/bin/python benchmarks/wall_time_budget.py --root ../shared/data/cifar10 \\
-        --max-time 00:00:10:00 --json docs/results/wall_time_cpu.json
+        --max-time 00:00:05:00 --json docs/results/wall_time_cpu.json
 
 ``--methods`` picks a subset; ``--json`` keeps every finished run (keyed by method, budget,
 batch size and seed), so a rerun skips them and seeds can run one at a time into one file;

@@ -14,6 +14,7 @@ disk, on 2 cores), up to :data:`AUTO_SCAN_LIMIT` files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from PIL import Image
@@ -26,6 +27,10 @@ Augment = Literal["workers", "device"]
 
 AUTO_SCAN_LIMIT = 200_000
 """The most image files whose headers ``auto`` reads at the start of a fit (~10-50 s)."""
+
+AUTO_CACHE_BYTES = 2**30
+"""The largest decoded training set ``--data.cache auto`` puts on the device (1 GiB; CIFAR-10's
+50,000 images take 147 MiB)."""
 
 Size = tuple[int, int]  # (height, width)
 
@@ -88,12 +93,17 @@ def image_sizes(
 
 
 def choose_augment(
-    module: Any, dataset: Dataset, image_size: int, num_workers: int = 0
+    module: Any,
+    dataset: Dataset,
+    image_size: int,
+    num_workers: int = 0,
+    sizes: Callable[[], set[Size] | None] | None = None,
 ) -> tuple[Augment, str]:
     """``auto``'s choice for ``module`` (the method) and ``dataset`` (its training images).
 
     ``device`` when the method states a ``view_recipe`` that its ``train_views`` are built
-    from and the images have one size (:func:`image_sizes`); ``workers`` otherwise.
+    from and the images have one size (:func:`image_sizes`, or ``sizes()`` when given);
+    ``workers`` otherwise.
 
     Returns:
         ``(choice, reason)``: the reason is one clause for the log line.
@@ -106,25 +116,58 @@ def choose_augment(
     owner = {m: next(c for c in mro if m in vars(c)) for m in ("view_recipe", "train_views")}
     if mro.index(owner["train_views"]) <= mro.index(owner["view_recipe"]):
         return "workers", f"{owner['train_views'].__name__} overrides train_views"
-    sizes = image_sizes(dataset, num_workers, AUTO_SCAN_LIMIT)
-    if sizes is None:
+    sizes_of = sizes or (lambda: image_sizes(dataset, num_workers, AUTO_SCAN_LIMIT))
+    known = sizes_of()
+    if known is None:
         count = len(dataset)  # type: ignore[arg-type]
         return "workers", (
             f"the sizes of the {count:,} training images are not known without reading them "
             f"(more than {AUTO_SCAN_LIMIT:,} files); if they have one size, --data.augment "
             "device (or --data.cache memory, which decodes them once)"
         )
-    if not sizes:
+    if not known:
         return "workers", "no training image could be read (the loader says which file fails)"
-    if len(sizes) > 1:
-        shown = ", ".join(f"{h}x{w}" for h, w in sorted(sizes)[:4])
-        more = ", ..." if len(sizes) > 4 else ""
+    if len(known) > 1:
+        shown = ", ".join(f"{h}x{w}" for h, w in sorted(known)[:4])
+        more = ", ..." if len(known) > 4 else ""
         return "workers", (
-            f"the training images have {len(sizes)} sizes ({shown}{more}) and device views "
+            f"the training images have {len(known)} sizes ({shown}{more}) and device views "
             "batch whole images"
         )
-    ((height, width),) = sizes
+    ((height, width),) = known
     return "device", (
         f"{name} states a view_recipe and the training images are decoded to one size "
         f"({height}x{width})"
+    )
+
+
+def choose_cache(
+    dataset: Dataset, views_made_on: Augment, sizes: Callable[[], set[Size] | None]
+) -> tuple[Literal["device", "none"], str]:
+    """``--data.cache auto``'s choice for ``dataset`` (the training images).
+
+    ``device`` when the views are made on the device and the decoded images (one size,
+    ``sizes()``) take at most :data:`AUTO_CACHE_BYTES`; ``none`` otherwise. On the device
+    path the loader then only yields indices: on a 2-core CPU its workers no longer take cores
+    from the training step (docs/performance.md section 1.1), on a GPU no worker decodes.
+
+    Returns:
+        ``(choice, reason)``: the reason is one clause for the log line.
+    """
+    if views_made_on != "device":
+        return "none", "the views are made per image in the loader workers"
+    known = sizes()
+    if known is None or len(known) != 1:
+        return "none", "the training images do not have one known size"
+    ((height, width),) = known
+    count = len(dataset)  # type: ignore[arg-type]
+    nbytes = count * height * width * 3
+    if nbytes > AUTO_CACHE_BYTES:
+        return "none", (
+            f"the {count:,} decoded training images would take {nbytes / 2**30:.1f} GiB, more "
+            f"than auto's {AUTO_CACHE_BYTES / 2**30:.0f} GiB"
+        )
+    return "device", (
+        f"the {count:,} decoded training images take {nbytes / 2**20:.1f} MiB: they are decoded "
+        "once and wait on the training device, and the loader needs no workers"
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -11,7 +13,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ssl_biases.data.augment_choice import Augment, choose_augment
+from ssl_biases.data.augment_choice import Augment, choose_augment, choose_cache, image_sizes
 from ssl_biases.data.datasets import (
     IMAGENET_NORMALIZE,
     NORMALIZE,
@@ -35,6 +37,7 @@ from ssl_biases.data.transforms import Normalization, channel_statistics, probe_
 ViewTransform = Callable[[Any], Any]
 
 AUGMENT_CHOICES = ("auto", "workers", "device")
+CACHE_CHOICES = ("auto", "none", "memory", "device")
 
 # `normalization: data` reads a fixed random sample of this many pretraining images
 NORMALIZATION_SAMPLES = 1000
@@ -124,7 +127,12 @@ class SSLDataModule(pl.LightningDataModule):
         seed: Seed of the subsets and of ``shapes``.
         skip_corrupt: Skip (replace by the next readable image, warn and count in
             ``data/skipped_images``) unreadable image files instead of failing on them.
-        cache: ``none``; ``memory``: decode every image file once into an in-memory uint8
+        cache: ``auto`` (default): ``device`` when the views are made on the device and the
+            decoded training set takes at most 1 GiB (CIFAR-10: 147 MiB), ``none`` otherwise,
+            said in one log line at the start of a fit
+            (:func:`~ssl_biases.data.augment_choice.choose_cache`; recorded as ``cache_used``
+            in ``hparams.yaml``). ``none``: each step's images are read by the loader workers;
+            ``memory``: decode every image file once into an in-memory uint8
             array (for small datasets of same-size images such as the CIFAR-10 JPEG tree;
             see docs/performance.md; datasets read from arrays, cifar and stl10, are in
             memory already); ``device``: the decoded uint8 train set sits on the training
@@ -174,7 +182,7 @@ class SSLDataModule(pl.LightningDataModule):
         shapes_shortcut: bool = False,
         seed: int = 0,
         skip_corrupt: bool = False,
-        cache: bool | Literal["none", "memory", "device"] = "none",
+        cache: bool | Literal["auto", "none", "memory", "device"] = "auto",
         augment: Literal["auto", "workers", "device"] = "auto",
         predict_split: Literal["test", "probe_train"] = "test",
         train_root: str | None = None,
@@ -204,12 +212,14 @@ class SSLDataModule(pl.LightningDataModule):
         self.probe_batch_size = probe_batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.cache = {False: "none", True: "memory"}.get(cache, cache)  # old bool spellings
-        if self.cache not in ("none", "memory", "device") or augment not in AUGMENT_CHOICES:
+        self.cache_setting = {False: "none", True: "memory"}.get(cache, cache)  # old spellings
+        if self.cache_setting not in CACHE_CHOICES or augment not in AUGMENT_CHOICES:
             raise ValueError(
-                f"cache must be none, memory or device and augment auto, workers or device; got "
-                f"cache={cache!r}, augment={augment!r}"
+                f"cache must be auto, none, memory or device and augment auto, workers or "
+                f"device; got cache={cache!r}, augment={augment!r}"
             )
+        # what is in use: `auto` is `none` until setup("fit") chooses (_resolve_auto)
+        self.cache = "none" if self.cache_setting == "auto" else self.cache_setting
         if self.cache == "device" and augment == "auto":
             augment = "device"  # the images wait on the device: the views are made there
         if self.cache == "device" and augment != "device":
@@ -219,6 +229,7 @@ class SSLDataModule(pl.LightningDataModule):
             )
         self.augment = augment
         self._views_made_on: Augment | None = None  # `auto` resolved at setup("fit")
+        self._cache_chosen = False  # `cache: auto` resolved at setup("fit")
         self.device_views: DeviceViews | None = None
         self._device_cache: DeviceCache | None = None
         if predict_split not in ("test", "probe_train"):
@@ -359,22 +370,36 @@ class SSLDataModule(pl.LightningDataModule):
         return "device" if self.device_views is not None else "workers"
 
     def _resolve_auto(self, module: Any) -> None:
-        """``auto``: chooses the views' path once per fit and says which and why (rank 0)."""
-        if self.augment != "auto" or self._views_made_on is not None:
+        """``auto``: chooses the views' path and the cache once per fit and says which and why
+        (rank 0)."""
+        views_open = self.augment == "auto" and self._views_made_on is None
+        if not views_open and (self.cache_setting != "auto" or self._cache_chosen):
             return
-        if self.device_views is not None or self.train_views is not None:  # set by hand
-            given = "device_views" if self.device_views is not None else "train_views"
-            choice: Augment = "device" if given == "device_views" else "workers"
-            reason = f"`datamodule.{given}` is set"
-        else:
-            train = fixed_subset(self.raw_dataset("train"), self.max_train_samples, self.seed)
-            choice, reason = choose_augment(module, train, self.image_size, self.num_workers)
-        self._views_made_on = choice
-        self.save_hyperparameters({"views_made_on": choice})
-        rank_zero_info(
-            f"--data.augment auto: {choice} views, because {reason}. Set --data.augment "
-            "workers or device to choose."
-        )
+        train = fixed_subset(self.raw_dataset("train"), self.max_train_samples, self.seed)
+        sizes = functools.cache(lambda: image_sizes(train, self.num_workers))  # one scan
+        if self.augment == "auto" and self._views_made_on is None:
+            if self.device_views is not None or self.train_views is not None:  # set by hand
+                given = "device_views" if self.device_views is not None else "train_views"
+                choice: Augment = "device" if given == "device_views" else "workers"
+                reason = f"`datamodule.{given}` is set"
+            else:
+                choice, reason = choose_augment(
+                    module, train, self.image_size, self.num_workers, sizes
+                )
+            self._views_made_on = choice
+            self.save_hyperparameters({"views_made_on": choice})
+            rank_zero_info(
+                f"--data.augment auto: {choice} views, because {reason}. Set --data.augment "
+                "workers or device to choose."
+            )
+        if self.cache_setting == "auto" and not self._cache_chosen:
+            self.cache, reason = choose_cache(train, self.views_made_on, sizes)
+            self._cache_chosen = True
+            self.save_hyperparameters({"cache_used": self.cache})
+            rank_zero_info(
+                f"--data.cache auto: {self.cache}, because {reason}. Set --data.cache none, "
+                "memory or device to choose."
+            )
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -499,6 +524,8 @@ class SSLDataModule(pl.LightningDataModule):
             self._resume_position = None
         self._train_sampler = sampler
         workers = 0 if self.cache == "device" else self.num_workers  # keys need no workers
+        if self.cache == "device":  # Lightning's advice to add workers does not apply to keys
+            warnings.filterwarnings("ignore", message="The 'train_dataloader' does not have many")
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -271,7 +271,7 @@ def _stack_uint8(batch: list[tuple[Image.Image, int]]) -> tuple[np.ndarray, list
     if len({a.shape for a in arrays}) != 1:
         raise ValueError(
             f"--data.cache needs images of one size, found {sorted({a.shape for a in arrays})}: "
-            "set --data.cache false (or resize the images on disk)."
+            "set --data.cache none (or resize the images on disk)."
         )
     return np.stack(arrays), [int(label) for _, label in batch]  # [b, H, W, 3]
 
@@ -299,7 +299,7 @@ def decode_to_memory(dataset: Dataset, num_workers: int = 0, batch_size: int = 2
         elif batch.shape[1:] != images.shape[1:]:
             raise ValueError(
                 f"--data.cache needs images of one size, found {images.shape[1:3]} and "
-                f"{batch.shape[1:3]}: set --data.cache false (or resize the images on disk)."
+                f"{batch.shape[1:3]}: set --data.cache none (or resize the images on disk)."
             )
         images[len(labels) : len(labels) + len(batch)] = batch
         labels.extend(batch_labels)

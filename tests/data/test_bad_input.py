@@ -151,17 +151,23 @@ def imagefolder_run(tmp_path: Path, *extra: str) -> list[str]:
     )
 
 
-def test_corrupt_image_in_a_run_fails_it_or_is_skipped(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cache", ["none", "auto"])
+def test_corrupt_image_in_a_run_fails_it_or_is_skipped(tmp_path, monkeypatch, cache):
+    """``none``: a loader worker meets the file mid-run; ``auto`` (the default, here the device
+    cache): decoding the train set meets it before the first batch, and no run is left."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=r"3\.png"):
-        cli_main(imagefolder_run(tmp_path))
+        cli_main(imagefolder_run(tmp_path, f"--data.cache={cache}"))
     failed = tmp_path / "runs" / "ssl" / "version_0"
-    assert read_run_status(failed)["status"] == "failed"
-    assert "3.png" in read_run_status(failed)["error"]
+    if cache == "none":
+        assert read_run_status(failed)["status"] == "failed"
+        assert "3.png" in read_run_status(failed)["error"]
+    else:  # failed before its first batch: the run directory is not left behind
+        assert not failed.exists()
     assert_no_finished_run(tmp_path)
 
-    cli_main(imagefolder_run(tmp_path, "--data.skip_corrupt=true"))
-    run = tmp_path / "runs" / "ssl" / "version_1"
+    cli_main(imagefolder_run(tmp_path, f"--data.cache={cache}", "--data.skip_corrupt=true"))
+    run = max((tmp_path / "runs" / "ssl").glob("version_*"))
     assert is_completed(run)
     metrics = (run / "metrics.csv").read_text().splitlines()
     column = metrics[0].split(",").index("data/skipped_images")

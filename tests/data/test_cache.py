@@ -59,7 +59,7 @@ def test_cached_datamodule_serves_the_same_probe_tensors(tmp_path: Path) -> None
 def test_cache_refuses_images_of_different_sizes(tmp_path: Path) -> None:
     write_tree(tmp_path, {"a": [16, 16], "b": [12]})
     files = load_imagefolder(tmp_path, "train")
-    with pytest.raises(ValueError, match="--data.cache false"):
+    with pytest.raises(ValueError, match="--data.cache none"):
         decode_to_memory(files, batch_size=2)  # the mismatch lands in a later batch
-    with pytest.raises(ValueError, match="--data.cache false"):
+    with pytest.raises(ValueError, match="--data.cache none"):
         decode_to_memory(files, batch_size=8)  # ... or inside one batch

@@ -77,7 +77,7 @@ AUTO_DATA = dict(image_size=16, batch_size=8, num_workers=0, shapes_size=16)
 def test_auto_is_the_default_and_makes_a_recipes_views_on_the_device(caplog) -> None:
     import logging
 
-    from ssl_biases.data.device_cache import RawBatch
+    from ssl_biases.data.device_cache import CacheKeys
     from ssl_biases.methods import SimCLR
 
     with caplog.at_level(logging.INFO):
@@ -86,9 +86,38 @@ def test_auto_is_the_default_and_makes_a_recipes_views_on_the_device(caplog) -> 
     assert dm.hparams["views_made_on"] == "device"
     lines = [r.getMessage() for r in caplog.records if "--data.augment auto" in r.getMessage()]
     assert len(lines) == 1 and "device views, because SimCLR states a view_recipe" in lines[0]
-    assert isinstance(next(iter(dm.train_dataloader())), RawBatch)
+    # and cache auto: 16 images of 16x16 (12 KiB) decoded once onto the device, no workers
+    assert (dm.cache_setting, dm.cache, dm.hparams["cache_used"]) == ("auto", "device", "device")
+    lines = [r.getMessage() for r in caplog.records if "--data.cache auto" in r.getMessage()]
+    assert len(lines) == 1 and "16 decoded training images take 0.0 MiB" in lines[0]
+    loader = dm.train_dataloader()
+    assert loader.num_workers == 0 and isinstance(next(iter(loader)), CacheKeys)
+    views, labels = dm.on_after_batch_transfer(next(iter(loader)), 0)
+    assert views[0].shape == (8, 3, 16, 16) and views[0].dtype == torch.float32
     dm.setup("fit")  # a second setup decides nothing again
     assert sum("--data.augment auto" in r.getMessage() for r in caplog.records) == 1
+    assert sum("--data.cache auto" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_cache_auto_keeps_files_when_too_large_or_on_the_worker_path(monkeypatch, caplog) -> None:
+    """Above AUTO_CACHE_BYTES, or with worker views, ``cache: auto`` reads files per step."""
+    import logging
+
+    from ssl_biases.data import augment_choice
+    from ssl_biases.data.device_cache import RawBatch
+    from ssl_biases.methods import SimCLR
+
+    monkeypatch.setattr(augment_choice, "AUTO_CACHE_BYTES", 16 * 16 * 16 * 3 - 1)  # 1 B short
+    with caplog.at_level(logging.INFO):
+        dm = _fitted(SSLDataModule(**AUTO_DATA), SimCLR(_tiny_backbone()))
+    assert (dm.views_made_on, dm.cache, dm.hparams["cache_used"]) == ("device", "none", "none")
+    assert "would take 0.0 GiB, more than auto's" in caplog.text
+    assert isinstance(next(iter(dm.train_dataloader())), RawBatch)
+    worker = _fitted(SSLDataModule(**AUTO_DATA, augment="workers"), SimCLR(_tiny_backbone()))
+    assert (worker.cache, worker.hparams["cache_used"]) == ("none", "none")
+    assert "made per image in the loader workers" in caplog.text
+    explicit = _fitted(SSLDataModule(**AUTO_DATA, cache="none"), SimCLR(_tiny_backbone()))
+    assert explicit.cache == "none" and "cache_used" not in explicit.hparams
 
 
 def test_auto_falls_back_to_worker_views(tmp_path, caplog) -> None:

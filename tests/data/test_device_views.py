@@ -314,7 +314,9 @@ DATA = dict(image_size=16, batch_size=8, num_workers=0, shapes_size=48)
 
 
 def test_device_cache_serves_the_device_paths_views_and_resumes_exactly() -> None:
-    plain = device_batches(fitted(SSLDataModule(**DATA, augment="device"), simclr()), 4)
+    plain_dm = fitted(SSLDataModule(**DATA, augment="device", cache="none"), simclr())
+    plain = device_batches(plain_dm, 4)
+    assert plain_dm.train_dataloader().num_workers == DATA["num_workers"]
     cached_dm = fitted(SSLDataModule(**DATA, augment="device", cache="device"), simclr())
     cached = device_batches(cached_dm, 4)
     assert len(plain[0][0]) == 2 and plain[0][0][0].shape == (8, 3, 16, 16)
@@ -367,7 +369,7 @@ def test_bad_inputs_are_value_errors(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_raw_batches_carry_uint8_images_and_keys() -> None:
-    dm = fitted(SSLDataModule(**DATA, augment="device"), simclr())
+    dm = fitted(SSLDataModule(**DATA, augment="device", cache="none"), simclr())
     batch = next(iter(dm.train_dataloader()))
     assert isinstance(batch, RawBatch) and batch.images.dtype == torch.uint8
     assert batch.images.shape == (8, 3, 16, 16) and batch.keys.shape == (8, 2)
