@@ -43,7 +43,7 @@ from torch import nn
 
 from ssl_biases.cli import SSLBiasesCLI, cli_main
 from ssl_biases.data.datamodule import SSLDataModule
-from ssl_biases.experiments.confidence import format_mean_ci
+from ssl_biases.experiments.wall_time import FLOOR, format_table
 from ssl_biases.probes.knn import knn_scores, topk_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,6 @@ METHODS = (
     "simclr", "byol", "mocov3", "vicreg", "barlow_twins", "dino", "ibot", "ijepa", "mae",
     "masked", "swav", "lejepa", "emp_ssl",
 )  # fmt: skip
-FLOOR = "random_init"
 IMAGE_SIZE = 32
 FAMILIES_BACKBONE = {  # configs/experiment/families_cifar10_quick.yaml
     "patch_size": 8, "width": 64, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0, "pool": "gap",
@@ -121,38 +120,6 @@ def knn_top1(backbone: nn.Module, opts: argparse.Namespace) -> float:
 def row_key(row: dict[str, Any]) -> tuple:
     """What makes two rows the same run: method, budget, batch size and seed."""
     return (row["method"], row["max_time"], row["batch_size"], row["seed"])
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Per method: steps in the budget, kNN top-1 and the gain over the floor of the same seed
-    and budget, per seed; then the mean gain over seeds (± 95 % CI) for methods with several."""
-    floors = {(r["max_time"], r["seed"]): r["knn_top1"] for r in rows if r["method"] == FLOOR}
-    lines = [
-        "| method | budget | seed | steps | kNN top-1 (%) | gain over random init (points) |",
-        "|---|---|---|---|---|---|",
-    ]
-    gains: dict[str, list[float]] = {}
-    for r in sorted(rows, key=lambda r: (r["max_time"], -r["knn_top1"])):
-        floor = floors.get((r["max_time"], r["seed"]))
-        gain = (
-            "–"
-            if floor is None or r["method"] == FLOOR
-            else f"{100 * (r['knn_top1'] - floor):+.2f}"
-        )
-        if gain != "–":
-            gains.setdefault(r["method"], []).append(r["knn_top1"] - floor)  # x100 below
-        lines.append(
-            f"| {r['method']} | {r['max_time']} | {r['seed']} | {r['steps']} | "
-            f"{100 * r['knn_top1']:.2f} | {gain} |"
-        )
-    several = {m: g for m, g in gains.items() if len(g) > 1}
-    if several:
-        lines += ["", "| method | seeds | gain (points, mean ± 95 % CI) |", "|---|---|---|"]
-        for method, values in sorted(several.items(), key=lambda kv: -sum(kv[1]) / len(kv[1])):
-            lines.append(
-                f"| {method} | {len(values)} | {format_mean_ci(values, mark_nonzero=True)} |"
-            )
-    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -11,9 +11,11 @@ rows are the committed ``docs/results/GRID.csv`` and whose baseline's rows are
 ``docs/results/<baseline name>.csv``; ``SECTION`` one of the report's sections
 (:func:`ssl_biases.experiments.results.report_sections`: ``pivot``, ``summary``,
 ``gain_pivot``, ``gain_summary``, ``welch_gains``, ``contrast<i>``, ``claims``, ``wall``).
-``claims:GRID+GRID`` is one Holm family across the claims of several grids (one write-up),
-each grid's ``report.primary`` estimator and metric; ``claims:GRID+GRID@METRIC,METRIC`` reads
-every grid's contrasts on each of those metrics instead (a write-up that reads two probes).
+``wall_time:NAME`` is the methods-at-equal-wall-time table of ``docs/results/NAME.json``
+(:mod:`ssl_biases.experiments.wall_time`). ``claims:GRID+GRID`` is one Holm family across
+the claims of several grids (one write-up), each grid's ``report.primary`` estimator and
+metric; ``claims:GRID+GRID@METRIC,METRIC`` reads every grid's contrasts on each of those
+metrics instead (a write-up that reads two probes).
 Gains are recomputed from the two CSVs, never read from a CSV's old ``gain/*`` columns.
 
 From the repository root::
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import re
 import sys
 from pathlib import Path
@@ -34,6 +37,7 @@ from typing import Any
 from ssl_biases.experiments.claims import claims_table, claims_title, grid_claims
 from ssl_biases.experiments.grid import Experiment, load_experiment
 from ssl_biases.experiments.results import UNPAIRED, report_sections
+from ssl_biases.experiments.wall_time import format_table as format_wall_time
 
 EXPERIMENTS = Path("configs/experiment")
 RESULTS = Path("docs/results")
@@ -78,6 +82,8 @@ def grid_rows(name: str) -> tuple[Experiment, list[dict], Experiment | None, lis
 def render(name: str) -> str:
     """The markdown of the block ``name`` (see the module docstring)."""
     kind, _, rest = name.partition(":")
+    if kind == "wall_time":  # benchmarks/wall_time_budget.py's rows
+        return format_wall_time(json.loads((RESULTS / f"{rest}.json").read_text())) + "\n"
     if kind == "claims":
         grids, _, metrics = rest.partition("@")
         claims = []
