@@ -87,7 +87,7 @@ from ssl_biases.backbones import create_backbone
 from ssl_biases.cli import cli_main
 from ssl_biases.data.datamodule import SSLDataModule, TransformedDataset, fixed_subset
 from ssl_biases.data.datasets import NORMALIZE, build_dataset
-from ssl_biases.experiments.confidence import format_mean_ci
+from ssl_biases.experiments.equal_budget import format_table
 from ssl_biases.methods.base import split_weight_decay
 from ssl_biases.probes.knn import knn_scores, topk_accuracy
 
@@ -472,41 +472,6 @@ def knn_top1(backbone: nn.Module, opts: argparse.Namespace, device: torch.device
     (bank, bank_labels), (query, query_labels) = embedded
     scores = knn_scores(query, bank, bank_labels, data.num_classes, k=20, temperature=0.07)
     return topk_accuracy(scores, query_labels, 1)
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """A markdown table of the kNN top-1 of both runs and their difference, per seed, and the
-    mean difference over seeds (± 95 % CI, Student t) for a method with several."""
-
-    def cell(row: dict[str, Any], key: str, spec: str, scale: float = 100.0) -> str:
-        return format(scale * row[key], spec) if key in row else "–"  # not run yet
-
-    lines = [
-        "| method | steps | seed | bare kNN top-1 (%) | framework kNN top-1 (%) | "
-        "framework - bare (points) | bare s | framework s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['method']} | {r['steps']} | {r.get('seed', '?')} | {cell(r, 'bare', '.2f')} | "
-            f"{cell(r, 'framework', '.2f')} | {cell(r, 'difference', '+.2f')} "
-            f"| {cell(r, 'bare_s', '.0f', 1)} | {cell(r, 'framework_s', '.0f', 1)} |"
-        )
-    by_method: dict[str, list[float]] = {}
-    for r in rows:
-        if "difference" in r:
-            by_method.setdefault(r["method"], []).append(r["difference"])
-    several = {m: d for m, d in by_method.items() if len(d) > 1}
-    if several:
-        lines += [
-            "",
-            "| method | seeds | framework - bare (points, mean ± 95 % CI) |",
-            "|---|---|---|",
-        ]
-        for method, differences in several.items():
-            text = format_mean_ci(differences, mark_nonzero=True)
-            lines.append(f"| {method} | {len(differences)} | {text} |")
-    return "\n".join(lines)
 
 
 def row_key(row: dict[str, Any]) -> tuple:

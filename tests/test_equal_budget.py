@@ -117,7 +117,22 @@ def test_a_rerun_with_the_same_json_skips_finished_runs_and_summarises_seeds(
     assert len(json.loads(rows_json.read_text())) == 2
     out = capsys.readouterr().out
     # mean +1.5 points, sd 0.707, half-width t(1) * 0.707 / sqrt(2) = 12.706 * 0.5 = 6.4
-    assert "| simclr | 2 | +1.5 ± 6.4 |" in out
+    assert "| simclr | 300 | 256 | 2 | +1.5 ± 6.4 |" in out
+
+
+def test_the_table_pools_seeds_of_one_setting_only() -> None:
+    """Rows of another step count or batch (EMP-SSL's smaller setting) are not averaged in."""
+    from ssl_biases.experiments.equal_budget import format_table
+
+    def row(seed, batch, difference):
+        return {"method": "emp_ssl", "steps": 100, "batch_size": batch, "seed": seed,
+                "bare": 0.3, "framework": 0.3 + difference, "difference": difference}  # fmt: skip
+
+    table = format_table([row(0, 64, 0.01), row(1, 64, 0.03), row(0, 128, 0.5)])
+    # batch 64: mean +2.0 points, sd 1.414, half-width 12.706 * 1.414 / sqrt(2) = 12.7
+    assert "| emp_ssl | 100 | 64 | 2 | +2.0 ± 12.7 |" in table
+    assert "| emp_ssl | 100 | 128 | 0 | 30.00 | 80.00 | +50.00 | – | – |" in table
+    assert table.count("| emp_ssl | 100 | 128 |") == 1  # one seed: no summary row
 
 
 def test_table_only_prints_the_rows_so_far_and_trains_nothing(tmp_path, monkeypatch, capsys):
@@ -133,8 +148,8 @@ def test_table_only_prints_the_rows_so_far_and_trains_nothing(tmp_path, monkeypa
     rows_json.write_text(json.dumps(rows))
     assert bench.main(["--json", str(rows_json), "--table-only"]) == rows
     out = capsys.readouterr().out
-    assert "| simclr | 300 | 0 | 37.47 | 37.21 | -0.26 | 734 | 731 |" in out
-    assert "| byol | 300 | 0 | 26.92 | – | – | 916 | – |" in out  # its framework run: not yet
+    assert "| simclr | 300 | 128 | 0 | 37.47 | 37.21 | -0.26 | 734 | 731 |" in out
+    assert "| byol | 300 | 128 | 0 | 26.92 | – | – | 916 | – |" in out  # its framework run: not yet
     with pytest.raises(SystemExit):  # no file to read: a usage error, not an empty table
         bench.main(["--json", str(tmp_path / "missing.json"), "--table-only"])
     assert "--table-only reads the rows of --json FILE" in capsys.readouterr().err

@@ -12,7 +12,8 @@ rows are the committed ``docs/results/GRID.csv`` and whose baseline's rows are
 (:func:`ssl_biases.experiments.results.report_sections`: ``pivot``, ``summary``,
 ``gain_pivot``, ``gain_summary``, ``welch_gains``, ``contrast<i>``, ``claims``, ``wall``).
 ``wall_time:NAME`` is the methods-at-equal-wall-time table of ``docs/results/NAME.json``
-(:mod:`ssl_biases.experiments.wall_time`). ``claims:GRID+GRID`` is one Holm family across
+(:mod:`ssl_biases.experiments.wall_time`); ``equal_budget:NAME`` the framework against bare
+loops at equal steps (:mod:`ssl_biases.experiments.equal_budget`). ``claims:GRID+GRID`` is one Holm family across
 the claims of several grids (one write-up), each grid's ``report.primary`` estimator and
 metric; ``claims:GRID+GRID@METRIC,METRIC`` reads every grid's contrasts on each of those
 metrics instead (a write-up that reads two probes).
@@ -37,6 +38,7 @@ from typing import Any
 from ssl_biases.experiments.claims import claims_table, claims_title, grid_claims
 from ssl_biases.experiments.grid import Experiment, load_experiment
 from ssl_biases.experiments.results import UNPAIRED, report_sections
+from ssl_biases.experiments.equal_budget import format_table as format_equal_budget
 from ssl_biases.experiments.wall_time import format_table as format_wall_time
 
 EXPERIMENTS = Path("configs/experiment")
@@ -84,6 +86,8 @@ def render(name: str) -> str:
     kind, _, rest = name.partition(":")
     if kind == "wall_time":  # benchmarks/wall_time_budget.py's rows
         return format_wall_time(json.loads((RESULTS / f"{rest}.json").read_text())) + "\n"
+    if kind == "equal_budget":  # benchmarks/equal_budget.py's rows
+        return format_equal_budget(json.loads((RESULTS / f"{rest}.json").read_text())) + "\n"
     if kind == "claims":
         grids, _, metrics = rest.partition("@")
         claims = []
