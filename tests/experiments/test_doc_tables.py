@@ -65,3 +65,28 @@ def test_unknown_sections_and_missing_csvs_say_what_to_do():
     with pytest.raises(FileNotFoundError, match="ssl-biases sweep"):
         render("shuffle_cifar10:wall")
     assert re.search(r"claims", render("claims:last_dim_cifar10"))
+
+
+def test_every_sweep_filter_in_the_docs_selects_cells_of_its_grid():
+    """A ``--only AXIS=LABEL`` in the docs' commands names an axis and labels the grid has (the
+    Walmer pilot's line said ``steps=`` for the axis ``max_steps``, which stops the sweep)."""
+    from ssl_biases.experiments.grid import select_cells
+
+    docs = [*Path("docs").glob("*.md"), Path("README.md")]
+    sweep = re.compile(r"ssl-biases sweep (\S+\.yaml)((?: --only \S+)+)")
+    checked = 0
+    for path in docs:
+        for grid, filters in sweep.findall(path.read_text()):
+            experiment = load_experiment(grid)
+            only = filters.split(" --only ")[1:]
+            assert select_cells(experiment.cells(), only), f"{path}: {grid} {only}"
+            checked += 1
+    assert checked >= 1  # at least the Walmer pilot
+
+
+def test_a_filter_naming_an_unknown_axis_is_an_error():
+    from ssl_biases.experiments.grid import select_cells
+
+    experiment = load_experiment("configs/experiment/walmer_cifar10.yaml")
+    with pytest.raises(ValueError, match="unknown axes \\['steps'\\]"):
+        select_cells(experiment.cells(), ["steps=20,80"])
