@@ -73,7 +73,7 @@ def test_every_sweep_filter_in_the_docs_selects_cells_of_its_grid():
     from ssl_biases.experiments.grid import select_cells
 
     docs = [*Path("docs").glob("*.md"), Path("README.md")]
-    sweep = re.compile(r"ssl-biases sweep (\S+\.yaml)((?: --only \S+)+)")
+    sweep = re.compile(r"ssl-biases sweep ([^\s`]+\.yaml)((?: --only [^\s`]+)+)")
     checked = 0
     for path in docs:
         for grid, filters in sweep.findall(path.read_text()):
