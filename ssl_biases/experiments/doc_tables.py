@@ -13,10 +13,10 @@ rows are the committed ``docs/results/GRID.csv`` and whose baseline's rows are
 ``gain_pivot``, ``gain_summary``, ``welch_gains``, ``contrast<i>``, ``claims``, ``wall``).
 ``wall_time:NAME`` is the methods-at-equal-wall-time table of ``docs/results/NAME.json``
 (:mod:`ssl_biases.experiments.wall_time`); ``equal_budget:NAME`` the framework against bare
-loops at equal steps (:mod:`ssl_biases.experiments.equal_budget`). ``claims:GRID+GRID`` is one Holm family across
-the claims of several grids (one write-up), each grid's ``report.primary`` estimator and
-metric; ``claims:GRID+GRID@METRIC,METRIC`` reads every grid's contrasts on each of those
-metrics instead (a write-up that reads two probes).
+loops at equal steps (:mod:`ssl_biases.experiments.equal_budget`). ``claims:GRID+GRID`` is
+one Holm family across the claims of several grids (one write-up), each grid's
+``report.primary`` estimator and metric; ``claims:GRID+GRID@METRIC,METRIC`` reads every grid's
+contrasts on each of those metrics instead (a write-up that reads two probes).
 Gains are recomputed from the two CSVs, never read from a CSV's old ``gain/*`` columns.
 
 From the repository root::
@@ -36,15 +36,21 @@ from pathlib import Path
 from typing import Any
 
 from ssl_biases.experiments.claims import claims_table, claims_title, grid_claims
+from ssl_biases.experiments.equal_budget import format_table as format_equal_budget
 from ssl_biases.experiments.grid import Experiment, load_experiment
 from ssl_biases.experiments.results import UNPAIRED, report_sections
-from ssl_biases.experiments.equal_budget import format_table as format_equal_budget
 from ssl_biases.experiments.wall_time import format_table as format_wall_time
 
 EXPERIMENTS = Path("configs/experiment")
 RESULTS = Path("docs/results")
 DOCS = (Path("docs/results.md"), Path("docs/papers.md"), Path("docs/scaling.md"))
 """The files whose blocks the command rewrites by default (paths from the repository root)."""
+
+JSON_TABLES = {
+    "wall_time": format_wall_time,  # benchmarks/wall_time_budget.py
+    "equal_budget": format_equal_budget,  # benchmarks/equal_budget.py
+}
+"""The blocks ``KIND:NAME`` whose rows are a benchmark's ``docs/results/NAME.json``."""
 
 BLOCK = re.compile(r"(<!-- table:(?P<name>[^ ]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 
@@ -84,10 +90,8 @@ def grid_rows(name: str) -> tuple[Experiment, list[dict], Experiment | None, lis
 def render(name: str) -> str:
     """The markdown of the block ``name`` (see the module docstring)."""
     kind, _, rest = name.partition(":")
-    if kind == "wall_time":  # benchmarks/wall_time_budget.py's rows
-        return format_wall_time(json.loads((RESULTS / f"{rest}.json").read_text())) + "\n"
-    if kind == "equal_budget":  # benchmarks/equal_budget.py's rows
-        return format_equal_budget(json.loads((RESULTS / f"{rest}.json").read_text())) + "\n"
+    if kind in JSON_TABLES:  # a benchmark's rows, docs/results/NAME.json
+        return JSON_TABLES[kind](json.loads((RESULTS / f"{rest}.json").read_text())) + "\n"
     if kind == "claims":
         grids, _, metrics = rest.partition("@")
         claims = []
