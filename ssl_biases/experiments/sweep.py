@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -224,12 +225,19 @@ def check_cell_arguments(
             value of the wrong type or choice, an unknown class), with the first error.
     """
     failed: dict[str, str] = {}
+    verdicts: dict[tuple[str, ...], str | None] = {}  # by settings up to an integer seed
     for cell in cells:
         command = fit_command(cell, Path(cell.cell_id), extra_args, subcommand=subcommand)
-        try:
-            cli_parser.parse_args(cell_settings(command))  # without the cell's logger config
-        except ArgumentError as error:
-            failed[cell.cell_id] = str(error)
+        settings = cell_settings(command)
+        shape = _seed_blind(settings)
+        if shape not in verdicts:
+            try:
+                cli_parser.parse_args(settings)  # without the cell's logger config
+                verdicts[shape] = None
+            except ArgumentError as error:
+                verdicts[shape] = str(error)
+        if verdicts[shape] is not None:
+            failed[cell.cell_id] = verdicts[shape]
     if failed:
         first, message = next(iter(failed.items()))
         raise ValueError(
@@ -237,6 +245,20 @@ def check_cell_arguments(
             f"{subcommand}` refuses: {list(failed)}; fix the experiment file (a typo in "
             f"`args` or an axis `key`?). The error of {first}:\n{message}"
         )
+
+
+def _seed_blind(settings: list[str]) -> tuple[str, ...]:
+    """``settings`` with an integer ``--seed_everything`` value masked.
+
+    Any integer is a valid seed, so cells that differ only in it are accepted or refused
+    together: one parse stands for all (a 60-seed floor grid parses its command lines once per
+    other setting, not 60 times). A value that is no integer stays, and is parsed on its own.
+    """
+    masked = list(settings)
+    for i, token in enumerate(masked[:-1]):
+        if token == "--seed_everything" and re.fullmatch(r"-?\d+", masked[i + 1]):
+            masked[i + 1] = "<seed>"
+    return tuple(masked)
 
 
 def _task_rank() -> int:

@@ -193,6 +193,24 @@ def test_a_typo_anywhere_in_the_file_fails_before_the_first_cell_starts(tmp_path
     assert not out.exists()  # no cell started
 
 
+def test_cells_that_differ_only_in_an_integer_seed_are_parsed_once(tmp_path, monkeypatch):
+    from ssl_biases.cli import cli_parser
+    from ssl_biases.experiments.grid import load_experiment
+    from ssl_biases.experiments.sweep import check_cell_arguments
+
+    spec = tiny_spec()
+    spec["axes"].append({"name": "seed", "key": "seed_everything", "values": [0, 1, 2, "x"]})
+    cells = load_experiment(tiny_experiment(tmp_path / "seeds.yaml", spec)).cells()
+    parser = cli_parser()
+    parsed: list[list[str]] = []
+    parse = parser.parse_args
+    monkeypatch.setattr(parser, "parse_args", lambda args: parsed.append(args) or parse(args))
+    with pytest.raises(ValueError, match=r"2 of 8 cells .*seed-x.*seed-x"):
+        check_cell_arguments(cells, [], "fit", parser)
+    seeds = [a[a.index("--seed_everything") + 1] for a in parsed]
+    assert len(cells) == 8 and sorted(seeds) == ["0", "0", "x", "x"]  # 1 of 0-2, and x alone
+
+
 ISSUE_15_GRIDS = {  # file -> cells: the grids of issue 15's findings and their floors
     "conv_vs_attention_cifar10": 24,
     "conv_vs_attention_cifar10_random": 8,
