@@ -48,20 +48,24 @@ def test_a_fit_cell_starts_from_its_floor_cells_weights(
     floor = load_experiment(trained.report["baseline"], output_dir=tmp_path / "floor")
     assert floor.name == floor_name and floor.command == "validate"
     floor_cells = {tuple(c.values.items()): c for c in floor.cells()}
-    checked = 0
+    checked, starts = 0, {}  # starts: floor cell -> its weights (trained cells share floors)
+    seen = []  # the seeds checked: every seed-0 cell and the last seed-1 one
+    last_seed_1 = [c.cell_id for c in trained.cells() if c.values["seed"] == "1"][-1]
     for cell in trained.cells():
-        if cell.values["seed"] not in ("0", "1"):
+        if cell.values["seed"] != "0" and cell.cell_id != last_seed_1:
             continue
+        seen.append(cell.values["seed"])
         key = tuple((a, cell.values[a]) for a in floor.axis_names)
-        floor_cell = floor_cells[key]
+        if key not in starts:
+            base = fit_command(floor_cells[key], tmp_path, [], subcommand="validate")
+            starts[key] = initial_backbone(base, monkeypatch)
+        start = starts[key]
         ran = initial_backbone(fit_command(cell, tmp_path, [], subcommand="fit"), monkeypatch)
-        base = fit_command(floor_cell, tmp_path, [], subcommand="validate")
-        start = initial_backbone(base, monkeypatch)
         assert ran.keys() == start.keys() and len(ran) > 0
         for name in ran:
             assert torch.equal(ran[name], start[name]), (cell.cell_id, name)
         checked += 1
-    assert checked >= 4
+    assert checked >= 4 and seen.count("1") == 1
     # and the seed matters: seed 0 and seed 1 of the same floor cell differ
     seeds = floor.cells()  # the seed axis varies fastest: cells 0 and 1 are seeds 0 and 1
     weights = [initial_backbone(fit_command(c, tmp_path, [], subcommand="validate"), monkeypatch)
