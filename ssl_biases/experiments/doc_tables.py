@@ -19,6 +19,10 @@ one Holm family across the claims of several grids (one write-up), each grid's
 contrasts on each of those metrics instead (a write-up that reads two probes).
 Gains are recomputed from the two CSVs, never read from a CSV's old ``gain/*`` columns.
 
+The learning-curve figures are redrawn too: for each committed ``docs/results/GRID_curves.csv``
+(the copy of ``runs/GRID/curves.csv``), ``docs/results/GRID_curves_<metric>.png`` for every
+metric of the grid's ``report.curves`` (``--check`` compares tables only).
+
 From the repository root::
 
     python -m ssl_biases.experiments.doc_tables            # rewrite the blocks in place
@@ -38,7 +42,7 @@ from typing import Any
 from ssl_biases.experiments.claims import claims_table, claims_title, grid_claims
 from ssl_biases.experiments.equal_budget import format_table as format_equal_budget
 from ssl_biases.experiments.grid import Experiment, load_experiment
-from ssl_biases.experiments.results import UNPAIRED, report_sections
+from ssl_biases.experiments.results import UNPAIRED, plot_curves, report_sections
 from ssl_biases.experiments.wall_time import format_table as format_wall_time
 
 EXPERIMENTS = Path("configs/experiment")
@@ -134,8 +138,27 @@ def regenerate(text: str) -> tuple[str, list[str]]:
     return BLOCK.sub(replace, text), changed
 
 
+CURVES_SUFFIX = "_curves.csv"
+
+
+def redraw_curves(results: Path = RESULTS) -> list[Path]:
+    """Every ``GRID_curves_<metric>.png`` from its committed ``GRID_curves.csv``; the paths."""
+    written = []
+    for path in sorted(results.glob(f"*{CURVES_SUFFIX}")):
+        experiment = load_experiment(EXPERIMENTS / f"{path.name[: -len(CURVES_SUFFIX)]}.yaml")
+        with open(path, newline="") as handle:
+            curves = list(csv.DictReader(handle))
+        report = experiment.report
+        for metric in report.get("curves") or []:
+            png = results / f"{experiment.name}_curves_{metric.replace('/', '_')}.png"
+            if plot_curves(curves, experiment, metric, report.get("hue"), report.get("panel"), png):
+                written.append(png)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Rewrite (or with ``--check`` only compare) the table blocks of the docs."""
+    """Rewrite (or with ``--check`` only compare) the table blocks of the docs; redraw the
+    learning curves."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="*", type=Path, default=list(DOCS))
     parser.add_argument("--check", action="store_true", help="exit 1 if a block is stale")
@@ -148,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(text)
     for line in stale:
         print(("stale " if args.check else "rewrote ") + line)
+    if not args.check:
+        for png in redraw_curves():
+            print(f"drew {png}")
     return 1 if args.check and stale else 0
 
 

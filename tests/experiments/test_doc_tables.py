@@ -1,6 +1,7 @@
 """Every table of the docs is regenerated from committed files, and matches them."""
 
 import csv
+import itertools
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from ssl_biases.experiments.doc_tables import (
     grid_rows,
     main,
     read_rows,
+    redraw_curves,
     regenerate,
     render,
 )
@@ -90,3 +92,21 @@ def test_a_filter_naming_an_unknown_axis_is_an_error():
     experiment = load_experiment("configs/experiment/walmer_cifar10.yaml")
     with pytest.raises(ValueError, match="unknown axes \\['steps'\\]"):
         select_cells(experiment.cells(), ["steps=20,80"])
+
+
+def test_learning_curves_are_redrawn_from_a_committed_curves_csv(tmp_path):
+    grid = "conv_vs_attention_decisive_cifar10"  # report.curves: kNN and offline linear
+    with open(tmp_path / f"{grid}_curves.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["token_mixer", "seed", "step", "metric", "value"])
+        writer.writeheader()
+        for mixer, seed, step in itertools.product(["attention", "conv"], "01", [156, 312]):
+            value = 0.3 + 0.1 * (mixer == "conv") + step / 1e4 + int(seed) / 100
+            writer.writerow(dict(token_mixer=mixer, seed=seed, step=step, metric="val/knn_top1",
+                                 value=value))  # fmt: skip
+    drawn = redraw_curves(tmp_path)
+    # one figure: the CSV has no offline-linear rows, so that metric's figure is not drawn
+    assert drawn == [tmp_path / f"{grid}_curves_val_knn_top1.png"]
+    assert drawn[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and drawn[0].stat().st_size > 5000
+    (tmp_path / "no_such_grid_curves.csv").write_text("step,metric,value\n")
+    with pytest.raises(FileNotFoundError, match="no_such_grid"):
+        redraw_curves(tmp_path)
