@@ -11,6 +11,8 @@ rows are the committed ``docs/results/GRID.csv`` and whose baseline's rows are
 ``docs/results/<baseline name>.csv``; ``SECTION`` one of the report's sections
 (:func:`ssl_biases.experiments.results.report_sections`: ``pivot``, ``summary``,
 ``gain_pivot``, ``gain_summary``, ``welch_gains``, ``contrast<i>``, ``claims``, ``wall``).
+``attention:GRID`` is the attention distance and offset-local heads of every cell of ``GRID``
+(:mod:`ssl_biases.experiments.attention_grid`, rows ``docs/results/GRID_attention.csv``).
 ``wall_time:NAME`` is the methods-at-equal-wall-time table of ``docs/results/NAME.json``
 (:mod:`ssl_biases.experiments.wall_time`); ``equal_budget:NAME`` the framework against bare
 loops at equal steps (:mod:`ssl_biases.experiments.equal_budget`). ``claims:GRID+GRID`` is
@@ -39,6 +41,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ssl_biases.experiments.attention_grid import attention_table
 from ssl_biases.experiments.claims import claims_table, claims_title, grid_claims
 from ssl_biases.experiments.equal_budget import format_table as format_equal_budget
 from ssl_biases.experiments.grid import Experiment, load_experiment
@@ -96,6 +99,10 @@ def render(name: str) -> str:
     kind, _, rest = name.partition(":")
     if kind in JSON_TABLES:  # a benchmark's rows, docs/results/NAME.json
         return JSON_TABLES[kind](json.loads((RESULTS / f"{rest}.json").read_text())) + "\n"
+    if kind == "attention":  # docs/results/GRID_attention.csv
+        with open(RESULTS / f"{rest}_attention.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return attention_table(rows, load_experiment(EXPERIMENTS / f"{rest}.yaml"))
     if kind == "claims":
         grids, _, metrics = rest.partition("@")
         claims = []
