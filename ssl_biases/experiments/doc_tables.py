@@ -11,8 +11,11 @@ rows are the committed ``docs/results/GRID.csv`` and whose baseline's rows are
 ``docs/results/<baseline name>.csv``; ``SECTION`` one of the report's sections
 (:func:`ssl_biases.experiments.results.report_sections`: ``pivot``, ``summary``,
 ``gain_pivot``, ``gain_summary``, ``welch_gains``, ``contrast<i>``, ``claims``, ``wall``).
-``attention:GRID`` is the attention distance and offset-local heads of every cell of ``GRID``
-(:mod:`ssl_biases.experiments.attention_grid`, rows ``docs/results/GRID_attention.csv``).
+``curves:GRID`` tabulates the learning curves of ``docs/results/GRID_curves.csv`` (step 0: the
+floor), per step: each ``hue`` label's mean and the seed-paired difference of the grid's first
+two-level contrast on that axis. ``attention:GRID`` is the attention distance and offset-local
+heads of every cell of ``GRID`` (:mod:`ssl_biases.experiments.attention_grid`, rows
+``docs/results/GRID_attention.csv``).
 ``wall_time:NAME`` is the methods-at-equal-wall-time table of ``docs/results/NAME.json``
 (:mod:`ssl_biases.experiments.wall_time`); ``equal_budget:NAME`` the framework against bare
 loops at equal steps (:mod:`ssl_biases.experiments.equal_budget`). ``claims:GRID+GRID`` is
@@ -43,9 +46,10 @@ from typing import Any
 
 from ssl_biases.experiments.attention_grid import attention_table
 from ssl_biases.experiments.claims import claims_table, claims_title, grid_claims
+from ssl_biases.experiments.confidence import format_mean_ci
 from ssl_biases.experiments.equal_budget import format_table as format_equal_budget
 from ssl_biases.experiments.grid import Experiment, load_experiment
-from ssl_biases.experiments.results import UNPAIRED, plot_curves, report_sections
+from ssl_biases.experiments.results import UNPAIRED, metric_scale, plot_curves, report_sections
 from ssl_biases.experiments.wall_time import format_table as format_wall_time
 
 EXPERIMENTS = Path("configs/experiment")
@@ -99,6 +103,8 @@ def render(name: str) -> str:
     kind, _, rest = name.partition(":")
     if kind in JSON_TABLES:  # a benchmark's rows, docs/results/NAME.json
         return JSON_TABLES[kind](json.loads((RESULTS / f"{rest}.json").read_text())) + "\n"
+    if kind == "curves":
+        return curve_tables(rest)
     if kind == "attention":  # docs/results/GRID_attention.csv
         with open(RESULTS / f"{rest}_attention.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
@@ -148,15 +154,96 @@ def regenerate(text: str) -> tuple[str, list[str]]:
 CURVES_SUFFIX = "_curves.csv"
 
 
+def floor_points(curves: list[dict[str, Any]], baseline: Experiment, floor_rows: list[dict]):
+    """Step-0 points of ``curves``: each trained cell's untrained floor cell (same labels on
+    the floor's axes, seed included), whose weights the cell's training starts from."""
+    floors = {tuple(str(r[a]) for a in baseline.axis_names): r for r in floor_rows}
+    points, seen = [], set()
+    for c in curves:
+        key = (tuple(str(c[a]) for a in baseline.axis_names), c["metric"])
+        floor = floors.get(key[0])
+        if key in seen or floor is None or floor.get(c["metric"]) is None:
+            continue
+        seen.add(key)
+        labels = {a: c[a] for a in c if a not in ("step", "metric", "value")}
+        points.append({**labels, "step": 0, "metric": c["metric"], "value": floor[c["metric"]]})
+    return points
+
+
+def grid_curves(name: str, results: Path = RESULTS) -> tuple[Experiment, list[dict[str, Any]]]:
+    """A grid and its committed curves (``GRID_curves.csv``) with the floor's step-0 points."""
+    experiment = load_experiment(EXPERIMENTS / f"{name}.yaml")
+    with open(results / f"{name}{CURVES_SUFFIX}", newline="") as handle:
+        curves: list[dict[str, Any]] = list(csv.DictReader(handle))
+    if experiment.report.get("baseline"):
+        baseline = load_experiment(experiment.report["baseline"])
+        floor_csv = results / f"{baseline.name}.csv"
+        if floor_csv.is_file():
+            curves += floor_points(curves, baseline, read_rows(floor_csv, baseline))
+    return experiment, curves
+
+
+def curve_tables(name: str) -> str:
+    """Markdown: per curve metric validated at two steps or more, one line per step with each
+    ``hue`` label's mean ± 95 % interval over seeds and the seed-paired difference of the
+    grid's first two-level contrast on the ``hue`` axis (bold: excludes 0)."""
+    experiment, curves = grid_curves(name)
+    report = experiment.report
+    hue = report.get("hue")
+    if hue is None:
+        raise ValueError(f"table curves:{name}: the grid's report has no hue axis")
+    levels = [v.label for a, values in experiment.axes if a == hue for v in values]
+    contrast = next(
+        (
+            c["levels"]
+            for c in report.get("contrasts") or []
+            if c.get("axis") == hue and "levels" in c
+        ),
+        None,
+    )
+    blocks = []
+    for metric in report.get("curves") or []:
+        points = [c for c in curves if c["metric"] == metric]
+        steps = sorted({int(float(c["step"])) for c in points})
+        if len(steps) < 2:
+            continue
+        scale = metric_scale(metric)[0]
+        header = ["step", *levels] + ([f"{contrast[0]} − {contrast[1]}"] if contrast else [])
+        lines = [
+            f"*Learning curve of {metric} (step 0: the untrained floor; mean ± 95 % CI over "
+            "seeds; the difference paired by seed, bold: excludes 0)*",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
+        for step in steps:
+            at = {(str(c[hue]), str(c.get("seed"))): float(c["value"])
+                  for c in points if int(float(c["step"])) == step}  # fmt: skip
+            cells = [str(step)]
+            for level in levels:
+                cells.append(format_mean_ci([v for (h, _), v in at.items() if h == level], scale))
+            if contrast:
+                a, b = contrast
+                diffs = [
+                    v - at[(b, seed)] for (h, seed), v in at.items() if h == a and (b, seed) in at
+                ]
+                cells.append(format_mean_ci(diffs, scale, mark_nonzero=True))
+            lines.append("| " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
 def redraw_curves(results: Path = RESULTS) -> list[Path]:
-    """Every ``GRID_curves_<metric>.png`` from its committed ``GRID_curves.csv``; the paths."""
+    """Every ``GRID_curves_<metric>.png`` from its committed ``GRID_curves.csv`` (step 0: the
+    floor cells of the grid's baseline, when committed); only metrics validated at two steps
+    or more make a curve. Returns the paths written."""
     written = []
     for path in sorted(results.glob(f"*{CURVES_SUFFIX}")):
-        experiment = load_experiment(EXPERIMENTS / f"{path.name[: -len(CURVES_SUFFIX)]}.yaml")
-        with open(path, newline="") as handle:
-            curves = list(csv.DictReader(handle))
+        experiment, curves = grid_curves(path.name[: -len(CURVES_SUFFIX)], results)
         report = experiment.report
         for metric in report.get("curves") or []:
+            if len({c["step"] for c in curves if c["metric"] == metric}) < 2:
+                continue
             png = results / f"{experiment.name}_curves_{metric.replace('/', '_')}.png"
             if plot_curves(curves, experiment, metric, report.get("hue"), report.get("panel"), png):
                 written.append(png)

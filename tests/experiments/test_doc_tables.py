@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ssl_biases.experiments.confidence import format_mean_ci
 from ssl_biases.experiments.doc_tables import (
     BLOCK,
     DOCS,
@@ -110,3 +111,21 @@ def test_learning_curves_are_redrawn_from_a_committed_curves_csv(tmp_path):
     (tmp_path / "no_such_grid_curves.csv").write_text("step,metric,value\n")
     with pytest.raises(FileNotFoundError, match="no_such_grid"):
         redraw_curves(tmp_path)
+
+
+def test_the_curve_table_starts_at_the_paired_floor_and_ends_at_the_contrast_table():
+    grid = "conv_vs_attention_decisive_cifar10"
+    knn, linear = render(f"curves:{grid}").split("\n\n*Learning curve of ")  # two tables
+    assert knn.startswith("*Learning curve of val/knn_top1") and linear.startswith("val/offline")
+    lines = {line.split(" | ")[0]: line for line in knn.splitlines() if line[:2] == "| "}
+    # step 0: seeds 0-9 of the floor (the trained cells' own initial weights), not all 30
+    floor = load_experiment(f"configs/experiment/{grid}_random.yaml")
+    rows = read_rows(Path(f"docs/results/{grid}_random.csv"), floor)
+    paired = {(r["token_mixer"], r["seed"]): r["val/knn_top1"] for r in rows if int(r["seed"]) < 10}
+    diffs = [paired["conv", s] - paired["attention", s] for s in map(str, range(10))]
+    assert lines["| 0"].endswith(f"| {format_mean_ci(diffs, mark_nonzero=True)} |")
+    # the last validation is the cells' final metric: the report's contrast table agrees
+    experiment, trained, _, floor_rows = grid_rows(grid)
+    contrast = report_sections(experiment, trained, floor_rows)["contrast0"]
+    final = contrast.splitlines()[-1].split(" | ")[1]  # val/knn_top1 of conv - attention
+    assert lines["| 623"].endswith(f"| {final} |")
