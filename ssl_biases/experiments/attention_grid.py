@@ -114,7 +114,9 @@ def collect_attention(experiment: Experiment) -> list[dict[str, Any]]:
 def attention_table(rows: list[dict[str, Any]], experiment: Experiment) -> str:
     """Markdown: per cell setting (every axis but the seed) and block, the mean attention
     distance (mean over heads, then mean ± 95 % t interval over seeds) and the offset-local
-    heads (total over seeds / heads read)."""
+    heads (total over seeds / heads read). With a ``report.x`` axis, a second table: each
+    block's change from the same setting at the first ``x`` level (``max_steps`` 1: about
+    the initialisation), paired by seed (bold: the interval excludes 0)."""
     group_axes = [a for a in experiment.axis_names if a != "seed"]
     blocks = sorted({int(float(r["block"])) for r in rows})
     per_seed: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -125,30 +127,55 @@ def attention_table(rows: list[dict[str, Any]], experiment: Experiment) -> str:
         group = key[:-1]
         local[group][0] += int(float(r["offset_local"]))
         local[group][1] += 1
+    head_mean = {key: {b: sum(v) / len(v) for b, v in by_block.items()}
+                 for key, by_block in per_seed.items()}  # fmt: skip
     groups: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for key, by_block in per_seed.items():
-        for block, values in by_block.items():
-            groups[key[:-1]][block].append(sum(values) / len(values))
+    for key, by_block in head_mean.items():
+        for block, value in by_block.items():
+            groups[key[:-1]][block].append(value)
     order = {a: [v.label for v in values] for a, values in experiment.axes}
-    header = [*group_axes, "seeds", *(f"block {b}" for b in blocks), "offset-local heads"]
-    lines = [
-        "*Mean attention distance per block (fraction of the image side; mean over heads, "
-        "then mean ± 95 % CI over seeds) and offset-local heads (found / read)*",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
 
     def rank(group: tuple) -> tuple:
         return tuple(order[a].index(label) for a, label in zip(group_axes, group))
 
-    for group in sorted(groups, key=rank):
-        seeds = len(next(iter(groups[group].values())))
-        cells = [*group, str(seeds)]
+    def table(caption: str, last: str, line) -> list[str]:
+        header = [*group_axes, "seeds", *(f"block {b}" for b in blocks)] + [last] * bool(last)
+        out = [caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return out + [text for text in map(line, sorted(groups, key=rank)) if text]
+
+    def level_line(group: tuple) -> str:
+        cells = [*group, str(len(next(iter(groups[group].values()))))]
         cells += [format_mean_ci(groups[group][b], scale=1.0, digits=3) for b in blocks]
         found, read = local[group]
-        cells.append(f"{found} / {read}")
-        lines.append("| " + " | ".join(cells) + " |")
+        return "| " + " | ".join([*cells, f"{found} / {read}"]) + " |"
+
+    lines = table(
+        "*Mean attention distance per block (fraction of the image side; mean over heads, "
+        "then mean ± 95 % CI over seeds) and offset-local heads (found / read)*",
+        "offset-local heads",
+        level_line,
+    )
+    x = experiment.report.get("x")
+    if x in group_axes:
+        at = group_axes.index(x)
+
+        def change_line(group: tuple) -> str:
+            start = (*group[:at], order[x][0], *group[at + 1 :])
+            if group == start or start not in groups:
+                return ""
+            seeds = [k[-1] for k in head_mean if k[:-1] == group and (*start, k[-1]) in head_mean]
+            cells = [*group, str(len(seeds))]
+            for b in blocks:
+                diffs = [head_mean[(*group, s)][b] - head_mean[(*start, s)][b] for s in seeds]
+                cells.append(format_mean_ci(diffs, scale=1.0, digits=3, mark_nonzero=True))
+            return "| " + " | ".join(cells) + " |"
+
+        lines += [""] + table(
+            f"*Change of the mean attention distance from {x} = {order[x][0]} (the same seed; "
+            "mean ± 95 % CI over seeds, bold: excludes 0)*",
+            "",
+            change_line,
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -106,3 +106,20 @@ def test_the_command_writes_the_csv_and_refuses_a_grid_that_has_not_run(grid, tm
     assert len(written) == 8 and "offset-local heads" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="run `ssl-biases sweep`"):
         main([str(experiment), "--output-dir", str(tmp_path / "empty"), "--out", str(out)])
+
+
+def test_the_change_from_the_first_step_level_is_paired_by_seed():
+    walmer = load_experiment("configs/experiment/walmer_cifar10.yaml")  # report.x: max_steps
+    distance = {("1", "0"): (0.5, 0.5), ("1", "1"): (0.6, 0.6),  # (head 0, head 1) of block 0
+                ("625", "0"): (0.3, 0.4), ("625", "1"): (0.4, 0.5)}  # fmt: skip
+    rows = [
+        {"method": "simclr", "max_steps": steps, "seed": seed, "block": 0, "head": head,
+         "distance": d, "offset_local": int(steps == "625" and head == 0)}
+        for (steps, seed), pair in distance.items() for head, d in enumerate(pair)
+    ]  # fmt: skip
+    levels, change = attention_table(rows, walmer).split("\n\n*Change")
+    assert "| simclr | 1 | 2 | 0.550 ± 0.635 | 0 / 4 |" in levels  # seeds 0.5, 0.6
+    assert "| simclr | 625 | 2 | 0.400 ± 0.635 | 2 / 4 |" in levels  # seeds 0.35, 0.45
+    # per seed: 0.35 - 0.5 and 0.45 - 0.6, both -0.15: the paired interval has width 0
+    assert "| simclr | 625 | 2 | **-0.150 ± 0.000** |" in change
+    assert "| simclr | 1 |" not in change  # the first level is the reference
