@@ -183,6 +183,14 @@ def grid_curves(name: str, results: Path = RESULTS) -> tuple[Experiment, list[di
     return experiment, curves
 
 
+def curve_metrics(experiment: Experiment, curves: list[dict[str, Any]]) -> list[str]:
+    """The grid's ``report.curves`` metrics validated at two steps or more (a curve)."""
+    steps: dict[str, set] = {}
+    for c in curves:
+        steps.setdefault(c["metric"], set()).add(int(float(c["step"])))
+    return [m for m in experiment.report.get("curves") or [] if len(steps.get(m, ())) >= 2]
+
+
 def curve_tables(name: str) -> str:
     """Markdown: per curve metric validated at two steps or more, one line per step with each
     ``hue`` label's mean ± 95 % interval over seeds and the seed-paired difference of the
@@ -202,11 +210,9 @@ def curve_tables(name: str) -> str:
         None,
     )
     blocks = []
-    for metric in report.get("curves") or []:
+    for metric in curve_metrics(experiment, curves):
         points = [c for c in curves if c["metric"] == metric]
         steps = sorted({int(float(c["step"])) for c in points})
-        if len(steps) < 2:
-            continue
         scale = metric_scale(metric)[0]
         header = ["step", *levels] + ([f"{contrast[0]} − {contrast[1]}"] if contrast else [])
         lines = [
@@ -241,9 +247,7 @@ def redraw_curves(results: Path = RESULTS) -> list[Path]:
     for path in sorted(results.glob(f"*{CURVES_SUFFIX}")):
         experiment, curves = grid_curves(path.name[: -len(CURVES_SUFFIX)], results)
         report = experiment.report
-        for metric in report.get("curves") or []:
-            if len({c["step"] for c in curves if c["metric"] == metric}) < 2:
-                continue
+        for metric in curve_metrics(experiment, curves):
             png = results / f"{experiment.name}_curves_{metric.replace('/', '_')}.png"
             if plot_curves(curves, experiment, metric, report.get("hue"), report.get("panel"), png):
                 written.append(png)
