@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ssl_biases.experiments import doc_tables
 from ssl_biases.experiments.confidence import format_mean_ci
 from ssl_biases.experiments.doc_tables import (
     BLOCK,
@@ -62,11 +63,13 @@ def test_regenerate_rewrites_only_the_marked_block(tmp_path):
     assert regenerate(new) == (new, [])
 
 
-def test_unknown_sections_and_missing_csvs_say_what_to_do():
+def test_unknown_sections_and_missing_csvs_say_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="has no section 'nope'"):
         render("last_dim_cifar10:nope")
-    with pytest.raises(FileNotFoundError, match="ssl-biases sweep"):
-        render("shuffle_cifar10:wall")
+    with monkeypatch.context() as patch:  # no committed CSVs: the grid has not run
+        patch.setattr(doc_tables, "RESULTS", tmp_path)
+        with pytest.raises(FileNotFoundError, match="sweep configs/experiment/shuffle_cifar10"):
+            render("shuffle_cifar10:wall")
     assert re.search(r"claims", render("claims:last_dim_cifar10"))
 
 
