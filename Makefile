@@ -25,7 +25,7 @@ demo: install  ## pretrain SimCLR on shapes (CPU), compare probes with a random 
 	$(PY) -m ssl_biases.cli.demo
 
 test: install  ## run the test suite
-	$(PY) -m pytest -n auto  # pytest-xdist: one worker per core (8 min 11 s on 2 cores, clean-clone CI 2026-12-07)
+	$(PY) -m pytest -n auto  # pytest-xdist: one worker per core (8-10.5 min on 2 cores: clean-clone CI 2026-12-07)
 
 lint: install  ## ruff lint + format check
 	$(BIN)/ruff check .
